@@ -36,6 +36,8 @@ use protobuf::MessageDyn;
 
 pub use protobuf::well_known_types::{any::Any, empty::Empty, timestamp::Timestamp};
 
+pub mod time;
+
 /// Everything `build.rs` generated, as sibling modules (the generated code refers to other
 /// files as `super::<module>`). Lints are silenced here and only here.
 #[allow(

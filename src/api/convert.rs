@@ -1,0 +1,201 @@
+//! Translations between wire messages and core types that both APIs need. Each conversion
+//! exists once, here; the adapters only pick which ones to call.
+
+use std::path::PathBuf;
+
+use protobuf::Message;
+
+use crate::core::types::{
+    CheckpointSpec, ContainerId, ExecId, MountSpec, PidInfo, ProcessRef, RuncOptions, Status,
+    StdioRequest,
+};
+use crate::core::{Error, Result};
+use crate::protos::mount::Mount;
+use crate::protos::task_types::{ProcessInfo, Status as PbStatus};
+use crate::protos::{any_bare, runc_options, type_url_is, Any};
+
+pub fn container_id(s: &str) -> Result<ContainerId> {
+    ContainerId::new(s)
+}
+
+/// An empty exec id addresses init.
+pub fn process_ref(exec_id: &str) -> Result<ProcessRef> {
+    if exec_id.is_empty() {
+        Ok(ProcessRef::Init)
+    } else {
+        Ok(ProcessRef::Exec(ExecId::new(exec_id)?))
+    }
+}
+
+pub fn mounts(m: &[Mount]) -> Vec<MountSpec> {
+    m.iter()
+        .map(|m| MountSpec {
+            kind: m.type_.clone(),
+            source: m.source.clone(),
+            target: m.target.clone(),
+            options: m.options.clone(),
+        })
+        .collect()
+}
+
+pub fn stdio(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> StdioRequest {
+    StdioRequest {
+        stdin: stdin.to_string(),
+        stdout: stdout.to_string(),
+        stderr: stderr.to_string(),
+        terminal,
+    }
+}
+
+pub fn status(s: Status) -> PbStatus {
+    match s {
+        Status::Unknown => PbStatus::UNKNOWN,
+        Status::Created => PbStatus::CREATED,
+        Status::Running => PbStatus::RUNNING,
+        Status::Stopped => PbStatus::STOPPED,
+        Status::Paused => PbStatus::PAUSED,
+        Status::Pausing => PbStatus::PAUSING,
+    }
+}
+
+pub fn path_opt(s: &str) -> Option<PathBuf> {
+    (!s.is_empty()).then(|| PathBuf::from(s))
+}
+
+/// `containerd.runc.v1.Options` to core options.
+pub fn runc_options(o: &runc_options::Options) -> RuncOptions {
+    RuncOptions {
+        no_pivot_root: o.no_pivot_root,
+        no_new_keyring: o.no_new_keyring,
+        shim_cgroup: o.shim_cgroup.clone(),
+        io_uid: o.io_uid,
+        io_gid: o.io_gid,
+        binary_name: o.binary_name.clone(),
+        root: o.root.clone(),
+        criu_path: o.criu_path.clone(),
+        systemd_cgroup: o.systemd_cgroup,
+        criu_image_path: o.criu_image_path.clone(),
+        criu_work_path: o.criu_work_path.clone(),
+    }
+}
+
+/// The options `Any` of a task Create. containerd always sends `containerd.runc.v1.Options` to
+/// runc shims; an absent or empty `Any` means defaults.
+pub fn create_options(any: Option<&Any>) -> Result<RuncOptions> {
+    let Some(any) = any else {
+        return Ok(RuncOptions::default());
+    };
+    if any.type_url.is_empty() && any.value.is_empty() {
+        return Ok(RuncOptions::default());
+    }
+    if !any.type_url.is_empty() && !type_url_is(&any.type_url, "containerd.runc.v1.Options") {
+        return Err(Error::invalid_argument(format!(
+            "unsupported runtime options type {:?}, expected containerd.runc.v1.Options",
+            any.type_url
+        )));
+    }
+    let o = runc_options::Options::parse_from_bytes(&any.value)
+        .map_err(|e| Error::invalid_argument(format!("decode runtime options: {e}")))?;
+    Ok(runc_options(&o))
+}
+
+/// `containerd.runc.v1.CheckpointOptions` (or none) into a checkpoint request for `path`.
+pub fn checkpoint_spec(path: &str, any: Option<&Any>) -> Result<CheckpointSpec> {
+    let mut spec = CheckpointSpec {
+        image_path: PathBuf::from(path),
+        ..Default::default()
+    };
+    let Some(any) = any.filter(|a| !a.value.is_empty() || !a.type_url.is_empty()) else {
+        return Ok(spec);
+    };
+    if !type_url_is(&any.type_url, "containerd.runc.v1.CheckpointOptions") {
+        return Err(Error::invalid_argument(format!(
+            "unsupported checkpoint options type {:?}",
+            any.type_url
+        )));
+    }
+    let o = runc_options::CheckpointOptions::parse_from_bytes(&any.value)
+        .map_err(|e| Error::invalid_argument(format!("decode checkpoint options: {e}")))?;
+    if !o.image_path.is_empty() {
+        spec.image_path = PathBuf::from(&o.image_path);
+    }
+    spec.work_path = path_opt(&o.work_path);
+    spec.parent_path = path_opt(&o.parent_path);
+    spec.exit = o.exit;
+    spec.open_tcp = o.open_tcp;
+    spec.external_unix_sockets = o.external_unix_sockets;
+    spec.terminal = o.terminal;
+    spec.file_locks = o.file_locks;
+    spec.empty_namespaces = o.empty_namespaces.clone();
+    spec.cgroups_mode = o.cgroups_mode.clone();
+    Ok(spec)
+}
+
+/// `Pids` entries. `details` builds the per-process info `Any` (each API has its own
+/// ProcessDetails message and its own rule for which processes get one).
+pub fn process_infos(
+    pids: Vec<PidInfo>,
+    details: impl Fn(&PidInfo) -> Option<Any>,
+) -> Vec<ProcessInfo> {
+    pids.iter()
+        .map(|p| ProcessInfo {
+            pid: p.pid,
+            info: details(p).into(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// The v2 rule: execs carry `containerd.runc.v1.ProcessDetails{exec_id}`, init carries nothing.
+pub fn runc_v1_details(p: &PidInfo) -> Option<Any> {
+    let exec_id = p.exec_id.as_ref()?;
+    any_bare(&runc_options::ProcessDetails {
+        exec_id: exec_id.clone(),
+        ..Default::default()
+    })
+    .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_any_forms() {
+        assert_eq!(create_options(None).unwrap(), RuncOptions::default());
+        let o = runc_options::Options {
+            binary_name: "crun".into(),
+            io_uid: 5,
+            ..Default::default()
+        };
+        let mut any = any_bare(&o).unwrap();
+        assert_eq!(create_options(Some(&any)).unwrap().binary_name, "crun");
+        any.type_url = format!("type.googleapis.com/{}", any.type_url);
+        assert_eq!(create_options(Some(&any)).unwrap().io_uid, 5);
+        any.type_url = "runtimeoptions.v1.Options".into();
+        assert!(create_options(Some(&any)).is_err());
+        any.type_url = "containerd.runc.v1.Options".into();
+        any.value = vec![0xff, 0xff];
+        assert!(create_options(Some(&any)).is_err());
+    }
+
+    #[test]
+    fn pids_carry_exec_details_only_for_execs() {
+        let infos = process_infos(
+            vec![
+                PidInfo { pid: 1, exec_id: None },
+                PidInfo { pid: 2, exec_id: Some("e1".into()) },
+            ],
+            runc_v1_details,
+        );
+        assert!(infos[0].info.is_none());
+        let any = infos[1].info.as_ref().unwrap();
+        assert_eq!(any.type_url, "containerd.runc.v1.ProcessDetails");
+    }
+
+    #[test]
+    fn exec_ref() {
+        assert_eq!(process_ref("").unwrap(), ProcessRef::Init);
+        assert!(process_ref("../x").is_err());
+    }
+}

@@ -1,0 +1,9 @@
+//! The wire adapters: the ttrpc server loop, the status table and conversions shared by both
+//! APIs, and one adapter per API (`v1`: legacy shim API, `v2`: task API). The adapters never
+//! import each other.
+
+pub mod convert;
+pub mod metrics;
+pub mod server;
+pub mod status;
+pub mod v2;

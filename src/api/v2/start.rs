@@ -1,0 +1,278 @@
+//! The `start` action: leave a daemon listening on the socket containerd will dial, print that
+//! socket's address, exit. stdout and stderr of this process are one pipe that containerd
+//! reads to the end, so nothing but the address is written, and the daemon does not inherit
+//! the pipe. Runs without an async runtime: it only binds, forks and writes files.
+
+use std::ffi::OsString;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use protobuf::Message;
+
+use super::bootstrap::{self, StartInput};
+use super::Flavor;
+use crate::cli::ShimV2Args;
+use crate::reaper::{Reaper, Spawner};
+
+/// Write `data` to `dir/name` atomically (temp file `.name`, then rename), as the Go shim does
+/// for `address` and `shim.pid`.
+pub fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+    }
+    std::fs::rename(&tmp, dir.join(name))
+}
+
+fn socket_path(address: &str) -> &Path {
+    Path::new(address.strip_prefix("unix://").unwrap_or(address))
+}
+
+/// Is something serving on this socket? Checked a few times: a concurrent `start` for the same
+/// group may have bound but not yet listened.
+fn socket_is_live(path: &Path) -> bool {
+    for _ in 0..3 {
+        if UnixStream::connect(path).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+enum Bound {
+    /// We own a new listening socket.
+    New(UnixListener),
+    /// A live shim already serves this group (runc.v2).
+    Existing,
+}
+
+fn bind(path: &Path, reuse: bool) -> Result<Bound, String> {
+    if let Some(dir) = path.parent() {
+        // Only the shim's user may look inside (Go uses 0600, which only root can traverse).
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("create socket directory {}: {e}", dir.display()))?;
+    }
+    match UnixListener::bind(path) {
+        Ok(l) => return Ok(Bound::New(l)),
+        Err(e) if e.kind() == ErrorKind::AddrInUse => {}
+        Err(e) => return Err(format!("listen on {}: {e}", path.display())),
+    }
+    if reuse && socket_is_live(path) {
+        return Ok(Bound::Existing);
+    }
+    // A socket left by a dead shim must not block a new one; only ever remove a socket file.
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => {
+            std::fs::remove_file(path)
+                .map_err(|e| format!("remove stale socket {}: {e}", path.display()))?;
+        }
+        Ok(_) => return Err(format!("{} exists and is not a socket", path.display())),
+        Err(_) => {}
+    }
+    UnixListener::bind(path)
+        .map(Bound::New)
+        .map_err(|e| format!("listen on {}: {e}", path.display()))
+}
+
+/// Join `cgroup` (a path relative to each hierarchy root) with `pid`.
+fn join_shim_cgroup(cgroup: &str, pid: u32) -> Result<(), String> {
+    let rel = cgroup.trim_start_matches('/');
+    let root = Path::new("/sys/fs/cgroup");
+    let mut joined = false;
+    let targets: Vec<PathBuf> = if root.join("cgroup.controllers").exists() {
+        vec![root.join(rel)]
+    } else {
+        std::fs::read_dir(root)
+            .map_err(|e| format!("read {}: {e}", root.display()))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join(rel))
+            .filter(|p| p.is_dir())
+            .collect()
+    };
+    for dir in targets {
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string())
+            .map_err(|e| format!("add shim {pid} to cgroup {}: {e}", dir.display()))?;
+        joined = true;
+    }
+    if !joined {
+        return Err(format!("shim cgroup {cgroup} does not exist"));
+    }
+    Ok(())
+}
+
+/// The daemon runs just above containerd's OOM priority, so the kernel picks it before
+/// containerd but after ordinary processes.
+fn adjust_oom_score(pid: u32) {
+    let own = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .unwrap_or(0);
+    let v = (own + 1).min(1000);
+    let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), v.to_string());
+}
+
+/// Start the daemon with the listener as fd 3, in a new session, stdio on /dev/null.
+fn spawn_daemon(
+    argv0: &OsString,
+    args: &ShimV2Args,
+    address: &str,
+    listener: &OwnedFd,
+    input: &StartInput,
+) -> Result<u32, String> {
+    let mut cmd = Command::new(argv0);
+    cmd.arg("-namespace")
+        .arg(&args.namespace)
+        .arg("-id")
+        .arg(&args.id)
+        .arg("-address")
+        .arg(&args.address);
+    if args.debug {
+        cmd.arg("-debug");
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(b) = &input.bootstrap {
+        // 2.3+: the daemon finds containerd's event socket here even if the environment lacks it.
+        if !b.containerd_ttrpc_address.is_empty() {
+            cmd.env("TTRPC_ADDRESS", &b.containerd_ttrpc_address);
+        }
+    }
+    let _ = address;
+    let fd = listener.as_raw_fd();
+    // SAFETY: runs in the child between fork and exec; setsid, dup2 and fcntl are
+    // async-signal-safe and only touch the child's own descriptors.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if fd == 3 {
+                // dup2(3, 3) would keep close-on-exec; clear it instead.
+                let flags = libc::fcntl(3, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    // Spawned through the spawner like every child; nobody waits for it (it outlives us).
+    let spawner = Spawner::new(Reaper::new());
+    let child = spawner
+        .spawn(cmd, false)
+        .map_err(|e| format!("start shim daemon {}: {e}", argv0.to_string_lossy()))?;
+    Ok(child.pid)
+}
+
+pub fn start(flavor: &Flavor, argv0: &OsString, args: &ShimV2Args) -> Result<String, String> {
+    let _ = crate::reaper::set_subreaper();
+    if args.id.is_empty() {
+        return Err("shim id cannot be empty".into());
+    }
+    crate::core::types::validate_identifier("container id", &args.id).map_err(|e| e.to_string())?;
+    crate::core::types::validate_identifier("namespace", &args.namespace)
+        .map_err(|e| e.to_string())?;
+
+    let mut stdin = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut stdin)
+        .map_err(|e| format!("read options from stdin: {e}"))?;
+    let input = bootstrap::decode_stdin(&stdin)?;
+
+    let bundle = std::env::current_dir().map_err(|e| format!("getcwd: {e}"))?;
+    let group = if flavor.groups {
+        let config = std::fs::read(bundle.join("config.json"))
+            .map_err(|e| format!("open config.json: {}", crate::core::error::chain(&e)))?;
+        bootstrap::group_id(&config, &args.id)?
+    } else {
+        args.id.clone()
+    };
+    crate::core::types::validate_identifier("group id", &group).map_err(|e| e.to_string())?;
+    let address =
+        bootstrap::socket_address(&input.socket_dir(), &args.address, &args.namespace, &group);
+    let path = socket_path(&address);
+
+    let listener = match bind(path, flavor.groups)? {
+        Bound::Existing => {
+            write_atomic(&bundle, "address", address.as_bytes())
+                .map_err(|e| format!("write address: {e}"))?;
+            return Ok(address);
+        }
+        Bound::New(l) => l,
+    };
+    let cleanup = |e: String| {
+        let _ = std::fs::remove_file(path);
+        e
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| cleanup(format!("chmod {}: {e}", path.display())))?;
+    write_atomic(&bundle, "address", address.as_bytes())
+        .map_err(|e| cleanup(format!("write address: {e}")))?;
+    let fd = OwnedFd::from(listener);
+    let pid = spawn_daemon(argv0, args, &address, &fd, &input).map_err(cleanup)?;
+    drop(fd);
+    if flavor.writes_shim_pid {
+        write_atomic(&bundle, "shim.pid", pid.to_string().as_bytes())
+            .map_err(|e| format!("write shim.pid: {e}"))?;
+    }
+    if let Some(o) = &input.options {
+        if !o.shim_cgroup.is_empty() {
+            join_shim_cgroup(&o.shim_cgroup, pid)?;
+        }
+    }
+    adjust_oom_score(pid);
+    Ok(address)
+}
+
+/// `-info` (containerd 2.x introspection): a `RuntimeInfo` with our name and version, the
+/// options echoed, and the runtime's `features` JSON when it can tell.
+pub fn info(flavor: &Flavor) -> Result<Vec<u8>, String> {
+    use crate::protos::introspection::{RuntimeInfo, RuntimeVersion};
+    let mut stdin = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut stdin);
+    let input = bootstrap::decode_stdin(&stdin).unwrap_or_default();
+    let binary = input
+        .options
+        .as_ref()
+        .map(|o| o.binary_name.clone())
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| "runc".to_string());
+    let mut cmd = Command::new(&binary);
+    cmd.arg("features");
+    let features = Spawner::new(Reaper::new())
+        .output_blocking(cmd)
+        .ok()
+        .filter(|o| o.status == 0)
+        .map(|o| crate::protos::Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/features/Features".into(),
+            value: o.stdout,
+            ..Default::default()
+        });
+    let info = RuntimeInfo {
+        name: flavor.runtime_name.to_string(),
+        version: Some(RuntimeVersion {
+            version: crate::VERSION.to_string(),
+            revision: crate::REVISION.to_string(),
+            ..Default::default()
+        })
+        .into(),
+        options: input.options_any.into(),
+        features: features.into(),
+        ..Default::default()
+    };
+    info.write_to_bytes().map_err(|e| format!("encode runtime info: {e}"))
+}

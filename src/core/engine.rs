@@ -1,0 +1,1005 @@
+//! [`Core`]: the operations both APIs call. Each operation follows "look up -> lock the
+//! process -> check the state table -> run the runtime -> commit -> queue the event".
+//!
+//! Concurrency invariants:
+//! * The container map is locked only to look up, insert or remove (never across an await).
+//! * One async mutex per process (`Process::op`) serialises operations on that process; the
+//!   exit path never takes it, so an exit is handled even while a long operation runs.
+//! * `State` and `Wait` take no async lock: State answers within containerd's 2 s even while a
+//!   runtime call is in flight, and a cancelled Wait leaves nothing behind.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::mpsc;
+
+use super::cgroup::{Cgroup, CgroupStats};
+use super::container::{lock, spec_has_own_pidns, Container, ExecGate, Process};
+use super::error::{Error, Kind, Result};
+use super::event::{Event, EventKind, EventSink};
+use super::lifecycle::{self, ExitNote};
+use super::mount;
+use super::runc::Runc;
+use super::runtime::{CreateOpts, ExecOpts, OciRuntime, RestoreOpts, RuntimeStdio};
+use super::state::{self, Op, State};
+use super::types::{
+    CheckpointSpec, ContainerId, CreateSpec, Deleted, ExecSpec, Exit, PidInfo, ProcessRef,
+    ProcessState, RuncOptions, Status,
+};
+use crate::io::{IoConfig, ProcessIo, StdioSpec, CLOSE_WAIT};
+use crate::reaper::{Spawner, Subscription};
+
+/// When a shim may exit after `Shutdown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownPolicy {
+    /// Only once no container is left (runc.v2: a group shim serves many).
+    WhenEmpty,
+    /// Always (runc.v1).
+    Always,
+}
+
+/// How an API differs, as data the core reads (nobody writes `if v1`).
+#[derive(Debug, Clone)]
+pub struct ApiProfile {
+    /// Runtime name used in messages (`io.containerd.runc.v2`).
+    pub runtime_name: &'static str,
+    /// The events this shim publishes itself.
+    pub publishes: &'static [EventKind],
+    pub shutdown: ShutdownPolicy,
+    /// Error for an id the shim does not hold: class and message.
+    pub missing_container: (Kind, &'static str),
+}
+
+impl ApiProfile {
+    fn publishes(&self, k: EventKind) -> bool {
+        self.publishes.contains(&k)
+    }
+}
+
+/// Builds the runtime driver for a container from its options.
+pub trait RuntimeFactory: Send + Sync {
+    fn runtime(&self, options: &RuncOptions, bundle: &Path) -> Arc<dyn OciRuntime>;
+}
+
+/// The production factory: a runc-compatible CLI, rooted at `<root>/<namespace>`.
+pub struct RuncFactory {
+    pub spawner: Spawner,
+    pub namespace: String,
+}
+
+impl RuntimeFactory for RuncFactory {
+    fn runtime(&self, o: &RuncOptions, bundle: &Path) -> Arc<dyn OciRuntime> {
+        Arc::new(Runc::new(
+            self.spawner.clone(),
+            o.binary(),
+            Path::new(o.root_base()).join(&self.namespace),
+            bundle,
+            (!o.criu_path.is_empty()).then(|| o.criu_path.clone()),
+            o.systemd_cgroup,
+        ))
+    }
+}
+
+pub struct Inner {
+    pub profile: ApiProfile,
+    pub namespace: String,
+    pub shim_pid: u32,
+    spawner: Spawner,
+    factory: Arc<dyn RuntimeFactory>,
+    containers: Mutex<HashMap<ContainerId, Arc<Container>>>,
+    /// Ids whose Create is in progress (so two Creates of one id cannot race).
+    creating: Mutex<HashSet<ContainerId>>,
+    sink: Arc<dyn EventSink>,
+    exits: mpsc::UnboundedSender<ExitNote>,
+}
+
+impl Inner {
+    /// Queue an event if this personality publishes its kind.
+    pub fn emit(&self, ev: Event) {
+        if self.profile.publishes(ev.kind()) {
+            self.sink.publish(ev);
+        }
+    }
+}
+
+/// The engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Core {
+    inner: Arc<Inner>,
+}
+
+fn read_pid_file(path: &Path) -> Result<u32> {
+    let s = std::fs::read_to_string(path)
+        .map_err(|e| Error::from(e).context(format!("read pid file {}", path.display())))?;
+    s.trim()
+        .parse::<u32>()
+        .map_err(|_| Error::unknown(format!("pid file {} holds {:?}", path.display(), s.trim())))
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::from(e).context(format!("write {}", path.display())))?;
+    f.write_all(data)
+        .map_err(|e| Error::from(e).context(format!("write {}", path.display())))
+}
+
+/// The OCI Process JSON with `terminal` forced to what the request says; every other field is
+/// passed through untouched.
+fn process_with_terminal(spec: &[u8], terminal: bool) -> Result<Vec<u8>> {
+    let mut v: serde_json::Value = serde_json::from_slice(spec)
+        .map_err(|e| Error::invalid_argument(format!("exec process spec is not valid JSON: {e}")))?;
+    let obj = v
+        .as_object_mut()
+        .ok_or_else(|| Error::invalid_argument("exec process spec is not a JSON object"))?;
+    obj.insert("terminal".into(), serde_json::Value::Bool(terminal));
+    serde_json::to_vec(&v).map_err(|e| Error::unknown(format!("encode process spec: {e}")))
+}
+
+fn io_error(e: crate::io::IoError) -> Error {
+    let kind = match &e {
+        crate::io::IoError::InvalidUri(_) => Kind::InvalidArgument,
+        crate::io::IoError::Os { source, .. } => Error::from(std::io::Error::from(source.kind())).kind(),
+    };
+    Error::new(kind, super::error::chain(&e))
+}
+
+impl Core {
+    pub fn new(
+        profile: ApiProfile,
+        namespace: &str,
+        spawner: Spawner,
+        factory: Arc<dyn RuntimeFactory>,
+        sink: Arc<dyn EventSink>,
+    ) -> Core {
+        let (tx, mut rx) = mpsc::unbounded_channel::<ExitNote>();
+        let inner = Arc::new(Inner {
+            profile,
+            namespace: namespace.to_string(),
+            shim_pid: std::process::id(),
+            spawner,
+            factory,
+            containers: Mutex::new(HashMap::new()),
+            creating: Mutex::new(HashSet::new()),
+            sink,
+            exits: tx,
+        });
+        let weak = Arc::downgrade(&inner);
+        // The exit dispatcher: one task, woken only by exits; each exit is handled in its own
+        // short-lived task because an init exit may wait for its execs' exits.
+        tokio::spawn(async move {
+            while let Some(note) = rx.recv().await {
+                let Some(inner) = weak.upgrade() else { return };
+                tokio::spawn(lifecycle::on_exit(inner, note));
+            }
+        });
+        Core { inner }
+    }
+
+    pub fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    pub fn profile(&self) -> &ApiProfile {
+        &self.inner.profile
+    }
+
+    pub fn shim_pid(&self) -> u32 {
+        self.inner.shim_pid
+    }
+
+    pub fn container_count(&self) -> usize {
+        lock(&self.inner.containers).len()
+    }
+
+    pub fn container_ids(&self) -> Vec<ContainerId> {
+        lock(&self.inner.containers).keys().cloned().collect()
+    }
+
+    /// Whether a `Shutdown` request should end this shim now.
+    pub fn should_shutdown(&self) -> bool {
+        match self.inner.profile.shutdown {
+            ShutdownPolicy::Always => true,
+            ShutdownPolicy::WhenEmpty => {
+                self.container_count() == 0 && lock(&self.inner.creating).is_empty()
+            }
+        }
+    }
+
+    fn container(&self, id: &ContainerId) -> Result<Arc<Container>> {
+        lock(&self.inner.containers).get(id).cloned().ok_or_else(|| {
+            let (kind, msg) = self.inner.profile.missing_container;
+            Error::new(kind, msg)
+        })
+    }
+
+    fn process(&self, c: &Container, p: &ProcessRef) -> Result<Arc<Process>> {
+        match p {
+            ProcessRef::Init => Ok(c.init.clone()),
+            ProcessRef::Exec(e) => c
+                .exec(e)
+                .ok_or_else(|| Error::not_found(format!("process does not exist {e}"))),
+        }
+    }
+
+    /// Route the future exit of `pid` (claimed inside `sub`) to the lifecycle.
+    fn claim(&self, sub: &Subscription, pid: u32, c: &Arc<Container>, p: &Arc<Process>) {
+        let tx = self.inner.exits.clone();
+        let (wc, wp): (Weak<Container>, Weak<Process>) = (Arc::downgrade(c), Arc::downgrade(p));
+        sub.claim_with(
+            pid as i32,
+            Box::new(move |exit| {
+                if let (Some(container), Some(process)) = (wc.upgrade(), wp.upgrade()) {
+                    process.mark_reaped();
+                    let _ = tx.send(ExitNote {
+                        container,
+                        process,
+                        exit,
+                    });
+                }
+            }),
+        );
+    }
+
+    // ---------------------------------------------------------------- Create
+
+    pub async fn create(&self, spec: CreateSpec) -> Result<u32> {
+        if !spec.bundle.is_absolute() {
+            return Err(Error::invalid_argument(format!(
+                "bundle path {:?} is not absolute",
+                spec.bundle
+            )));
+        }
+        {
+            let exists = lock(&self.inner.containers).contains_key(&spec.id);
+            let mut creating = lock(&self.inner.creating);
+            if exists || !creating.insert(spec.id.clone()) {
+                return Err(Error::already_exists(format!("id {}", spec.id)));
+            }
+        }
+        let id = spec.id.clone();
+        let r = self.create_inner(spec).await;
+        lock(&self.inner.creating).remove(&id);
+        r
+    }
+
+    async fn create_inner(&self, spec: CreateSpec) -> Result<u32> {
+        let bundle = spec.bundle.clone();
+        let config = std::fs::read(bundle.join("config.json")).map_err(|e| {
+            Error::from(e).context(format!("read {}", bundle.join("config.json").display()))
+        })?;
+        let own_pidns = spec_has_own_pidns(&config);
+
+        // Persist the options the way the Go shim does, so `delete` (ours or theirs) finds the
+        // runtime and its root even after this process is gone.
+        let opts_json = serde_json::to_vec(&spec.options)
+            .map_err(|e| Error::unknown(format!("encode options: {e}")))?;
+        write_private(&bundle.join("options.json"), &opts_json)?;
+        write_private(&bundle.join("runtime"), spec.options.binary_name.as_bytes())?;
+
+        let stdio_spec = StdioSpec::parse(&spec.stdio.stdin, &spec.stdio.stdout, &spec.stdio.stderr)
+            .map_err(io_error)?;
+
+        let rootfs_dir = bundle.join("rootfs");
+        let mounted = !spec.rootfs.is_empty();
+        if mounted {
+            match std::fs::DirBuilder::new().mode(0o711).create(&rootfs_dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::from(e).context("create rootfs directory")),
+            }
+            mount::mount_all(&spec.rootfs, &rootfs_dir)
+                .map_err(|e| Error::unknown(super::error::chain(&e)).context("mount rootfs"))?;
+        }
+        let undo_mounts = |mounted: bool| {
+            if mounted {
+                if let Err(e) = mount::unmount_all(&rootfs_dir) {
+                    tracing::warn!(error = %e, "unmount rootfs after failed create");
+                }
+            }
+        };
+
+        let runtime = self.inner.factory.runtime(&spec.options, &bundle);
+        let (io, stdio, console) = match ProcessIo::prepare(
+            IoConfig {
+                id: spec.id.as_str(),
+                namespace: &self.inner.namespace,
+                spec: &stdio_spec,
+                terminal: spec.stdio.terminal,
+                uid: spec.options.io_uid,
+                gid: spec.options.io_gid,
+            },
+            &self.inner.spawner,
+        )
+        .await
+        {
+            Ok(x) => x,
+            Err(e) => {
+                undo_mounts(mounted);
+                return Err(io_error(e).context("failed to create init process IO"));
+            }
+        };
+        let io = Arc::new(io);
+        let init = Arc::new(Process::new(None, spec.stdio.clone(), None));
+        init.set_io(io.clone());
+        let restore = spec.checkpoint.is_some();
+        let c = Arc::new(Container {
+            id: spec.id.clone(),
+            bundle: bundle.clone(),
+            runtime: runtime.clone(),
+            options: spec.options.clone(),
+            init: init.clone(),
+            execs: Mutex::new(HashMap::new()),
+            gate: Mutex::new(ExecGate::default()),
+            gate_changed: tokio::sync::Notify::new(),
+            cgroup: Mutex::new(None),
+            own_pidns,
+            rootfs: spec.rootfs.clone(),
+            rootfs_mounted: mounted,
+            checkpoint: spec.checkpoint.clone(),
+            parent_checkpoint: spec.parent_checkpoint.clone(),
+            restore_stdio: Mutex::new(None),
+        });
+
+        let pid = if restore {
+            // Restoring: nothing runs until Start (runc restore); keep the stdio for it.
+            *lock(&c.restore_stdio) = Some((stdio, console));
+            init.st().state = State::CreatedCheckpoint;
+            0
+        } else {
+            let sub = self.inner.reaper_subscribe();
+            let pid_file = bundle.join("init.pid");
+            let created = runtime
+                .create(
+                    spec.id.as_str(),
+                    &bundle,
+                    CreateOpts {
+                        pid_file: pid_file.clone(),
+                        console_socket: console,
+                        no_pivot: spec.options.no_pivot_root,
+                        no_new_keyring: spec.options.no_new_keyring,
+                        stdio,
+                    },
+                )
+                .await
+                .and_then(|()| read_pid_file(&pid_file));
+            let pid = match created {
+                Ok(pid) => pid,
+                Err(e) => {
+                    io.close(std::time::Duration::ZERO).await;
+                    let _ = runtime.delete(spec.id.as_str(), true).await;
+                    undo_mounts(mounted);
+                    return Err(e);
+                }
+            };
+            init.st().pid = pid;
+            self.claim(&sub, pid, &c, &init);
+            drop(sub);
+            if let Err(e) = io.start().await {
+                // The process exists; without its IO it is useless, so undo everything.
+                let _ = runtime.delete(spec.id.as_str(), true).await;
+                io.close(std::time::Duration::ZERO).await;
+                undo_mounts(mounted);
+                return Err(io_error(e).context("failed to start init process IO"));
+            }
+            pid
+        };
+
+        lock(&self.inner.containers).insert(spec.id.clone(), c);
+        self.inner.emit(Event::Create {
+            container_id: spec.id.to_string(),
+            bundle,
+            rootfs: spec.rootfs,
+            stdio: spec.stdio,
+            checkpoint: spec
+                .checkpoint
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            pid,
+        });
+        tracing::info!(id = %spec.id, pid, "container created");
+        Ok(pid)
+    }
+
+    // ---------------------------------------------------------------- Start
+
+    pub async fn start(&self, id: &ContainerId, which: &ProcessRef) -> Result<u32> {
+        let c = self.container(id)?;
+        let p = self.process(&c, which)?;
+        let _op = p.op.lock().await;
+        let cur = p.st().state;
+        state::check(p.kind(), cur, Op::Start)?;
+        match which {
+            ProcessRef::Init => self.start_init(&c, &p, cur).await,
+            ProcessRef::Exec(_) => self.start_exec(&c, &p).await,
+        }
+    }
+
+    async fn start_init(&self, c: &Arc<Container>, p: &Arc<Process>, cur: State) -> Result<u32> {
+        p.st().starting = true;
+        let started = if cur == State::CreatedCheckpoint {
+            self.restore_init(c, p).await
+        } else {
+            c.runtime
+                .start(c.id.as_str())
+                .await
+                .map(|()| p.st().pid)
+        };
+        let pid = match started {
+            Ok(pid) => pid,
+            Err(e) => {
+                lifecycle::finish_start(&self.inner, c, p).await;
+                return Err(e);
+            }
+        };
+        {
+            let mut st = p.st();
+            if st.state == State::Created || st.state == State::CreatedCheckpoint {
+                st.state = State::Running;
+            }
+        }
+        self.watch_cgroup(c, pid);
+        self.inner.emit(Event::Start {
+            container_id: c.id.to_string(),
+            pid,
+        });
+        lifecycle::finish_start(&self.inner, c, p).await;
+        tracing::info!(id = %c.id, pid, "container started");
+        Ok(pid)
+    }
+
+    async fn restore_init(&self, c: &Arc<Container>, p: &Arc<Process>) -> Result<u32> {
+        let (stdio, console) = lock(&c.restore_stdio).take().unwrap_or((RuntimeStdio::default(), None));
+        let pid_file = c.bundle.join("init.pid");
+        let work = if c.options.criu_work_path.is_empty() {
+            c.bundle.join("work")
+        } else {
+            PathBuf::from(&c.options.criu_work_path)
+        };
+        let sub = self.inner.reaper_subscribe();
+        c.runtime
+            .restore(
+                c.id.as_str(),
+                &c.bundle,
+                RestoreOpts {
+                    create: CreateOpts {
+                        pid_file: pid_file.clone(),
+                        console_socket: console,
+                        no_pivot: c.options.no_pivot_root,
+                        no_new_keyring: c.options.no_new_keyring,
+                        stdio,
+                    },
+                    checkpoint: CheckpointSpec {
+                        image_path: c.checkpoint.clone().unwrap_or_default(),
+                        work_path: Some(work),
+                        parent_path: c.parent_checkpoint.clone(),
+                        ..Default::default()
+                    },
+                },
+            )
+            .await?;
+        let pid = read_pid_file(&pid_file)?;
+        p.st().pid = pid;
+        self.claim(&sub, pid, c, p);
+        drop(sub);
+        p.io().start().await.map_err(io_error)?;
+        Ok(pid)
+    }
+
+    async fn start_exec(&self, c: &Arc<Container>, p: &Arc<Process>) -> Result<u32> {
+        let exec_id = p
+            .exec_id
+            .clone()
+            .ok_or_else(|| Error::unknown("exec start on a process without exec id"))?;
+        {
+            let mut g = c.gate();
+            if g.init_exited {
+                return Err(Error::failed_precondition(format!(
+                    "container {} init process is not running",
+                    c.id
+                )));
+            }
+            g.starting += 1;
+        }
+        let release_start = || {
+            let mut g = c.gate();
+            g.starting = g.starting.saturating_sub(1);
+            drop(g);
+            c.gate_changed.notify_waiters();
+        };
+        let prepared = async {
+            let stdio_spec =
+                StdioSpec::parse(&p.stdio.stdin, &p.stdio.stdout, &p.stdio.stderr).map_err(io_error)?;
+            let process = process_with_terminal(p.spec.as_deref().unwrap_or(b"{}"), p.stdio.terminal)?;
+            let (io, stdio, console) = ProcessIo::prepare(
+                IoConfig {
+                    id: c.id.as_str(),
+                    namespace: &self.inner.namespace,
+                    spec: &stdio_spec,
+                    terminal: p.stdio.terminal,
+                    uid: c.options.io_uid,
+                    gid: c.options.io_gid,
+                },
+                &self.inner.spawner,
+            )
+            .await
+            .map_err(|e| io_error(e).context("failed to create exec process IO"))?;
+            Ok::<_, Error>((process, Arc::new(io), stdio, console))
+        }
+        .await;
+        let (process, io, stdio, console) = match prepared {
+            Ok(x) => x,
+            Err(e) => {
+                release_start();
+                return Err(e);
+            }
+        };
+        p.set_io(io.clone());
+
+        let pid_file = c.bundle.join(format!("{exec_id}.pid"));
+        let sub = self.inner.reaper_subscribe();
+        p.st().starting = true;
+        let ran = c
+            .runtime
+            .exec(
+                c.id.as_str(),
+                &c.bundle,
+                &process,
+                ExecOpts {
+                    pid_file: pid_file.clone(),
+                    console_socket: console,
+                    stdio,
+                },
+            )
+            .await
+            .and_then(|()| read_pid_file(&pid_file));
+        let pid = match ran {
+            Ok(pid) => pid,
+            Err(e) => {
+                release_start();
+                io.close(std::time::Duration::ZERO).await;
+                lifecycle::finish_start(&self.inner, c, p).await;
+                return Err(e);
+            }
+        };
+        p.st().pid = pid;
+        {
+            let mut g = c.gate();
+            g.starting = g.starting.saturating_sub(1);
+            g.running += 1;
+        }
+        p.set_gate_count();
+        c.gate_changed.notify_waiters();
+        self.claim(&sub, pid, c, p);
+        drop(sub);
+        if let Err(e) = io.start().await {
+            tracing::warn!(id = %c.id, exec_id = %exec_id, pid, error = %e, "exec IO could not start");
+        }
+        {
+            let mut st = p.st();
+            if st.state == State::Created {
+                st.state = State::Running;
+            }
+        }
+        self.inner.emit(Event::ExecStarted {
+            container_id: c.id.to_string(),
+            exec_id: exec_id.to_string(),
+            pid,
+        });
+        lifecycle::finish_start(&self.inner, c, p).await;
+        Ok(pid)
+    }
+
+    /// After init started: find its cgroup (for Stats) and watch it for OOM kills.
+    fn watch_cgroup(&self, c: &Arc<Container>, pid: u32) {
+        let cg = match Cgroup::for_pid(pid) {
+            Ok(cg) => Arc::new(cg),
+            Err(e) => {
+                tracing::debug!(id = %c.id, pid, error = %e, "no cgroup for container");
+                return;
+            }
+        };
+        if let Err(e) = cg.enable_all_controllers() {
+            tracing::debug!(id = %c.id, error = %e, "enable cgroup controllers");
+        }
+        *lock(&c.cgroup) = Some(cg.clone());
+        match cg.watch_oom() {
+            Ok(mut w) => {
+                let weak = Arc::downgrade(&self.inner);
+                let id = c.id.to_string();
+                tokio::spawn(async move {
+                    while w.next().await.is_some() {
+                        let Some(inner) = weak.upgrade() else { return };
+                        tracing::info!(id = %id, "OOM kill in container cgroup");
+                        inner.emit(Event::Oom {
+                            container_id: id.clone(),
+                        });
+                    }
+                });
+            }
+            Err(e) => tracing::debug!(id = %c.id, error = %e, "no OOM watch"),
+        }
+    }
+
+    // ---------------------------------------------------------------- Delete
+
+    pub async fn delete(&self, id: &ContainerId, which: &ProcessRef) -> Result<Deleted> {
+        let c = self.container(id)?;
+        let p = self.process(&c, which)?;
+        let _op = p.op.lock().await;
+        let cur = p.st().state;
+        state::check(p.kind(), cur, Op::Delete)?;
+        match which {
+            ProcessRef::Init => self.delete_init(&c, &p).await,
+            ProcessRef::Exec(e) => {
+                p.io().close(CLOSE_WAIT).await;
+                let _ = std::fs::remove_file(c.bundle.join(format!("{e}.pid")));
+                lock(&c.execs).remove(e);
+                let st = {
+                    let mut st = p.st();
+                    st.state = State::Deleted;
+                    (st.pid, st.exit)
+                };
+                Ok(Deleted {
+                    pid: st.0,
+                    exit_status: st.1.map_or(0, |e| e.status),
+                    exited_at: st.1.map(|e| e.at),
+                })
+            }
+        }
+    }
+
+    async fn delete_init(&self, c: &Arc<Container>, p: &Arc<Process>) -> Result<Deleted> {
+        // Output first (bounded), then the runtime state, then the mounts: the Go order.
+        p.io().close(CLOSE_WAIT).await;
+        let mut err = c
+            .runtime
+            .delete(c.id.as_str(), false)
+            .await
+            .err()
+            .map(|e| e.context("failed to delete task"));
+        if c.rootfs_mounted {
+            if let Err(e) = mount::unmount_all(&c.bundle.join("rootfs")) {
+                tracing::warn!(id = %c.id, error = %e, "unmount rootfs");
+                if err.is_none() {
+                    err = Some(Error::unknown(format!("failed rootfs umount: {e}")));
+                }
+            }
+        }
+        if let Some(e) = err {
+            return Err(e);
+        }
+        let (pid, exit) = {
+            let mut st = p.st();
+            st.state = State::Deleted;
+            (st.pid, st.exit)
+        };
+        // Execs that never ran have nothing to wait for; finish their IO too.
+        let execs: Vec<_> = lock(&c.execs).drain().map(|(_, e)| e).collect();
+        for e in execs {
+            e.io().close(std::time::Duration::ZERO).await;
+        }
+        lock(&self.inner.containers).remove(&c.id);
+        let d = Deleted {
+            pid,
+            exit_status: exit.map_or(0, |e| e.status),
+            exited_at: exit.map(|e| e.at),
+        };
+        self.inner.emit(Event::Delete {
+            container_id: c.id.to_string(),
+            pid: d.pid,
+            exit_status: d.exit_status,
+            exited_at: d.exited_at,
+        });
+        tracing::info!(id = %c.id, pid, "container deleted");
+        Ok(d)
+    }
+
+    // ---------------------------------------------------------------- Exec
+
+    pub async fn exec(&self, spec: ExecSpec) -> Result<()> {
+        let c = self.container(&spec.id)?;
+        // Refuse exec into a paused/stopped/checkpoint container like the Go state table.
+        state::check(state::Kind::Init, c.init.st().state, Op::Exec)?;
+        // Validate the spec now, so a bad one fails Exec rather than Start.
+        process_with_terminal(&spec.process, spec.stdio.terminal)?;
+        {
+            let mut execs = lock(&c.execs);
+            if execs.contains_key(&spec.exec_id) {
+                return Err(Error::already_exists(format!("id {}", spec.exec_id)));
+            }
+            execs.insert(
+                spec.exec_id.clone(),
+                Arc::new(Process::new(
+                    Some(spec.exec_id.clone()),
+                    spec.stdio.clone(),
+                    Some(spec.process.clone()),
+                )),
+            );
+        }
+        self.inner.emit(Event::ExecAdded {
+            container_id: spec.id.to_string(),
+            exec_id: spec.exec_id.to_string(),
+        });
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- Kill
+
+    pub async fn kill(&self, id: &ContainerId, which: &ProcessRef, signal: u32, all: bool) -> Result<()> {
+        let c = self.container(id)?;
+        let p = self.process(&c, which)?;
+        let _op = p.op.lock().await;
+        let cur = p.st().state;
+        match which {
+            ProcessRef::Init => {
+                let op = if all { Op::KillAll } else { Op::Kill };
+                state::check(state::Kind::Init, cur, op)?;
+                c.runtime.kill(c.id.as_str(), signal, all).await
+            }
+            ProcessRef::Exec(_) => {
+                state::check(state::Kind::Exec, cur, Op::Kill)?;
+                let pid = p.st().pid;
+                if pid == 0 {
+                    return Err(Error::failed_precondition("process not created"));
+                }
+                if p.is_reaped() {
+                    return Err(Error::not_found("process already finished"));
+                }
+                let sig = nix::sys::signal::Signal::try_from(signal as i32)
+                    .map_err(|_| Error::invalid_argument(format!("invalid signal {signal}")))?;
+                match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig) {
+                    Ok(()) => Ok(()),
+                    Err(nix::errno::Errno::ESRCH) => Err(Error::not_found("process already finished")),
+                    Err(e) => Err(Error::unknown(format!("exec kill error: {e}"))),
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- Pause / Resume
+
+    pub async fn pause(&self, id: &ContainerId) -> Result<()> {
+        let c = self.container(id)?;
+        let p = c.init.clone();
+        let _op = p.op.lock().await;
+        state::check(state::Kind::Init, p.st().state, Op::Pause)?;
+        p.st().pausing = true;
+        let r = c.runtime.pause(c.id.as_str()).await;
+        {
+            let mut st = p.st();
+            st.pausing = false;
+            if r.is_ok() && st.state == State::Running {
+                st.state = State::Paused;
+            }
+        }
+        r?;
+        self.inner.emit(Event::Paused {
+            container_id: c.id.to_string(),
+        });
+        Ok(())
+    }
+
+    pub async fn resume(&self, id: &ContainerId) -> Result<()> {
+        let c = self.container(id)?;
+        let p = c.init.clone();
+        let _op = p.op.lock().await;
+        state::check(state::Kind::Init, p.st().state, Op::Resume)?;
+        c.runtime.resume(c.id.as_str()).await?;
+        {
+            let mut st = p.st();
+            if st.state == State::Paused {
+                st.state = State::Running;
+            }
+        }
+        self.inner.emit(Event::Resumed {
+            container_id: c.id.to_string(),
+        });
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- Checkpoint / Update
+
+    pub async fn checkpoint(&self, id: &ContainerId, mut spec: CheckpointSpec) -> Result<()> {
+        let c = self.container(id)?;
+        let p = c.init.clone();
+        let _op = p.op.lock().await;
+        state::check(state::Kind::Init, p.st().state, Op::Checkpoint)?;
+        let temp_work = spec.work_path.is_none();
+        let work = spec
+            .work_path
+            .clone()
+            .unwrap_or_else(|| c.bundle.join("work").join("criu-work"));
+        spec.work_path = Some(work.clone());
+        let r = c.runtime.checkpoint(c.id.as_str(), &c.bundle, &spec).await;
+        let r = match r {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // Keep CRIU's own log where the operator (and containerd's message) can find it.
+                let dump = c.bundle.join("criu-dump.log");
+                let _ = std::fs::copy(work.join("dump.log"), &dump);
+                let first = e.message().lines().next().unwrap_or("").to_string();
+                Err(Error::new(e.kind(), format!("{first} path= {}", dump.display())))
+            }
+        };
+        if temp_work {
+            let _ = std::fs::remove_dir_all(&work);
+        }
+        r
+    }
+
+    pub async fn update(&self, id: &ContainerId, resources: &[u8]) -> Result<()> {
+        let c = self.container(id)?;
+        let p = c.init.clone();
+        let _op = p.op.lock().await;
+        state::check(state::Kind::Init, p.st().state, Op::Update)?;
+        c.runtime.update(c.id.as_str(), resources).await
+    }
+
+    // ---------------------------------------------------------------- IO
+
+    pub async fn resize_pty(&self, id: &ContainerId, which: &ProcessRef, width: u32, height: u32) -> Result<()> {
+        let c = self.container(id)?;
+        let p = self.process(&c, which)?;
+        state::check(p.kind(), p.st().state, Op::Resize)?;
+        p.io()
+            .resize(width, height)
+            .map_err(|e| Error::from(e).context("resize pty"))
+    }
+
+    pub async fn close_io(&self, id: &ContainerId, which: &ProcessRef, stdin: bool) -> Result<()> {
+        let c = self.container(id)?;
+        let p = self.process(&c, which)?;
+        if stdin {
+            p.io().close_stdin();
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- Queries
+
+    pub async fn wait(&self, id: &ContainerId, which: &ProcessRef) -> Result<Exit> {
+        let c = self.container(id)?;
+        let p = self.process(&c, which)?;
+        drop(c);
+        Ok(p.wait().await)
+    }
+
+    pub fn state(&self, id: &ContainerId, which: &ProcessRef) -> Result<ProcessState> {
+        let c = self.container(id)?;
+        let p = self.process(&c, which)?;
+        let (init_state, init_pausing) = {
+            let st = c.init.st();
+            (st.state, st.pausing)
+        };
+        let st = p.st();
+        let mut status = match st.state {
+            State::Created | State::CreatedCheckpoint => Status::Created,
+            State::Running => Status::Running,
+            State::Paused => Status::Paused,
+            State::Stopped | State::Deleted => Status::Stopped,
+        };
+        if st.pausing {
+            status = Status::Pausing;
+        }
+        if p.exec_id.is_some() && status == Status::Running {
+            // An exec is as frozen as its container.
+            if init_pausing {
+                status = Status::Pausing;
+            } else if init_state == State::Paused {
+                status = Status::Paused;
+            }
+        }
+        Ok(ProcessState {
+            id: p
+                .exec_id
+                .as_ref()
+                .map_or_else(|| c.id.to_string(), |e| e.to_string()),
+            bundle: c.bundle.clone(),
+            pid: st.pid,
+            status,
+            stdio: p.stdio.clone(),
+            exit: st.exit,
+        })
+    }
+
+    pub async fn pids(&self, id: &ContainerId) -> Result<Vec<PidInfo>> {
+        let c = self.container(id)?;
+        let pids = c.runtime.ps(c.id.as_str()).await?;
+        let execs: HashMap<u32, String> = lock(&c.execs)
+            .iter()
+            .filter_map(|(id, p)| {
+                let pid = p.st().pid;
+                (pid != 0).then(|| (pid, id.to_string()))
+            })
+            .collect();
+        Ok(pids
+            .into_iter()
+            .map(|pid| PidInfo {
+                pid,
+                exec_id: execs.get(&pid).cloned(),
+            })
+            .collect())
+    }
+
+    pub fn stats(&self, id: &ContainerId) -> Result<CgroupStats> {
+        let c = self.container(id)?;
+        let cg = lock(&c.cgroup).clone();
+        let cg = match cg {
+            Some(cg) => cg,
+            None => {
+                let pid = c.init_pid();
+                let cg = Cgroup::for_pid(pid).map_err(|_| Error::not_found("cgroup does not exist"))?;
+                let cg = Arc::new(cg);
+                *lock(&c.cgroup) = Some(cg.clone());
+                cg
+            }
+        };
+        cg.stats().map_err(|e| match e {
+            super::cgroup::CgroupError::NotFound { .. } => Error::not_found("cgroup does not exist"),
+            e => Error::unknown(format!("failed to get stats: {e}")),
+        })
+    }
+
+    /// `Connect`: (shim pid, init pid or 0). Never fails.
+    pub fn connect(&self, id: &ContainerId) -> (u32, u32) {
+        let task_pid = self.container(id).map(|c| c.init_pid()).unwrap_or(0);
+        (self.inner.shim_pid, task_pid)
+    }
+}
+
+impl Inner {
+    fn reaper_subscribe(&self) -> Subscription {
+        self.spawner.reaper().subscribe()
+    }
+}
+
+/// What `delete` (the cleanup action) needs to know about a bundle, whoever wrote it.
+pub fn read_bundle_options(bundle: &Path) -> RuncOptions {
+    let mut o: RuncOptions = std::fs::read(bundle.join("options.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    if o.binary_name.is_empty() {
+        if let Ok(b) = std::fs::read_to_string(bundle.join("runtime")) {
+            o.binary_name = b.trim().to_string();
+        }
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_is_forced_and_other_fields_kept() {
+        let out = process_with_terminal(br#"{"args":["sh"],"terminal":false,"x-future":1}"#, true).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["terminal"], true);
+        assert_eq!(v["x-future"], 1);
+        assert_eq!(v["args"][0], "sh");
+        assert_eq!(
+            process_with_terminal(b"[1]", false).unwrap_err().kind(),
+            Kind::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn bundle_options_fall_back_to_runtime_file() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(read_bundle_options(d.path()), RuncOptions::default());
+        std::fs::write(d.path().join("runtime"), "/usr/sbin/crun").unwrap();
+        assert_eq!(read_bundle_options(d.path()).binary(), "/usr/sbin/crun");
+        std::fs::write(d.path().join("options.json"), r#"{"binary_name":"youki","root":"/r"}"#).unwrap();
+        let o = read_bundle_options(d.path());
+        assert_eq!((o.binary(), o.root_base()), ("youki", "/r"));
+    }
+}
