@@ -39,7 +39,9 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 fn needs_quotes(s: &str) -> bool {
-    s.is_empty() || s.chars().any(|c| c <= ' ' || c == '"' || c == '=' || !c.is_ascii())
+    s.is_empty()
+        || s.chars()
+            .any(|c| c <= ' ' || c == '"' || c == '=' || !c.is_ascii())
 }
 
 fn push_value(out: &mut String, v: &str) {
@@ -118,7 +120,10 @@ pub fn init<W: Write + Send + 'static>(writer: W, debug: bool, fixed: &[(&str, &
         fixed: fx,
         max: if debug { Level::DEBUG } else { Level::INFO },
     };
-    tracing_subscriber::registry().with(layer).try_init().is_ok()
+    tracing_subscriber::registry()
+        .with(layer)
+        .try_init()
+        .is_ok()
 }
 
 #[cfg(test)]

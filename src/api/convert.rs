@@ -183,8 +183,14 @@ mod tests {
     fn pids_carry_exec_details_only_for_execs() {
         let infos = process_infos(
             vec![
-                PidInfo { pid: 1, exec_id: None },
-                PidInfo { pid: 2, exec_id: Some("e1".into()) },
+                PidInfo {
+                    pid: 1,
+                    exec_id: None,
+                },
+                PidInfo {
+                    pid: 2,
+                    exec_id: Some("e1".into()),
+                },
             ],
             runc_v1_details,
         );

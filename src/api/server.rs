@@ -35,7 +35,10 @@ pub type Services = Arc<HashMap<String, Service>>;
 
 /// Serve `listener` until `stop` turns true. Existing connections are closed when it does.
 pub async fn serve(listener: UnixListener, services: Services, mut stop: watch::Receiver<bool>) {
-    let (me_uid, me_gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+    let (me_uid, me_gid) = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
     loop {
         tokio::select! {
             r = listener.accept() => match r {
@@ -174,8 +177,10 @@ async fn connection(stream: UnixStream, services: Services, mut stop: watch::Rec
         let req = match Request::parse_from_bytes(&payload) {
             Ok(r) => r,
             Err(e) => {
-                let resp =
-                    status_response(Code::INVALID_ARGUMENT, format!("invalid request envelope: {e}"));
+                let resp = status_response(
+                    Code::INVALID_ARGUMENT,
+                    format!("invalid request envelope: {e}"),
+                );
                 let _ = tx.send(encode_response(stream_id, resp)).await;
                 continue;
             }
@@ -246,7 +251,10 @@ async fn dispatch(services: &Services, header: MessageHeader, req: Request) -> R
             Ok(r) => r,
             Err(_) => {
                 tracing::warn!(method = %path, "deadline passed; the operation continues in the background");
-                return status_response(Code::DEADLINE_EXCEEDED, format!("{path}: context deadline exceeded"));
+                return status_response(
+                    Code::DEADLINE_EXCEEDED,
+                    format!("{path}: context deadline exceeded"),
+                );
             }
         },
         None => done_rx.await,
@@ -260,6 +268,9 @@ async fn dispatch(services: &Services, header: MessageHeader, req: Request) -> R
         // The generated code reports an undecodable payload (or an unencodable reply) as a
         // plain error; Go's server calls that INTERNAL.
         Ok(Err(e)) => status_response(Code::INTERNAL, format!("ttrpc: {e}")),
-        Err(_) => status_response(Code::INTERNAL, format!("{path}: handler ended without a reply")),
+        Err(_) => status_response(
+            Code::INTERNAL,
+            format!("{path}: handler ended without a reply"),
+        ),
     }
 }

@@ -35,17 +35,41 @@ mod tests {
     #[test]
     fn table() {
         let cases = [
-            (Error::not_found("container not created"), Code::NOT_FOUND, "container not created: not found"),
-            (Error::already_exists("id e1"), Code::ALREADY_EXISTS, "id e1: already exists"),
+            (
+                Error::not_found("container not created"),
+                Code::NOT_FOUND,
+                "container not created: not found",
+            ),
+            (
+                Error::already_exists("id e1"),
+                Code::ALREADY_EXISTS,
+                "id e1: already exists",
+            ),
             (
                 Error::failed_precondition("container must be created"),
                 Code::FAILED_PRECONDITION,
                 "container must be created: failed precondition",
             ),
-            (Error::unknown("cannot delete a running process"), Code::UNKNOWN, "cannot delete a running process"),
-            (Error::invalid_argument("bad id"), Code::INVALID_ARGUMENT, "bad id: invalid argument"),
-            (Error::unimplemented("no"), Code::UNIMPLEMENTED, "no: not implemented"),
-            (Error::deadline_exceeded("slow"), Code::DEADLINE_EXCEEDED, "slow: context deadline exceeded"),
+            (
+                Error::unknown("cannot delete a running process"),
+                Code::UNKNOWN,
+                "cannot delete a running process",
+            ),
+            (
+                Error::invalid_argument("bad id"),
+                Code::INVALID_ARGUMENT,
+                "bad id: invalid argument",
+            ),
+            (
+                Error::unimplemented("no"),
+                Code::UNIMPLEMENTED,
+                "no: not implemented",
+            ),
+            (
+                Error::deadline_exceeded("slow"),
+                Code::DEADLINE_EXCEEDED,
+                "slow: context deadline exceeded",
+            ),
         ];
         for (e, code, msg) in cases {
             let s = status(&e);

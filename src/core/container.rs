@@ -237,7 +237,9 @@ mod tests {
         assert!(!spec_has_own_pidns(
             br#"{"linux":{"namespaces":[{"type":"pid","path":"/proc/1/ns/pid"}]}}"#
         ));
-        assert!(!spec_has_own_pidns(br#"{"linux":{"namespaces":[{"type":"mount"}]}}"#));
+        assert!(!spec_has_own_pidns(
+            br#"{"linux":{"namespaces":[{"type":"mount"}]}}"#
+        ));
         assert!(!spec_has_own_pidns(b"not json"));
     }
 

@@ -134,8 +134,9 @@ fn write_private(path: &Path, data: &[u8]) -> Result<()> {
 /// The OCI Process JSON with `terminal` forced to what the request says; every other field is
 /// passed through untouched.
 fn process_with_terminal(spec: &[u8], terminal: bool) -> Result<Vec<u8>> {
-    let mut v: serde_json::Value = serde_json::from_slice(spec)
-        .map_err(|e| Error::invalid_argument(format!("exec process spec is not valid JSON: {e}")))?;
+    let mut v: serde_json::Value = serde_json::from_slice(spec).map_err(|e| {
+        Error::invalid_argument(format!("exec process spec is not valid JSON: {e}"))
+    })?;
     let obj = v
         .as_object_mut()
         .ok_or_else(|| Error::invalid_argument("exec process spec is not a JSON object"))?;
@@ -146,7 +147,9 @@ fn process_with_terminal(spec: &[u8], terminal: bool) -> Result<Vec<u8>> {
 fn io_error(e: crate::io::IoError) -> Error {
     let kind = match &e {
         crate::io::IoError::InvalidUri(_) => Kind::InvalidArgument,
-        crate::io::IoError::Os { source, .. } => Error::from(std::io::Error::from(source.kind())).kind(),
+        crate::io::IoError::Os { source, .. } => {
+            Error::from(std::io::Error::from(source.kind())).kind()
+        }
     };
     Error::new(kind, super::error::chain(&e))
 }
@@ -214,10 +217,13 @@ impl Core {
     }
 
     fn container(&self, id: &ContainerId) -> Result<Arc<Container>> {
-        lock(&self.inner.containers).get(id).cloned().ok_or_else(|| {
-            let (kind, msg) = self.inner.profile.missing_container;
-            Error::new(kind, msg)
-        })
+        lock(&self.inner.containers)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| {
+                let (kind, msg) = self.inner.profile.missing_container;
+                Error::new(kind, msg)
+            })
     }
 
     fn process(&self, c: &Container, p: &ProcessRef) -> Result<Arc<Process>> {
@@ -284,8 +290,9 @@ impl Core {
         write_private(&bundle.join("options.json"), &opts_json)?;
         write_private(&bundle.join("runtime"), spec.options.binary_name.as_bytes())?;
 
-        let stdio_spec = StdioSpec::parse(&spec.stdio.stdin, &spec.stdio.stdout, &spec.stdio.stderr)
-            .map_err(io_error)?;
+        let stdio_spec =
+            StdioSpec::parse(&spec.stdio.stdin, &spec.stdio.stdout, &spec.stdio.stderr)
+                .map_err(io_error)?;
 
         let rootfs_dir = bundle.join("rootfs");
         let mounted = !spec.rootfs.is_empty();
@@ -427,10 +434,7 @@ impl Core {
         let started = if cur == State::CreatedCheckpoint {
             self.restore_init(c, p).await
         } else {
-            c.runtime
-                .start(c.id.as_str())
-                .await
-                .map(|()| p.st().pid)
+            c.runtime.start(c.id.as_str()).await.map(|()| p.st().pid)
         };
         let pid = match started {
             Ok(pid) => pid,
@@ -456,7 +460,9 @@ impl Core {
     }
 
     async fn restore_init(&self, c: &Arc<Container>, p: &Arc<Process>) -> Result<u32> {
-        let (stdio, console) = lock(&c.restore_stdio).take().unwrap_or((RuntimeStdio::default(), None));
+        let (stdio, console) = lock(&c.restore_stdio)
+            .take()
+            .unwrap_or((RuntimeStdio::default(), None));
         let pid_file = c.bundle.join("init.pid");
         let work = if c.options.criu_work_path.is_empty() {
             c.bundle.join("work")
@@ -515,9 +521,10 @@ impl Core {
             c.gate_changed.notify_waiters();
         };
         let prepared = async {
-            let stdio_spec =
-                StdioSpec::parse(&p.stdio.stdin, &p.stdio.stdout, &p.stdio.stderr).map_err(io_error)?;
-            let process = process_with_terminal(p.spec.as_deref().unwrap_or(b"{}"), p.stdio.terminal)?;
+            let stdio_spec = StdioSpec::parse(&p.stdio.stdin, &p.stdio.stdout, &p.stdio.stderr)
+                .map_err(io_error)?;
+            let process =
+                process_with_terminal(p.spec.as_deref().unwrap_or(b"{}"), p.stdio.terminal)?;
             let (io, stdio, console) = ProcessIo::prepare(
                 IoConfig {
                     id: c.id.as_str(),
@@ -733,7 +740,13 @@ impl Core {
 
     // ---------------------------------------------------------------- Kill
 
-    pub async fn kill(&self, id: &ContainerId, which: &ProcessRef, signal: u32, all: bool) -> Result<()> {
+    pub async fn kill(
+        &self,
+        id: &ContainerId,
+        which: &ProcessRef,
+        signal: u32,
+        all: bool,
+    ) -> Result<()> {
         let c = self.container(id)?;
         let p = self.process(&c, which)?;
         let _op = p.op.lock().await;
@@ -757,7 +770,9 @@ impl Core {
                     .map_err(|_| Error::invalid_argument(format!("invalid signal {signal}")))?;
                 match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig) {
                     Ok(()) => Ok(()),
-                    Err(nix::errno::Errno::ESRCH) => Err(Error::not_found("process already finished")),
+                    Err(nix::errno::Errno::ESRCH) => {
+                        Err(Error::not_found("process already finished"))
+                    }
                     Err(e) => Err(Error::unknown(format!("exec kill error: {e}"))),
                 }
             }
@@ -826,7 +841,10 @@ impl Core {
                 let dump = c.bundle.join("criu-dump.log");
                 let _ = std::fs::copy(work.join("dump.log"), &dump);
                 let first = e.message().lines().next().unwrap_or("").to_string();
-                Err(Error::new(e.kind(), format!("{first} path= {}", dump.display())))
+                Err(Error::new(
+                    e.kind(),
+                    format!("{first} path= {}", dump.display()),
+                ))
             }
         };
         if temp_work {
@@ -845,7 +863,13 @@ impl Core {
 
     // ---------------------------------------------------------------- IO
 
-    pub async fn resize_pty(&self, id: &ContainerId, which: &ProcessRef, width: u32, height: u32) -> Result<()> {
+    pub async fn resize_pty(
+        &self,
+        id: &ContainerId,
+        which: &ProcessRef,
+        width: u32,
+        height: u32,
+    ) -> Result<()> {
         let c = self.container(id)?;
         let p = self.process(&c, which)?;
         state::check(p.kind(), p.st().state, Op::Resize)?;
@@ -936,14 +960,17 @@ impl Core {
             Some(cg) => cg,
             None => {
                 let pid = c.init_pid();
-                let cg = Cgroup::for_pid(pid).map_err(|_| Error::not_found("cgroup does not exist"))?;
+                let cg =
+                    Cgroup::for_pid(pid).map_err(|_| Error::not_found("cgroup does not exist"))?;
                 let cg = Arc::new(cg);
                 *lock(&c.cgroup) = Some(cg.clone());
                 cg
             }
         };
         cg.stats().map_err(|e| match e {
-            super::cgroup::CgroupError::NotFound { .. } => Error::not_found("cgroup does not exist"),
+            super::cgroup::CgroupError::NotFound { .. } => {
+                Error::not_found("cgroup does not exist")
+            }
             e => Error::unknown(format!("failed to get stats: {e}")),
         })
     }
@@ -981,7 +1008,8 @@ mod tests {
 
     #[test]
     fn terminal_is_forced_and_other_fields_kept() {
-        let out = process_with_terminal(br#"{"args":["sh"],"terminal":false,"x-future":1}"#, true).unwrap();
+        let out = process_with_terminal(br#"{"args":["sh"],"terminal":false,"x-future":1}"#, true)
+            .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["terminal"], true);
         assert_eq!(v["x-future"], 1);
@@ -998,7 +1026,11 @@ mod tests {
         assert_eq!(read_bundle_options(d.path()), RuncOptions::default());
         std::fs::write(d.path().join("runtime"), "/usr/sbin/crun").unwrap();
         assert_eq!(read_bundle_options(d.path()).binary(), "/usr/sbin/crun");
-        std::fs::write(d.path().join("options.json"), r#"{"binary_name":"youki","root":"/r"}"#).unwrap();
+        std::fs::write(
+            d.path().join("options.json"),
+            r#"{"binary_name":"youki","root":"/r"}"#,
+        )
+        .unwrap();
         let o = read_bundle_options(d.path());
         assert_eq!((o.binary(), o.root_base()), ("youki", "/r"));
     }

@@ -101,7 +101,11 @@ async fn handle_exit(inner: &Arc<Inner>, c: &Arc<Container>, p: &Arc<Process>, r
             }
         }
         if !c.own_pidns {
-            if let Err(e) = c.runtime.kill(c.id.as_str(), libc::SIGKILL as u32, true).await {
+            if let Err(e) = c
+                .runtime
+                .kill(c.id.as_str(), libc::SIGKILL as u32, true)
+                .await
+            {
                 tracing::debug!(id = %c.id, error = %e, "kill --all after init exit");
             }
         }

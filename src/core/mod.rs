@@ -2,16 +2,16 @@
 //! Knows nothing of protobuf, ttrpc or which API called it.
 
 pub mod cgroup;
+pub mod container;
+pub mod engine;
 pub mod error;
+pub mod event;
+pub mod lifecycle;
 pub mod mount;
 pub mod runc;
 pub mod runtime;
 pub mod state;
 pub mod types;
-pub mod container;
-pub mod engine;
-pub mod event;
-pub mod lifecycle;
 
 pub use engine::{ApiProfile, Core, RuncFactory, RuntimeFactory, ShutdownPolicy};
 pub use error::{Error, Kind, Result};

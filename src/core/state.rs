@@ -184,7 +184,9 @@ fn check_exec(s: State, op: Op) -> Result<Transition, Error> {
     match (s, op) {
         (Created | CreatedCheckpoint, Start) => Ok(To(Running)),
         (Created | CreatedCheckpoint, Delete) => Ok(To(Deleted)),
-        (Created | CreatedCheckpoint, Kill) => Err(Error::failed_precondition("process not created")),
+        (Created | CreatedCheckpoint, Kill) => {
+            Err(Error::failed_precondition("process not created"))
+        }
         (Created | CreatedCheckpoint, Resize) => Ok(Stay),
         (Created | CreatedCheckpoint, Exited) => Ok(To(Stopped)),
 
@@ -232,7 +234,10 @@ mod tests {
         assert_eq!(allowed(Paused, Op::Exited).unwrap(), To(Stopped));
         assert_eq!(allowed(Stopped, Op::Exited).unwrap(), Ignore);
         let e = allowed(Running, Op::Delete).unwrap_err();
-        assert_eq!((e.kind(), e.message()), (EK::Unknown, "cannot delete a running process"));
+        assert_eq!(
+            (e.kind(), e.message()),
+            (EK::Unknown, "cannot delete a running process")
+        );
         let e = allowed(Stopped, Op::Kill).unwrap_err();
         assert_eq!(e.to_string(), "process already finished: not found");
         let e = allowed(Deleted, Op::Kill).unwrap_err();

@@ -259,7 +259,13 @@ mod tests {
 
     #[test]
     fn identifiers_follow_containerd_rules() {
-        for ok in ["a", "abc-def", "a.b_c-d", "0123456789abcdef", &"x".repeat(76)] {
+        for ok in [
+            "a",
+            "abc-def",
+            "a.b_c-d",
+            "0123456789abcdef",
+            &"x".repeat(76),
+        ] {
             assert!(validate_identifier("id", ok).is_ok(), "{ok}");
         }
         for bad in [
@@ -276,7 +282,11 @@ mod tests {
             &"x".repeat(77),
         ] {
             let e = validate_identifier("id", bad).unwrap_err();
-            assert_eq!(e.kind(), super::super::error::Kind::InvalidArgument, "{bad:?}");
+            assert_eq!(
+                e.kind(),
+                super::super::error::Kind::InvalidArgument,
+                "{bad:?}"
+            );
         }
     }
 

@@ -162,7 +162,10 @@ mod tests {
         assert_eq!(topic, "/tasks/exit");
         assert_eq!(any.type_url, "containerd.events.TaskExit");
         let m = pb::TaskExit::parse_from_bytes(&any.value).unwrap();
-        assert_eq!((m.container_id.as_str(), m.id.as_str(), m.pid, m.exit_status), ("spec-v2a", "e1", 15715, 143));
+        assert_eq!(
+            (m.container_id.as_str(), m.id.as_str(), m.pid, m.exit_status),
+            ("spec-v2a", "e1", 15715, 143)
+        );
         assert_eq!(m.exited_at.seconds, 1_700_000_000);
     }
 
@@ -183,10 +186,20 @@ mod tests {
     #[test]
     fn every_event_has_a_containerd_topic() {
         let c = || "c".to_string();
-        let all = vec![
-            Event::Start { container_id: c(), pid: 1 },
-            Event::ExecAdded { container_id: c(), exec_id: "e".into() },
-            Event::ExecStarted { container_id: c(), exec_id: "e".into(), pid: 2 },
+        let all = [
+            Event::Start {
+                container_id: c(),
+                pid: 1,
+            },
+            Event::ExecAdded {
+                container_id: c(),
+                exec_id: "e".into(),
+            },
+            Event::ExecStarted {
+                container_id: c(),
+                exec_id: "e".into(),
+                pid: 2,
+            },
             Event::Paused { container_id: c() },
             Event::Resumed { container_id: c() },
             Event::Oom { container_id: c() },
@@ -194,7 +207,14 @@ mod tests {
         let topics: Vec<_> = all.iter().map(|e| encode(e).unwrap().0).collect();
         assert_eq!(
             topics,
-            ["/tasks/start", "/tasks/exec-added", "/tasks/exec-started", "/tasks/paused", "/tasks/resumed", "/tasks/oom"]
+            [
+                "/tasks/start",
+                "/tasks/exec-added",
+                "/tasks/exec-started",
+                "/tasks/paused",
+                "/tasks/resumed",
+                "/tasks/oom"
+            ]
         );
     }
 }

@@ -50,8 +50,16 @@ impl TtrpcPublisher {
             pending: AtomicUsize::new(0),
             drained: Notify::new(),
         });
-        let path = address.strip_prefix("unix://").unwrap_or(address).to_string();
-        tokio::spawn(forward_loop(path, namespace.to_string(), rx, shared.clone()));
+        let path = address
+            .strip_prefix("unix://")
+            .unwrap_or(address)
+            .to_string();
+        tokio::spawn(forward_loop(
+            path,
+            namespace.to_string(),
+            rx,
+            shared.clone(),
+        ));
         Arc::new(TtrpcPublisher { tx, shared })
     }
 

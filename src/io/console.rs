@@ -33,10 +33,7 @@ impl ConsoleSocket {
         // with mode 0700 so nobody else can put a socket there first.
         for _ in 0..16 {
             let dir = base.join(format!("pty{}", random_u64()));
-            match std::fs::DirBuilder::new()
-                .mode(0o700)
-                .create(&dir)
-            {
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
                 Ok(()) => {
                     let path = dir.join("pty.sock");
                     let listener = match UnixListener::bind(&path) {

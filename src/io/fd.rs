@@ -37,7 +37,7 @@ pub fn is_fifo(path: &Path) -> io::Result<bool> {
 /// Open with raw flags (always close-on-exec).
 pub fn open(path: &Path, flags: OFlag) -> io::Result<OwnedFd> {
     let fd = nix::fcntl::open(path, flags | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| io::Error::from(e))
+        .map_err(io::Error::from)
         .map_err(|e| io::Error::new(e.kind(), format!("open {}: {e}", path.display())))?;
     Ok(fd)
 }
@@ -56,8 +56,9 @@ impl PollFd {
         set_nonblocking(fd.as_fd(), true)?;
         // SAFETY: an `OwnedFd` is a valid open descriptor, and the `AsyncFd` owns it: it stays
         // open and the same until the `AsyncFd` is dropped.
-        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }
-            .map_err(|e| e.into_parts().1)?;
+        let fd =
+            unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }
+                .map_err(|e| e.into_parts().1)?;
         Ok(PollFd { fd })
     }
 
@@ -85,9 +86,7 @@ impl PollFd {
     pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
             let mut g = self.fd.writable().await?;
-            match g.try_io(|fd| {
-                nix::unistd::write(fd.get_ref(), data).map_err(io::Error::from)
-            }) {
+            match g.try_io(|fd| nix::unistd::write(fd.get_ref(), data).map_err(io::Error::from)) {
                 Ok(Ok(n)) => data = &data[n..],
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Ok(Err(e)) => return Err(e),

@@ -128,7 +128,11 @@ fn lock(m: &Mutex<Live>) -> std::sync::MutexGuard<'_, Live> {
 
 /// Open an output target: a FIFO (read side first, as keep-alive, so the write open cannot
 /// block or fail) or a file appended to.
-fn open_output(path: &Path, create: bool, shared: &mut Option<(PathBuf, Arc<File>)>) -> Result<Sink, IoError> {
+fn open_output(
+    path: &Path,
+    create: bool,
+    shared: &mut Option<(PathBuf, Arc<File>)>,
+) -> Result<Sink, IoError> {
     if create {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(os(format!("create {}", dir.display())))?;
@@ -253,10 +257,9 @@ impl ProcessIo {
                 }
             }
             StdioSpec::Binary { path, args, .. } => {
-                let (l, out_w, err_w) =
-                    binary::start(spawner, path, args, cfg.id, cfg.namespace)
-                        .await
-                        .map_err(os(format!("start logging binary {}", path.display())))?;
+                let (l, out_w, err_w) = binary::start(spawner, path, args, cfg.id, cfg.namespace)
+                    .await
+                    .map_err(os(format!("start logging binary {}", path.display())))?;
                 if cfg.terminal {
                     let p = PollFd::new(out_w).map_err(os("logger pipe"))?;
                     pending.tty_out = Some(Sink::Poll(p, None));
@@ -316,7 +319,9 @@ impl ProcessIo {
         let stdin_task = match pending.stdin.take() {
             Some(side) => {
                 let dst = match (side.pipe_w, &master) {
-                    (Some(w), _) => Some(Arc::new(PollFd::new(w).map_err(os("register stdin pipe"))?)),
+                    (Some(w), _) => {
+                        Some(Arc::new(PollFd::new(w).map_err(os("register stdin pipe"))?))
+                    }
                     (None, Some(m)) => Some(m.clone()),
                     (None, None) => None,
                 };

@@ -194,8 +194,7 @@ mod tests {
 
     #[test]
     fn binary_scheme_keeps_first_value_per_key() {
-        let s =
-            StdioSpec::parse("", "binary:///bin/logger?k1=v1&k2=a%20b&k1=zz", "").unwrap();
+        let s = StdioSpec::parse("", "binary:///bin/logger?k1=v1&k2=a%20b&k1=zz", "").unwrap();
         assert_eq!(
             s,
             StdioSpec::Binary {

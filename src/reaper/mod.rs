@@ -59,7 +59,11 @@ impl Router {
             return;
         }
         if self.subs.is_empty() {
-            tracing::debug!(pid = exit.pid, status = exit.status, "reaped unclaimed process");
+            tracing::debug!(
+                pid = exit.pid,
+                status = exit.status,
+                "reaped unclaimed process"
+            );
             return;
         }
         for buf in self.subs.values_mut() {

@@ -210,9 +210,9 @@ impl Spawner {
                     timed_out: false,
                 });
             }
-            let ws = self.reaper.with_spawn_lock(|| {
-                nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(-1), None)
-            });
+            let ws = self
+                .reaper
+                .with_spawn_lock(|| nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(-1), None));
             match ws {
                 Ok(ws) => {
                     if let Some((p, status)) = super::status_of(ws) {

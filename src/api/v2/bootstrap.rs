@@ -84,8 +84,8 @@ pub fn decode_stdin(b: &[u8]) -> Result<StartInput, String> {
     }
     let fields = field_numbers(b).ok_or("runtime options on stdin are not a protobuf message")?;
     if fields.iter().any(|f| *f >= 3) {
-        let params =
-            BootstrapParams::parse_from_bytes(b).map_err(|e| format!("decode bootstrap parameters: {e}"))?;
+        let params = BootstrapParams::parse_from_bytes(b)
+            .map_err(|e| format!("decode bootstrap parameters: {e}"))?;
         let mut input = StartInput::default();
         for ext in &params.extensions {
             if let Some(any) = ext.value.as_ref() {
@@ -133,7 +133,12 @@ pub fn go_clean(p: &str) -> String {
 
 /// The socket containerd expects for (address, namespace, group): `unix://<dir>/<hex sha256 of
 /// filepath.Join(address, ns, group)>`.
-pub fn socket_address(socket_dir: &Path, containerd_address: &str, ns: &str, group: &str) -> String {
+pub fn socket_address(
+    socket_dir: &Path,
+    containerd_address: &str,
+    ns: &str,
+    group: &str,
+) -> String {
     let joined = go_clean(&format!("{containerd_address}/{ns}/{group}"));
     let digest = Sha256::digest(joined.as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
@@ -141,7 +146,10 @@ pub fn socket_address(socket_dir: &Path, containerd_address: &str, ns: &str, gro
 }
 
 /// runc.v2 grouping: the first present of these OCI annotations names the group.
-pub const GROUP_ANNOTATIONS: [&str; 2] = ["io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id"];
+pub const GROUP_ANNOTATIONS: [&str; 2] = [
+    "io.containerd.runc.v2.group",
+    "io.kubernetes.cri.sandbox-id",
+];
 
 /// The group id of the container whose `config.json` this is (its own id when ungrouped).
 pub fn group_id(config_json: &[u8], id: &str) -> Result<String, String> {
@@ -173,7 +181,7 @@ mod tests {
         b.extend_from_slice(b"containerd.runc.v1.Options");
         let i = decode_stdin(&b).unwrap();
         assert!(i.bootstrap.is_none());
-        assert_eq!(i.options.unwrap(), Options::default());
+        assert_eq!(i.options.as_ref().unwrap(), &Options::default());
         assert_eq!(i.socket_dir(), PathBuf::from(DEFAULT_SOCKET_DIR));
     }
 
@@ -210,7 +218,7 @@ mod tests {
             ..Default::default()
         };
         let i = decode_stdin(&p.write_to_bytes().unwrap()).unwrap();
-        assert_eq!(i.options.unwrap().root, "/r");
+        assert_eq!(i.options.as_ref().unwrap().root, "/r");
         assert_eq!(i.socket_dir(), PathBuf::from("/var/run/shims"));
         assert_eq!(i.bootstrap.unwrap().namespace, "k8s.io");
     }
@@ -224,26 +232,50 @@ mod tests {
             type_url: "runtimeoptions.v1.Options".into(),
             ..Default::default()
         };
-        assert!(decode_stdin(&any.write_to_bytes().unwrap()).unwrap().options.is_none());
+        assert!(decode_stdin(&any.write_to_bytes().unwrap())
+            .unwrap()
+            .options
+            .is_none());
     }
 
     #[test]
     fn socket_address_matches_observed_hash_rule() {
-        let a = socket_address(Path::new("/run/containerd/s"), "/run/containerd/containerd.sock", "default", "x");
+        let a = socket_address(
+            Path::new("/run/containerd/s"),
+            "/run/containerd/containerd.sock",
+            "default",
+            "x",
+        );
         let expect = Sha256::digest(b"/run/containerd/containerd.sock/default/x");
         let hex: String = expect.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(a, format!("unix:///run/containerd/s/{hex}"));
         // filepath.Join cleans: duplicate and trailing slashes collapse.
         assert_eq!(
-            socket_address(Path::new("/s"), "/run//containerd/containerd.sock/", "default", "x"),
-            socket_address(Path::new("/s"), "/run/containerd/containerd.sock", "default", "x")
+            socket_address(
+                Path::new("/s"),
+                "/run//containerd/containerd.sock/",
+                "default",
+                "x"
+            ),
+            socket_address(
+                Path::new("/s"),
+                "/run/containerd/containerd.sock",
+                "default",
+                "x"
+            )
         );
         assert_eq!(a.len(), "unix://".len() + "/run/containerd/s/".len() + 64);
     }
 
     #[test]
     fn go_clean_cases() {
-        for (i, o) in [("/a//b/./c/..", "/a/b"), ("/../a", "/a"), ("a/../..", ".."), ("", "."), ("/", "/")] {
+        for (i, o) in [
+            ("/a//b/./c/..", "/a/b"),
+            ("/../a", "/a"),
+            ("a/../..", ".."),
+            ("", "."),
+            ("/", "/"),
+        ] {
             assert_eq!(go_clean(i), o, "{i}");
         }
     }

@@ -30,8 +30,8 @@ const EVENT_DRAIN: Duration = Duration::from_secs(5);
 fn inherited_listener() -> Result<StdListener, String> {
     // SAFETY: only borrowed for the fstat call; ownership is taken below once checked.
     let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(3) };
-    let st = nix::sys::stat::fstat(borrowed)
-        .map_err(|e| format!("no listening socket on fd 3: {e}"))?;
+    let st =
+        nix::sys::stat::fstat(borrowed).map_err(|e| format!("no listening socket on fd 3: {e}"))?;
     if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFSOCK {
         return Err("fd 3 is not a socket".into());
     }
@@ -83,7 +83,10 @@ pub fn run(flavor: &Flavor, args: &ShimV2Args) -> Result<(), String> {
     crate::logging::init(
         std::io::stderr(),
         args.debug,
-        &[("runtime", flavor.runtime_name), ("namespace", &args.namespace)],
+        &[
+            ("runtime", flavor.runtime_name),
+            ("namespace", &args.namespace),
+        ],
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -100,7 +103,9 @@ pub fn run(flavor: &Flavor, args: &ShimV2Args) -> Result<(), String> {
 
 async fn serve(flavor: &Flavor, args: &ShimV2Args, listener: StdListener) -> Result<(), String> {
     let reaper = Reaper::new();
-    reaper.start().map_err(|e| format!("install SIGCHLD handler: {e}"))?;
+    reaper
+        .start()
+        .map_err(|e| format!("install SIGCHLD handler: {e}"))?;
     let spawner = Spawner::new(reaper);
 
     let socket_path = listener
@@ -130,7 +135,8 @@ async fn serve(flavor: &Flavor, args: &ShimV2Args, listener: StdListener) -> Res
         publisher.clone(),
     );
     let (stop_tx, stop_rx) = watch::channel(false);
-    let services = crate::protos::create_task_v2_and_v3(TaskService::new(core.clone(), stop_tx.clone()));
+    let services =
+        crate::protos::create_task_v2_and_v3(TaskService::new(core.clone(), stop_tx.clone()));
 
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;

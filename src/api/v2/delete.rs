@@ -22,7 +22,11 @@ use crate::reaper::{Reaper, Spawner};
 const DEAD_SHIM_STATUS: u32 = 128 + libc::SIGKILL as u32;
 
 fn warn(msg: impl std::fmt::Display) {
-    eprintln!("time=\"{}\" level=warning msg={:?}", crate::logging::rfc3339(SystemTime::now()), msg.to_string());
+    eprintln!(
+        "time=\"{}\" level=warning msg={:?}",
+        crate::logging::rfc3339(SystemTime::now()),
+        msg.to_string()
+    );
 }
 
 /// Remove the socket named in `address` if no shim serves it any more (a group shim may still
@@ -77,7 +81,10 @@ pub fn delete(args: &ShimV2Args) -> Result<Vec<u8>, String> {
             Err(e) => warn(format!("run {} delete: {e}", opts.binary())),
         }
     } else {
-        warn(format!("refusing runc cleanup for invalid id {:?}", args.id));
+        warn(format!(
+            "refusing runc cleanup for invalid id {:?}",
+            args.id
+        ));
     }
     if let Err(e) = crate::core::mount::unmount_all(&bundle.join("rootfs")) {
         warn(format!("unmount rootfs: {e}"));
@@ -94,5 +101,6 @@ pub fn delete(args: &ShimV2Args) -> Result<Vec<u8>, String> {
         exited_at: Some(time::timestamp(SystemTime::now())).into(),
         ..Default::default()
     };
-    resp.write_to_bytes().map_err(|e| format!("encode DeleteResponse: {e}"))
+    resp.write_to_bytes()
+        .map_err(|e| format!("encode DeleteResponse: {e}"))
 }

@@ -141,7 +141,11 @@ impl Task for TaskService {
             id,
             exec_id,
             stdio: convert::stdio(&req.stdin, &req.stdout, &req.stderr, req.terminal),
-            process: req.spec.as_ref().map(|a| a.value.clone()).unwrap_or_default(),
+            process: req
+                .spec
+                .as_ref()
+                .map(|a| a.value.clone())
+                .unwrap_or_default(),
         };
         self.core.exec(spec).await.map_err(to_ttrpc)?;
         Ok(Empty::new())
@@ -167,7 +171,11 @@ impl Task for TaskService {
 
     async fn update(&self, _ctx: &TtrpcContext, req: UpdateTaskRequest) -> R<Empty> {
         let id = convert::container_id(&req.id).map_err(to_ttrpc)?;
-        let resources = req.resources.as_ref().map(|a| a.value.as_slice()).unwrap_or(b"{}");
+        let resources = req
+            .resources
+            .as_ref()
+            .map(|a| a.value.as_slice())
+            .unwrap_or(b"{}");
         self.core.update(&id, resources).await.map_err(to_ttrpc)?;
         Ok(Empty::new())
     }

@@ -274,5 +274,6 @@ pub fn info(flavor: &Flavor) -> Result<Vec<u8>, String> {
         features: features.into(),
         ..Default::default()
     };
-    info.write_to_bytes().map_err(|e| format!("encode runtime info: {e}"))
+    info.write_to_bytes()
+        .map_err(|e| format!("encode runtime info: {e}"))
 }

@@ -108,7 +108,14 @@ impl Runc {
             .output(self.command(&args), input, Some(deadline), OUTPUT_CAP)
             .await
             .map_err(|e| spawn_error(&self.binary, what, e))?;
-        self.check(what, log_offset, out.status, out.timed_out, &out.stderr, deadline)?;
+        self.check(
+            what,
+            log_offset,
+            out.status,
+            out.timed_out,
+            &out.stderr,
+            deadline,
+        )?;
         Ok(out.stdout)
     }
 
@@ -170,7 +177,12 @@ impl Runc {
         }
         let msg = last_error_since(&self.log, log_offset)
             .or_else(|| nonempty_text(stderr))
-            .unwrap_or_else(|| format!("{} did not terminate successfully: exit status {status}", self.binary));
+            .unwrap_or_else(|| {
+                format!(
+                    "{} did not terminate successfully: exit status {status}",
+                    self.binary
+                )
+            });
         Err(Error::unknown(format!("OCI runtime {what} failed: {msg}")))
     }
 }
@@ -216,7 +228,10 @@ pub fn classify_kill_error(e: Error) -> Error {
     if text.contains("does not exist") {
         return Error::not_found("no such container");
     }
-    Error::new(e.kind(), format!("unknown error after kill: {}", e.message()))
+    Error::new(
+        e.kind(),
+        format!("unknown error after kill: {}", e.message()),
+    )
 }
 
 fn checkpoint_args(spec: &CheckpointSpec) -> Vec<OsString> {
@@ -343,7 +358,12 @@ impl OciRuntime for Runc {
 
     async fn ps(&self, id: &str) -> Result<Vec<u32>> {
         let out = self
-            .run("ps", os(&["ps", "--format", "json", id]), None, self.deadlines.short)
+            .run(
+                "ps",
+                os(&["ps", "--format", "json", id]),
+                None,
+                self.deadlines.short,
+            )
             .await?;
         let pids: Option<Vec<u32>> = serde_json::from_slice(&out).map_err(|e| {
             Error::unknown(format!("OCI runtime ps returned unreadable output: {e}"))

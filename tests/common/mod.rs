@@ -1,0 +1,688 @@
+//! Test support: a private containerd wired to shimgate, per test.
+//!
+//! Each [`Ctd`] has its own root, state, sockets and namespace under a temp dir, `PATH`
+//! leading to symlinks of the shimgate binary (`containerd-shim-runc-v1/-v2`) and the v1
+//! runtime's `shim` set to our `containerd-shim` symlink. It is torn down on drop: tasks
+//! killed and deleted, containerd stopped, leftover shims of *this* containerd killed, sockets
+//! of our ids removed, runc state and cgroups of our namespace removed, mounts under the dir
+//! lazily unmounted, and zombie children reaped (the machine's PID 1 does not reap).
+//!
+//! Integration tests need root, containerd, ctr, runc and a static busybox; without them they
+//! fail loudly (set `SHIMGATE_SKIP_INTEGRATION=1` to skip on a developer machine).
+
+#![allow(dead_code)]
+
+pub mod grpc;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The shimgate binary under test.
+pub fn shimgate_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_shimgate"))
+}
+
+/// A runtime type containerd can run a task with, and the shim binary name behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Runtime {
+    pub name: &'static str,
+    pub short: &'static str,
+    pub groups: bool,
+}
+
+pub const RUNC_V1: Runtime = Runtime {
+    name: "io.containerd.runc.v1",
+    short: "runcv1",
+    groups: false,
+};
+pub const RUNC_V2: Runtime = Runtime {
+    name: "io.containerd.runc.v2",
+    short: "runcv2",
+    groups: true,
+};
+
+/// Pids this test process spawned and waits for itself; the zombie sweep leaves them alone.
+fn own_children() -> &'static Mutex<HashSet<u32>> {
+    static S: OnceLock<Mutex<HashSet<u32>>> = OnceLock::new();
+    S.get_or_init(|| Mutex::new(HashSet::new()))
+}
+
+fn register(pid: u32) {
+    own_children().lock().unwrap().insert(pid);
+}
+fn unregister(pid: u32) {
+    own_children().lock().unwrap().remove(&pid);
+}
+
+/// Become a subreaper (so shims that containerd's `start` orphaned come to us, not to a PID 1
+/// that never reaps) and reap zombie children nobody else waits for.
+pub fn reap_orphans() {
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rsplit_once(')').map(|x| x.1) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.len() > 2 && f[0] == "Z" && f[1] == me.to_string() {
+            if own_children().lock().unwrap().contains(&pid) {
+                continue;
+            }
+            // SAFETY: waitpid on a specific zombie child of ours.
+            unsafe {
+                libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG);
+            }
+        }
+    }
+}
+
+/// Outcome of a command.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub timed_out: bool,
+}
+
+impl Out {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    pub fn err(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+    pub fn brief(&self) -> String {
+        format!(
+            "rc={}{} stdout={:?} stderr={:?}",
+            self.code,
+            if self.timed_out { " TIMEOUT" } else { "" },
+            String::from_utf8_lossy(&self.stdout[..self.stdout.len().min(300)]),
+            String::from_utf8_lossy(&self.stderr[..self.stderr.len().min(300)])
+        )
+    }
+}
+
+/// Spawn and register a child (so the zombie sweep does not steal its status).
+pub fn spawn(cmd: &mut Command) -> Child {
+    let c = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    register(c.id());
+    c
+}
+
+/// Wait for a registered child, killing it after `timeout`.
+pub fn finish(mut c: Child, timeout: Duration) -> (i32, bool) {
+    let deadline = Instant::now() + timeout;
+    let mut timed_out = false;
+    let status = loop {
+        match c.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                timed_out = true;
+                let _ = c.kill();
+                break c.wait().expect("wait after kill");
+            }
+            Err(e) => panic!("wait: {e}"),
+        }
+    };
+    unregister(c.id());
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    (code, timed_out)
+}
+
+/// Run a command to completion with `input` on stdin.
+pub fn run_cmd(cmd: &mut Command, input: Option<&[u8]>, timeout: Duration) -> Out {
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut c = spawn(cmd);
+    let stdin = c.stdin.take();
+    let data = input.map(|d| d.to_vec());
+    let feeder = std::thread::spawn(move || {
+        if let (Some(mut s), Some(d)) = (stdin, data) {
+            let _ = s.write_all(&d);
+        }
+    });
+    let mut so = c.stdout.take().unwrap();
+    let mut se = c.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    let (code, timed_out) = finish(c, timeout);
+    let _ = feeder.join();
+    Out {
+        code,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+        timed_out,
+    }
+}
+
+/// Whether integration prerequisites are present; panics (loudly) when not, unless skipping
+/// was asked for. Returns false when the test should return early.
+pub fn prerequisites() -> bool {
+    let skip = std::env::var_os("SHIMGATE_SKIP_INTEGRATION").is_some();
+    let mut missing = Vec::new();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        missing.push("root".to_string());
+    }
+    for tool in ["containerd", "ctr", "runc"] {
+        if which(tool).is_none() {
+            missing.push(tool.to_string());
+        }
+    }
+    if !Path::new("/bin/busybox").exists() {
+        missing.push("/bin/busybox (busybox-static)".into());
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    if skip {
+        eprintln!("SKIP: integration prerequisites missing: {missing:?}");
+        return false;
+    }
+    panic!("integration tests need {missing:?} (set SHIMGATE_SKIP_INTEGRATION=1 to skip)");
+}
+
+pub fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.is_file())
+}
+
+/// The busybox rootfs shared by every test (built once; read-only use). Contains a 16 MiB
+/// random blob at /data/blob and its sha256 in /data/blob.sha256 for output checks.
+pub fn rootfs() -> PathBuf {
+    static R: OnceLock<PathBuf> = OnceLock::new();
+    R.get_or_init(|| {
+        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("rootfs-busybox");
+        let marker = base.join(".complete");
+        if marker.exists() {
+            return base;
+        }
+        let tmp = PathBuf::from(format!("{}.{}", base.display(), std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        for d in ["bin", "dev", "proc", "sys", "run", "tmp", "etc", "data"] {
+            std::fs::create_dir_all(tmp.join(d)).unwrap();
+        }
+        std::fs::copy("/bin/busybox", tmp.join("bin/busybox")).unwrap();
+        let list = run_cmd(
+            Command::new("/bin/busybox").arg("--list"),
+            None,
+            Duration::from_secs(10),
+        );
+        for a in list.text().split_whitespace() {
+            if a != "busybox" {
+                let _ = symlink("busybox", tmp.join("bin").join(a));
+            }
+        }
+        std::fs::write(tmp.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
+        std::fs::write(tmp.join("etc/group"), "root:x:0:\n").unwrap();
+        let mut blob = vec![0u8; 16 << 20];
+        std::fs::File::open("/dev/urandom")
+            .unwrap()
+            .read_exact(&mut blob)
+            .unwrap();
+        std::fs::write(tmp.join("data/blob"), &blob).unwrap();
+        std::fs::write(tmp.join("data/blob.sha256"), sha256_hex(&blob)).unwrap();
+        std::fs::write(tmp.join(".complete"), "").unwrap();
+        // Another test binary may have raced us; either result is complete.
+        if std::fs::rename(&tmp, &base).is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        base
+    })
+    .clone()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A private containerd.
+pub struct Ctd {
+    pub dir: PathBuf,
+    pub addr: PathBuf,
+    pub ns: String,
+    pub shims: PathBuf,
+    proc: Option<Child>,
+    ids: Mutex<HashSet<String>>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Ctd {
+    /// Start one. Returns None when prerequisites are missing and skipping is allowed.
+    pub fn start() -> Option<Ctd> {
+        if !prerequisites() {
+            return None;
+        }
+        reap_orphans();
+        let tmp = tempfile::Builder::new()
+            .prefix("sg-ctd.")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let dir = tmp.path().to_path_buf();
+        let shims = dir.join("bin");
+        std::fs::create_dir_all(&shims).unwrap();
+        for n in [
+            "containerd-shim",
+            "containerd-shim-runc-v1",
+            "containerd-shim-runc-v2",
+        ] {
+            symlink(shimgate_bin(), shims.join(n)).unwrap();
+        }
+        std::fs::create_dir_all(dir.join("fifo")).unwrap();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let ns = format!("sgt{}x{n}", std::process::id());
+        let addr = dir.join("c.sock");
+        let cfg = dir.join("containerd.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{a}"
+[ttrpc]
+  address = "{a}.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+[plugins."io.containerd.runtime.v1.linux"]
+  shim = "{s}/containerd-shim"
+  runtime = "runc"
+"#,
+                d = dir.display(),
+                a = addr.display(),
+                s = shims.display()
+            ),
+        )
+        .unwrap();
+        let mut c = Ctd {
+            dir,
+            addr,
+            ns,
+            shims,
+            proc: None,
+            ids: Mutex::new(HashSet::new()),
+            _tmp: tmp,
+        };
+        c.launch();
+        Some(c)
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("containerd.log"))
+            .unwrap();
+        let path = format!(
+            "{}:{}",
+            self.shims.display(),
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
+        );
+        let child = spawn(
+            Command::new("containerd")
+                .arg("--config")
+                .arg(self.dir.join("containerd.toml"))
+                .env("PATH", path)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log),
+        );
+        self.proc = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.addr.exists() && self.ctr(&["version"]).code == 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("containerd did not come up; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Stop containerd with `sig` and start it again with the same config.
+    pub fn restart(&mut self, sig: i32) {
+        self.stop(sig);
+        self.launch();
+    }
+
+    fn stop(&mut self, sig: i32) {
+        if let Some(c) = self.proc.take() {
+            // SAFETY: signalling our own child.
+            unsafe {
+                libc::kill(c.id() as i32, sig);
+            }
+            let (_, timed_out) = finish(c, Duration::from_secs(15));
+            assert!(!timed_out, "containerd did not stop");
+        }
+    }
+
+    pub fn ctr_cmd(&self) -> Command {
+        let mut c = Command::new("ctr");
+        c.arg("-a").arg(&self.addr).arg("-n").arg(&self.ns);
+        c
+    }
+
+    pub fn ctr(&self, args: &[&str]) -> Out {
+        self.ctr_timeout(args, Duration::from_secs(60))
+    }
+
+    pub fn ctr_timeout(&self, args: &[&str], t: Duration) -> Out {
+        run_cmd(self.ctr_cmd().args(args), None, t)
+    }
+
+    pub fn ctr_input(&self, args: &[&str], input: &[u8]) -> Out {
+        run_cmd(
+            self.ctr_cmd().args(args),
+            Some(input),
+            Duration::from_secs(120),
+        )
+    }
+
+    /// A fresh container id, remembered for cleanup.
+    pub fn id(&self, tag: &str) -> String {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let id = format!("{tag}-{n}");
+        self.ids.lock().unwrap().insert(id.clone());
+        id
+    }
+
+    /// Arguments for `ctr run` of `cmd` in container `id` on the busybox rootfs.
+    pub fn run_args(&self, rt: Runtime, id: &str, flags: &[&str], cmd: &[&str]) -> Vec<String> {
+        self.ids.lock().unwrap().insert(id.to_string());
+        let mut a: Vec<String> = vec![
+            "run".into(),
+            "--runtime".into(),
+            rt.name.into(),
+            "--fifo-dir".into(),
+            self.dir.join("fifo").display().to_string(),
+            "--env".into(),
+            "PATH=/bin".into(),
+        ];
+        a.extend(flags.iter().map(|s| s.to_string()));
+        a.push("--rootfs".into());
+        a.push(rootfs().display().to_string());
+        a.push(id.into());
+        a.extend(cmd.iter().map(|s| s.to_string()));
+        a
+    }
+
+    pub fn run(&self, rt: Runtime, id: &str, flags: &[&str], cmd: &[&str]) -> Out {
+        let a = self.run_args(rt, id, flags, cmd);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        self.ctr(&a)
+    }
+
+    pub fn run_input(
+        &self,
+        rt: Runtime,
+        id: &str,
+        flags: &[&str],
+        cmd: &[&str],
+        input: &[u8],
+    ) -> Out {
+        let a = self.run_args(rt, id, flags, cmd);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        self.ctr_input(&a, input)
+    }
+
+    /// `ctr run -d` and wait until RUNNING.
+    pub fn run_detached(&self, rt: Runtime, id: &str, flags: &[&str], cmd: &[&str]) {
+        let mut f = vec!["-d"];
+        f.extend_from_slice(flags);
+        let r = self.run(rt, id, &f, cmd);
+        assert_eq!(r.code, 0, "run -d {id}: {}", r.brief());
+        assert!(
+            self.wait_status(id, "RUNNING", Duration::from_secs(10)),
+            "{id} never RUNNING: {:?}",
+            self.tasks()
+        );
+    }
+
+    /// `ctr task ls` as id -> (pid, STATUS).
+    pub fn tasks(&self) -> std::collections::HashMap<String, (u32, String)> {
+        let r = self.ctr(&["task", "ls"]);
+        r.text()
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() >= 3).then(|| {
+                    (
+                        f[0].to_string(),
+                        (f[1].parse().unwrap_or(0), f[2].to_string()),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    pub fn wait_status(&self, id: &str, status: &str, t: Duration) -> bool {
+        let deadline = Instant::now() + t;
+        while Instant::now() < deadline {
+            if self.tasks().get(id).map(|x| x.1.as_str()) == Some(status) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Shim daemons serving this containerd (our address in their argv; not start/delete).
+    pub fn shim_pids(&self) -> Vec<u32> {
+        let key = self.addr.display().to_string();
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let args: Vec<String> = cmd
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            if pid == self.pid() || !args.contains(&key) {
+                continue;
+            }
+            if args
+                .first()
+                .is_some_and(|a| a.ends_with("ctr") || a.ends_with("containerd"))
+            {
+                continue;
+            }
+            if matches!(args.last().map(String::as_str), Some("start" | "delete")) {
+                continue;
+            }
+            out.push(pid);
+        }
+        out
+    }
+
+    /// The bundle directory of a v2 task.
+    pub fn bundle(&self, id: &str) -> PathBuf {
+        self.dir
+            .join("state/io.containerd.runtime.v2.task")
+            .join(&self.ns)
+            .join(id)
+    }
+
+    /// Socket path of a v2 shim for `group`.
+    pub fn socket_for(&self, group: &str) -> PathBuf {
+        PathBuf::from("/run/containerd/s").join(sha256_hex(
+            format!("{}/{}/{}", self.addr.display(), self.ns, group).as_bytes(),
+        ))
+    }
+
+    /// runc state dirs and bundles left in our namespace.
+    pub fn residue(&self) -> Vec<String> {
+        let mut res = Vec::new();
+        for d in [
+            PathBuf::from("/run/containerd/runc").join(&self.ns),
+            self.dir
+                .join("state/io.containerd.runtime.v2.task")
+                .join(&self.ns),
+            self.dir
+                .join("state/io.containerd.runtime.v1.linux")
+                .join(&self.ns),
+        ] {
+            if let Ok(rd) = std::fs::read_dir(&d) {
+                res.extend(rd.flatten().map(|e| e.path().display().to_string()));
+            }
+        }
+        res
+    }
+
+    /// Remove every task and container of our namespace; then report what did not go away by
+    /// itself within `grace` (shims still alive, runc state, bundles).
+    pub fn cleanup(&self, grace: Duration) -> Vec<String> {
+        if self.proc.is_some() {
+            for (id, (_, st)) in self.tasks() {
+                if st != "STOPPED" {
+                    self.ctr(&["task", "kill", "-s", "SIGKILL", &id]);
+                    self.wait_status(&id, "STOPPED", Duration::from_secs(5));
+                }
+                self.ctr(&["task", "rm", "-f", &id]);
+            }
+            for id in self.ctr(&["c", "ls", "-q"]).text().split_whitespace() {
+                self.ctr(&["c", "rm", id]);
+            }
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline
+            && (!self.shim_pids().is_empty() || !self.residue().is_empty())
+        {
+            std::thread::sleep(Duration::from_millis(50));
+            reap_orphans();
+        }
+        let mut leaks: Vec<String> = self
+            .shim_pids()
+            .iter()
+            .map(|p| format!("shim pid {p} still alive"))
+            .collect();
+        leaks.extend(self.residue().into_iter().map(|r| format!("residue {r}")));
+        leaks
+    }
+
+    /// Assert that nothing leaked after removing everything.
+    pub fn assert_clean(&self) {
+        let leaks = self.cleanup(Duration::from_secs(5));
+        assert!(
+            leaks.is_empty(),
+            "leaked: {leaks:?}\ncontainerd log tail:\n{}",
+            self.log_tail(40)
+        );
+    }
+
+    pub fn log_tail(&self, n: usize) -> String {
+        let l = self.log();
+        let lines: Vec<&str> = l.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+impl Drop for Ctd {
+    fn drop(&mut self) {
+        let _ = self.cleanup(Duration::from_secs(3));
+        self.stop(libc::SIGTERM);
+        for pid in self.shim_pids() {
+            // SAFETY: killing a leftover shim of this test's containerd.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+        for id in self.ids.lock().unwrap().iter() {
+            let _ = std::fs::remove_file(self.socket_for(id));
+        }
+        let runc_root = PathBuf::from("/run/containerd/runc").join(&self.ns);
+        if let Ok(rd) = std::fs::read_dir(&runc_root) {
+            for e in rd.flatten() {
+                let _ = run_cmd(
+                    Command::new("runc")
+                        .arg("--root")
+                        .arg(&runc_root)
+                        .args(["delete", "--force"])
+                        .arg(e.file_name()),
+                    None,
+                    Duration::from_secs(10),
+                );
+            }
+        }
+        let _ = std::fs::remove_dir(&runc_root);
+        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+            for e in rd.flatten() {
+                let _ = std::fs::remove_dir(e.path().join(&self.ns));
+            }
+        }
+        if let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") {
+            let prefix = self.dir.display().to_string();
+            for line in mi.lines().rev() {
+                if let Some(mp) = line.split_whitespace().nth(4) {
+                    if mp.starts_with(&prefix) {
+                        let _ = run_cmd(
+                            Command::new("umount").args(["-l", mp]),
+                            None,
+                            Duration::from_secs(10),
+                        );
+                    }
+                }
+            }
+        }
+        reap_orphans();
+    }
+}

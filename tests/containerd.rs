@@ -1,0 +1,634 @@
+//! End-to-end scenarios through a real private containerd and real runc, run once per
+//! personality (one suite, parametrised: see `personalities!` at the bottom).
+
+mod common;
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn ctd() -> Option<Ctd> {
+    Ctd::start()
+}
+
+fn echo(rt: Runtime) {
+    let Some(c) = ctd() else { return };
+    let id = c.id("echo");
+    let r = c.run(
+        rt,
+        &id,
+        &["--rm"],
+        &["sh", "-c", "echo hello-shim; echo err-line >&2"],
+    );
+    assert_eq!(r.code, 0, "{}", r.brief());
+    assert_eq!(r.stdout, b"hello-shim\n");
+    assert!(r.err().contains("err-line"), "{}", r.brief());
+    c.assert_clean();
+}
+
+fn exit_codes(rt: Runtime) {
+    let Some(c) = ctd() else { return };
+    for code in [0, 1, 42, 255] {
+        let id = c.id("exit");
+        let r = c.run(rt, &id, &["--rm"], &["sh", "-c", &format!("exit {code}")]);
+        assert_eq!(r.code, code, "{}", r.brief());
+    }
+    // Death by signal is 128 + signal (an exec: a pid namespace's init ignores its own
+    // namespace's SIGKILL).
+    let id = c.id("sig");
+    c.run_detached(rt, &id, &[], &["sleep", "300"]);
+    let r = c.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "k",
+        &id,
+        "sh",
+        "-c",
+        "kill -9 $$",
+    ]);
+    assert_eq!(r.code, 137, "{}", r.brief());
+    let r = c.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "t",
+        &id,
+        "sh",
+        "-c",
+        "kill -15 $$",
+    ]);
+    assert_eq!(r.code, 143, "{}", r.brief());
+    c.assert_clean();
+}
+
+/// `ctr run --rm` in the background; the caller signals it and checks the status.
+fn kill_case(
+    c: &Ctd,
+    rt: Runtime,
+    cmd: &[&str],
+    sig: &str,
+    all: bool,
+    want: i32,
+    min_procs: usize,
+) {
+    let id = c.id("kill");
+    let args = c.run_args(rt, &id, &["--rm"], cmd);
+    let mut child = spawn(
+        c.ctr_cmd()
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let mut err = child.stderr.take().unwrap();
+    assert!(c.wait_status(&id, "RUNNING", Duration::from_secs(10)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.ctr(&["task", "ps", &id]).text().lines().count() < min_procs + 1
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut k = vec!["task", "kill", "-s", sig];
+    if all {
+        k.push("--all");
+    }
+    k.push(&id);
+    let r = c.ctr(&k);
+    assert_eq!(r.code, 0, "kill: {}", r.brief());
+    let (code, timed_out) = finish(child, Duration::from_secs(20));
+    let mut e = String::new();
+    let _ = err.read_to_string(&mut e);
+    assert!(!timed_out, "ctr run did not return after {sig}");
+    assert_eq!(code, want, "stderr: {e}");
+}
+
+fn signals(rt: Runtime) {
+    let Some(c) = ctd() else { return };
+    kill_case(&c, rt, &["sleep", "300"], "SIGKILL", false, 137, 1);
+    // pid 1 ignores SIGTERM without a handler: install one.
+    kill_case(
+        &c,
+        rt,
+        &["sh", "-c", "trap 'exit 143' TERM; sleep 300 & wait"],
+        "SIGTERM",
+        false,
+        143,
+        2,
+    );
+    // --all reaches the non-init sleep; sh passes its status on.
+    kill_case(
+        &c,
+        rt,
+        &["sh", "-c", "sleep 300; exit $?"],
+        "SIGTERM",
+        true,
+        143,
+        2,
+    );
+    c.assert_clean();
+}
+
+fn exec(rt: Runtime) {
+    let Some(c) = ctd() else { return };
+    let id = c.id("exec");
+    c.run_detached(rt, &id, &[], &["sleep", "300"]);
+    let e = c.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "x1",
+        &id,
+        "sh",
+        "-c",
+        "echo exec-out; echo exec-err >&2; exit 7",
+    ]);
+    assert_eq!(e.code, 7, "{}", e.brief());
+    assert_eq!(e.stdout, b"exec-out\n");
+    assert!(e.err().contains("exec-err"));
+    // The id is free again once the exec is gone.
+    let e = c.ctr(&["task", "exec", "--exec-id", "x1", &id, "true"]);
+    assert_eq!(e.code, 0, "{}", e.brief());
+    // Execs that exit at once keep their status.
+    for i in 0..5 {
+        let e = c.ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            &format!("q{i}"),
+            &id,
+            "sh",
+            "-c",
+            "exit 4",
+        ]);
+        assert_eq!(e.code, 4, "{}", e.brief());
+    }
+    // stdin into an exec.
+    let e = run_cmd(
+        c.ctr_cmd()
+            .args(["task", "exec", "--exec-id", "in1", &id, "cat"]),
+        Some(b"through-exec\n"),
+        Duration::from_secs(30),
+    );
+    assert_eq!(e.stdout, b"through-exec\n", "{}", e.brief());
+    c.assert_clean();
+}
+
+fn ps(rt: Runtime) {
+    let Some(c) = ctd() else { return };
+    let id = c.id("ps");
+    c.run_detached(rt, &id, &[], &["sh", "-c", "sleep 300 & sleep 301 & wait"]);
+    let init = c.tasks()[&id].0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut pids = Vec::new();
+    while Instant::now() < deadline {
+        pids = c
+            .ctr(&["task", "ps", &id])
+            .text()
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next()?.parse::<u32>().ok())
+            .collect();
+        if pids.len() >= 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        pids.contains(&init) && pids.len() >= 3,
+        "pids {pids:?} init {init}"
+    );
+    c.assert_clean();
+}
+
+fn pause_resume(rt: Runtime) {
+    let Some(c) = ctd() else { return };
+    let id = c.id("pause");
+    c.run_detached(rt, &id, &[], &["sleep", "300"]);
+    assert_eq!(c.ctr(&["task", "pause", &id]).code, 0);
+    assert!(c.wait_status(&id, "PAUSED", Duration::from_secs(5)));
+    // Exec into a paused container is refused.
+    let e = c.ctr(&["task", "exec", "--exec-id", "p1", &id, "true"]);
+    assert_ne!(e.code, 0);
+    assert_eq!(c.ctr(&["task", "resume", &id]).code, 0);
+    assert!(c.wait_status(&id, "RUNNING", Duration::from_secs(5)));
+    let e = c.ctr(&["task", "exec", "--exec-id", "after", &id, "true"]);
+    assert_eq!(e.code, 0, "{}", e.brief());
+    c.assert_clean();
+}
+
+fn stdin(rt: Runtime) {
+    let Some(c) = ctd() else { return };
+    for payload in [b"data\n".to_vec(), random_bytes(1 << 20)] {
+        // Feed only once the task runs: ctr 1.6 installs its CloseIO hook after task create.
+        let id = c.id("stdin");
+        let args = c.run_args(rt, &id, &["--rm"], &["cat"]);
+        let mut child = spawn(
+            c.ctr_cmd()
+                .args(&args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        );
+        assert!(c.wait_status(&id, "RUNNING", Duration::from_secs(10)));
+        let mut input = child.stdin.take().unwrap();
+        let data = payload.clone();
+        let feeder = std::thread::spawn(move || {
+            use std::io::Write;
+            input.write_all(&data).unwrap();
+        });
+        let mut out = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            out.read_to_end(&mut v).unwrap();
+            v
+        });
+        feeder.join().unwrap();
+        let (code, timed_out) = finish(child, Duration::from_secs(60));
+        assert!(!timed_out, "EOF did not reach the container");
+        assert_eq!(code, 0);
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), payload.len());
+        assert!(got == payload, "stdin round trip differs");
+    }
+    c.assert_clean();
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut v)
+        .unwrap();
+    v
+}
+
+/// Run `args` under a new pty; feed `input` after `READY` appears. Returns (code, output).
+fn pty_run(mut cmd: Command, input: &[u8]) -> (i32, Vec<u8>) {
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave = pty.slave;
+    let fd = slave.as_raw_fd();
+    // SAFETY: in the child before exec: setsid and TIOCSCTTY on its own fds only.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            libc::ioctl(fd, libc::TIOCSCTTY, 0);
+            Ok(())
+        });
+    }
+    let dup = |f: &OwnedFd| Stdio::from(f.try_clone().unwrap());
+    cmd.stdin(dup(&slave))
+        .stdout(dup(&slave))
+        .stderr(dup(&slave));
+    let child = spawn(&mut cmd);
+    // The Command still holds the slave copies given to the child: drop them, or the master
+    // never sees the end of the session.
+    drop(cmd);
+    drop(slave);
+    let master = pty.master;
+    let mfd = master.as_raw_fd();
+    let mut out = Vec::new();
+    let mut fed = false;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut f = unsafe { std::fs::File::from_raw_fd(libc::dup(mfd)) };
+    loop {
+        if !fed && String::from_utf8_lossy(&out).contains("READY") {
+            use std::io::Write;
+            f.write_all(input).unwrap();
+            fed = true;
+        }
+        let mut pfd = libc::pollfd {
+            fd: mfd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: polling one valid fd.
+        let n = unsafe { libc::poll(&mut pfd, 1, 200) };
+        if n > 0 {
+            let mut buf = [0u8; 4096];
+            match f.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => out.extend_from_slice(&buf[..k]),
+            }
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+    }
+    let (code, _) = finish(child, Duration::from_secs(10));
+    (code, out)
+}
+
+fn tty(rt: Runtime) {
+    let Some(c) = ctd() else { return };
+    let id = c.id("tty");
+    let args = c.run_args(
+        rt,
+        &id,
+        &["--rm", "-t"],
+        &[
+            "sh",
+            "-c",
+            "[ -t 0 ] && [ -t 1 ] && echo IS-A-TTY; echo READY; read x; echo got-$x; exit 5",
+        ],
+    );
+    let mut cmd = c.ctr_cmd();
+    cmd.args(&args);
+    let (code, out) = pty_run(cmd, b"abc\r");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("IS-A-TTY"), "{text}");
+    assert!(text.contains("got-abc"), "{text}");
+    assert_eq!(code, 5, "{text}");
+    // An exec with a terminal.
+    let id2 = c.id("ttyexec");
+    c.run_detached(rt, &id2, &[], &["sleep", "300"]);
+    let mut cmd = c.ctr_cmd();
+    cmd.args([
+        "task",
+        "exec",
+        "-t",
+        "--exec-id",
+        "t1",
+        &id2,
+        "sh",
+        "-c",
+        "[ -t 1 ] && echo EXEC-TTY; echo READY; read y; echo e-$y; exit 6",
+    ]);
+    let (code, out) = pty_run(cmd, b"xyz\r");
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.contains("EXEC-TTY") && text.contains("e-xyz"),
+        "{text}"
+    );
+    assert_eq!(code, 6, "{text}");
+    c.assert_clean();
+}
+
+fn large_output(rt: Runtime) {
+    let Some(c) = ctd() else { return };
+    let want = std::fs::read_to_string(rootfs().join("data/blob.sha256")).unwrap();
+    let id = c.id("large");
+    let r = c.run(rt, &id, &["--rm"], &["cat", "/data/blob"]);
+    assert_eq!(r.code, 0, "rc {}", r.code);
+    assert_eq!(r.stdout.len(), 16 << 20);
+    assert_eq!(sha256_hex(&r.stdout), want);
+    // The same on stderr, while stdout also flows.
+    let id = c.id("large2");
+    let r = c.run(
+        rt,
+        &id,
+        &["--rm"],
+        &["sh", "-c", "cat /data/blob >&2; echo done"],
+    );
+    assert_eq!(r.stdout, b"done\n");
+    assert_eq!(sha256_hex(&r.stderr), want);
+    c.assert_clean();
+}
+
+fn fast_exits(rt: Runtime) {
+    let Some(c) = ctd() else { return };
+    for i in 0..20 {
+        let id = c.id("fast");
+        let r = c.run(rt, &id, &["--rm"], &["echo", "x"]);
+        assert!(r.code == 0 && r.stdout == b"x\n", "run {i}: {}", r.brief());
+        let id = c.id("fastexit");
+        let r = c.run(rt, &id, &["--rm"], &["sh", "-c", "echo last-words; exit 3"]);
+        assert!(
+            r.code == 3 && r.stdout == b"last-words\n",
+            "run {i}: {}",
+            r.brief()
+        );
+    }
+    c.assert_clean();
+}
+
+fn metrics(rt: Runtime) {
+    let Some(c) = ctd() else { return };
+    let id = c.id("metrics");
+    c.run_detached(rt, &id, &[], &["sleep", "300"]);
+    let r = c.ctr(&["task", "metrics", &id]);
+    assert_eq!(r.code, 0, "{}", r.brief());
+    let t = r.text();
+    assert!(t.contains("memory") && t.contains("pids"), "{t}");
+    c.assert_clean();
+}
+
+fn update(rt: Runtime) {
+    let Some(c) = ctd() else { return };
+    let id = c.id("update");
+    c.run_detached(rt, &id, &[], &["sleep", "300"]);
+    let pid = c.tasks()[&id].0;
+    let limit: u64 = 64 << 20;
+    let (status, msg) = grpc::unary(
+        &c.addr,
+        &c.ns,
+        "/containerd.services.tasks.v1.Tasks/Update",
+        grpc::update_task_request(&id, &format!("{{\"memory\":{{\"limit\":{limit}}}}}")),
+    );
+    assert_eq!(status, 0, "Update: {msg}");
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = cg
+        .lines()
+        .find_map(|l| {
+            let mut p = l.splitn(3, ':');
+            let (_, ctrls, path) = (p.next()?, p.next()?, p.next()?);
+            ctrls
+                .split(',')
+                .any(|x| x == "memory")
+                .then(|| path.to_string())
+        })
+        .expect("memory cgroup");
+    let got = std::fs::read_to_string(format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"))
+        .unwrap();
+    assert_eq!(got.trim(), limit.to_string());
+    c.assert_clean();
+}
+
+fn containerd_restart(rt: Runtime) {
+    let Some(mut c) = ctd() else { return };
+    let id = c.id("restart");
+    c.run_detached(rt, &id, &[], &["sleep", "300"]);
+    let before = c.shim_pids();
+    c.restart(libc::SIGKILL);
+    assert!(
+        c.wait_status(&id, "RUNNING", Duration::from_secs(15)),
+        "{:?}",
+        c.tasks()
+    );
+    let after = c.shim_pids();
+    assert!(
+        before.iter().all(|p| after.contains(p)),
+        "shim did not survive: {before:?} -> {after:?}"
+    );
+    let e = c.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "post",
+        &id,
+        "sh",
+        "-c",
+        "echo alive",
+    ]);
+    assert!(e.code == 0 && e.stdout == b"alive\n", "{}", e.brief());
+    // A container that exits while containerd is down still reports its exit status after.
+    let id2 = c.id("restart2");
+    c.run_detached(rt, &id2, &[], &["sh", "-c", "sleep 2; exit 9"]);
+    c.restart(libc::SIGKILL);
+    assert!(
+        c.wait_status(&id2, "STOPPED", Duration::from_secs(20)),
+        "{:?}",
+        c.tasks()
+    );
+    assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).code, 0);
+    assert!(c.wait_status(&id, "STOPPED", Duration::from_secs(10)));
+    assert_eq!(c.ctr(&["task", "rm", &id]).code, 0);
+    c.assert_clean();
+}
+
+fn shim_sigkill(rt: Runtime) {
+    let Some(c) = ctd() else { return };
+    let id = c.id("shimkill");
+    c.run_detached(rt, &id, &[], &["sleep", "300"]);
+    let init = c.tasks()[&id].0;
+    let shims = c.shim_pids();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    // SAFETY: killing the shim this test started.
+    unsafe {
+        libc::kill(shims[0] as i32, libc::SIGKILL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        reap_orphans();
+        let t = c.tasks().get(&id).cloned();
+        let alive = std::fs::read_to_string(format!("/proc/{init}/stat"))
+            .map(|s| !s.rsplit_once(')').unwrap().1.trim_start().starts_with('Z'))
+            .unwrap_or(false);
+        let state = PathBuf::from("/run/containerd/runc")
+            .join(&c.ns)
+            .join(&id)
+            .exists();
+        if (t.is_none() || t.as_ref().unwrap().1 == "STOPPED") && !alive && !state {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after shim SIGKILL: task {t:?} init alive {alive} runc state {state}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!c.socket_for(&id).exists(), "stale shim socket left behind");
+    c.ctr(&["task", "rm", "-f", &id]);
+    assert_eq!(c.ctr(&["c", "rm", &id]).code, 0);
+    c.assert_clean();
+}
+
+use std::path::PathBuf;
+
+fn parallel(rt: Runtime) {
+    let Some(c) = ctd() else { return };
+    let ids: Vec<String> = (0..12).map(|_| c.id("par")).collect();
+    let results: Vec<(String, Out)> = std::thread::scope(|s| {
+        let hs: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let c = &c;
+                s.spawn(move || {
+                    (
+                        id.clone(),
+                        c.run(rt, id, &["--rm"], &["sh", "-c", &format!("echo ok-{id}")]),
+                    )
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (id, r) in results {
+        assert!(
+            r.code == 0 && r.text() == format!("ok-{id}\n"),
+            "{id}: {}",
+            r.brief()
+        );
+    }
+    c.assert_clean();
+}
+
+fn grouping(rt: Runtime) {
+    let Some(c) = ctd() else { return };
+    let group = c.id("grp");
+    let before = c.shim_pids();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = c.id("grpc");
+        let ann = format!("io.containerd.runc.v2.group={group}");
+        c.run_detached(
+            rt,
+            &id,
+            &["--annotation", &ann, "--label", &ann],
+            &["sleep", "300"],
+        );
+        ids.push(id);
+    }
+    let n = c.shim_pids().iter().filter(|p| !before.contains(p)).count();
+    assert_eq!(n, if rt.groups { 1 } else { 3 });
+    // Removing one container of a group keeps the shim serving the others.
+    assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", &ids[0]]).code, 0);
+    assert!(c.wait_status(&ids[0], "STOPPED", Duration::from_secs(10)));
+    assert_eq!(c.ctr(&["task", "rm", &ids[0]]).code, 0);
+    let e = c.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "g1",
+        &ids[1],
+        "sh",
+        "-c",
+        "echo still",
+    ]);
+    assert!(e.code == 0 && e.stdout == b"still\n", "{}", e.brief());
+    // The CRI sandbox annotation groups too.
+    if rt.groups {
+        let sb = c.id("sandbox");
+        let before = c.shim_pids();
+        for _ in 0..2 {
+            let id = c.id("pod");
+            let ann = format!("io.kubernetes.cri.sandbox-id={sb}");
+            c.run_detached(rt, &id, &["--annotation", &ann], &["sleep", "300"]);
+        }
+        assert_eq!(
+            c.shim_pids().iter().filter(|p| !before.contains(p)).count(),
+            1
+        );
+    }
+    c.assert_clean();
+}
+
+macro_rules! personalities {
+    ($($scenario:ident),* $(,)?) => {
+        mod runcv1 { $( #[test] fn $scenario() { super::$scenario(super::RUNC_V1) } )* }
+        mod runcv2 { $( #[test] fn $scenario() { super::$scenario(super::RUNC_V2) } )* }
+    };
+}
+
+personalities!(
+    echo,
+    exit_codes,
+    signals,
+    exec,
+    ps,
+    pause_resume,
+    stdin,
+    tty,
+    large_output,
+    fast_exits,
+    metrics,
+    update,
+    containerd_restart,
+    shim_sigkill,
+    parallel,
+    grouping,
+);
