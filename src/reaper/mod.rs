@@ -169,19 +169,39 @@ impl Reaper {
         }
     }
 
-    /// Reap from a dedicated thread that polls, instead of the SIGCHLD task. For test programs
-    /// that run several async runtimes in one process (the SIGCHLD task lives in one runtime);
-    /// the shim itself never uses this.
+    /// Reap from a dedicated thread that polls only the pids someone has claimed, instead of
+    /// the SIGCHLD task calling `waitpid(-1)`. For test programs: it never collects a child it
+    /// was not asked about, so it can share a process with code that waits for its own
+    /// children, and it works across several async runtimes. The shim never uses it.
     #[doc(hidden)]
     pub fn start_polling_thread(&self, every: std::time::Duration) -> io::Result<()> {
         let me = self.clone();
         std::thread::Builder::new()
             .name("reaper-poll".into())
             .spawn(move || loop {
-                me.reap_all();
+                me.reap_claimed();
                 std::thread::sleep(every);
             })?;
         Ok(())
+    }
+
+    fn reap_claimed(&self) {
+        let pids: Vec<i32> = lock(&self.inner.router).claims.keys().copied().collect();
+        for pid in pids {
+            let ws = {
+                let _g = lock(&self.inner.spawn_lock);
+                waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG))
+            };
+            if let Ok(ws) = ws {
+                if let Some((pid, status)) = status_of(ws) {
+                    self.deliver(RawExit {
+                        pid,
+                        status,
+                        at: SystemTime::now(),
+                    });
+                }
+            }
+        }
     }
 
     /// Route one exit. Public so tests of the core can drive synthetic exits through the same

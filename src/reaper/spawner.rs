@@ -20,6 +20,9 @@ use tokio::net::unix::pipe;
 
 use super::{ExitWaiter, RawExit, Reaper};
 
+/// How long output is still collected after a child exited (grandchildren may hold the pipes).
+const IO_AFTER_EXIT: Duration = Duration::from_secs(2);
+
 /// Starts children whose exits are never lost.
 #[derive(Clone)]
 pub struct Spawner {
@@ -123,42 +126,65 @@ impl Spawner {
 
         let feed = async move {
             if let (Some(fd), Some(data)) = (stdin, input) {
-                let mut tx = pipe::Sender::from_owned_fd(fd)?;
-                // A child that exits without reading its input is not an error here; its
-                // status tells.
-                let _ = tx.write_all(&data).await;
-            }
-            Ok::<(), io::Error>(())
-        };
-        let collect = async move {
-            let (a, b) = tokio::join!(read_capped(stdout, cap), read_capped(stderr, cap));
-            Ok::<_, io::Error>((a?, b?))
-        };
-        let all = async { tokio::try_join!(feed, collect, async { child.wait().await }) };
-        let mut all = std::pin::pin!(all);
-
-        let mut timed_out = false;
-        let res = match deadline {
-            None => all.await,
-            Some(d) => match tokio::time::timeout(d, &mut all).await {
-                Ok(r) => r,
-                Err(_) => {
-                    timed_out = true;
-                    // Our own child, not yet reaped (its claim is still pending), so the pid
-                    // cannot have been recycled.
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid as i32),
-                        nix::sys::signal::SIGKILL,
-                    );
-                    all.await
+                if let Ok(mut tx) = pipe::Sender::from_owned_fd(fd) {
+                    // A child that exits without reading its input is not an error here; its
+                    // status tells.
+                    let _ = tx.write_all(&data).await;
                 }
-            },
+            }
         };
-        let ((), (stdout, stderr), exit) = res?;
+        let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
+        let mut timed_out = false;
+        let mut exit_res = None;
+        {
+            let io = async {
+                tokio::join!(
+                    feed,
+                    read_into(stdout, cap, &mut out_buf),
+                    read_into(stderr, cap, &mut err_buf)
+                )
+            };
+            let mut io = std::pin::pin!(io);
+            let mut io_done = false;
+            let mut exit = std::pin::pin!(child.wait());
+            let far = Duration::from_secs(365 * 24 * 3600);
+            let kill_at = tokio::time::sleep(deadline.unwrap_or(far));
+            let mut kill_at = std::pin::pin!(kill_at);
+            // Once the child is gone, its output is what is already in the pipes; a
+            // grandchild that keeps them open must not keep us waiting.
+            let give_up = tokio::time::sleep(far);
+            let mut give_up = std::pin::pin!(give_up);
+            loop {
+                tokio::select! {
+                    r = &mut exit, if exit_res.is_none() => {
+                        exit_res = Some(r);
+                        give_up.as_mut().reset(tokio::time::Instant::now() + IO_AFTER_EXIT);
+                    }
+                    _ = &mut io, if !io_done => io_done = true,
+                    _ = &mut kill_at, if !timed_out => {
+                        timed_out = true;
+                        // Our own child, not yet reaped (its claim is still pending), so the
+                        // pid cannot have been recycled.
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid as i32),
+                            nix::sys::signal::SIGKILL,
+                        );
+                    }
+                    _ = &mut give_up, if exit_res.is_some() => break,
+                }
+                if io_done && exit_res.is_some() {
+                    break;
+                }
+            }
+        }
+        let exit = match exit_res {
+            Some(r) => r?,
+            None => return Err(io::Error::other("child exit not collected")),
+        };
         Ok(Output {
             status: exit.status,
-            stdout,
-            stderr,
+            stdout: out_buf,
+            stderr: err_buf,
             timed_out,
         })
     }
@@ -230,19 +256,102 @@ impl Spawner {
     }
 }
 
-async fn read_capped(fd: Option<OwnedFd>, cap: usize) -> io::Result<Vec<u8>> {
-    let Some(fd) = fd else {
-        return Ok(Vec::new());
+async fn read_into(fd: Option<OwnedFd>, cap: usize, out: &mut Vec<u8>) {
+    let Some(fd) = fd else { return };
+    let Ok(mut rx) = pipe::Receiver::from_owned_fd(fd) else {
+        return;
     };
-    let mut rx = pipe::Receiver::from_owned_fd(fd)?;
-    let mut out = Vec::new();
     let mut buf = [0u8; 8192];
     loop {
-        let n = rx.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(out);
+        match rx.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                let room = cap.saturating_sub(out.len());
+                out.extend_from_slice(&buf[..n.min(room)]);
+            }
         }
-        let room = cap.saturating_sub(out.len());
-        out.extend_from_slice(&buf[..n.min(room)]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::OnceLock;
+
+    /// One reaper for the test binary, polling only claimed pids (it must not steal the
+    /// children other tests wait for themselves).
+    fn spawner() -> Spawner {
+        static R: OnceLock<Reaper> = OnceLock::new();
+        let r = R.get_or_init(|| {
+            let r = Reaper::new();
+            r.start_polling_thread(Duration::from_millis(5)).unwrap();
+            r
+        });
+        Spawner::new(r.clone())
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn sh(script: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.args(["-c", script]);
+        c
+    }
+
+    #[test]
+    fn output_collects_status_and_streams() {
+        let o = block_on(spawner().output(
+            sh("read x; echo out-$x; echo err >&2; exit 3"),
+            Some(b"hi\n".to_vec()),
+            None,
+            1 << 20,
+        ))
+        .unwrap();
+        assert_eq!((o.status, o.stdout.as_slice(), o.stderr.as_slice()), (3, &b"out-hi\n"[..], &b"err\n"[..]));
+        assert!(!o.timed_out);
+    }
+
+    #[test]
+    fn deadline_kills_and_still_collects_exit() {
+        let o = block_on(spawner().output(sh("exec sleep 30"), None, Some(Duration::from_millis(100)), 1024))
+            .unwrap();
+        assert!(o.timed_out);
+        assert_eq!(o.status, 137);
+    }
+
+    #[test]
+    fn a_grandchild_holding_the_pipes_does_not_wedge_the_caller() {
+        let t = std::time::Instant::now();
+        let o = block_on(spawner().output(sh("echo early; sleep 30 & exit 0"), None, None, 1024)).unwrap();
+        assert_eq!(o.status, 0);
+        assert_eq!(o.stdout, b"early\n");
+        assert!(t.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn flood_is_capped() {
+        let o = block_on(spawner().output(sh("head -c 1000000 /dev/zero"), None, None, 1000)).unwrap();
+        assert_eq!((o.status, o.stdout.len()), (0, 1000));
+    }
+
+    #[test]
+    fn missing_binary_is_an_error_not_a_panic() {
+        let e = block_on(spawner().output(Command::new("/nonexistent/shimgate-test"), None, None, 10)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn exit_before_claim_is_not_lost() {
+        // `true` exits long before the parent could claim it without the subscription.
+        for _ in 0..20 {
+            let o = block_on(spawner().output(Command::new("true"), None, None, 10)).unwrap();
+            assert_eq!(o.status, 0);
+        }
     }
 }

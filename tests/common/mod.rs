@@ -292,9 +292,32 @@ pub struct Ctd {
     _tmp: tempfile::TempDir,
 }
 
+/// Which shim binaries a [`Ctd`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shims {
+    /// shimgate under the three shim names.
+    Ours,
+    /// The Go shims installed with containerd, for side-by-side comparisons.
+    Go,
+}
+
+/// The Go shim installed as `name`, if any.
+pub fn go_shim(name: &str) -> Option<PathBuf> {
+    ["/usr/bin", "/usr/local/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
 impl Ctd {
-    /// Start one. Returns None when prerequisites are missing and skipping is allowed.
+    /// Start one running shimgate. Returns None when prerequisites are missing and skipping is
+    /// allowed.
     pub fn start() -> Option<Ctd> {
+        Self::start_with(Shims::Ours)
+    }
+
+    /// Start one running the given shims (None also when the Go shims are not installed).
+    pub fn start_with(which: Shims) -> Option<Ctd> {
         if !prerequisites() {
             return None;
         }
@@ -311,7 +334,11 @@ impl Ctd {
             "containerd-shim-runc-v1",
             "containerd-shim-runc-v2",
         ] {
-            symlink(shimgate_bin(), shims.join(n)).unwrap();
+            let target = match which {
+                Shims::Ours => shimgate_bin(),
+                Shims::Go => go_shim(n)?,
+            };
+            symlink(target, shims.join(n)).unwrap();
         }
         std::fs::create_dir_all(dir.join("fifo")).unwrap();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);

@@ -440,7 +440,10 @@ fn write_private(path: &Path, data: &[u8]) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod classify_tests {
     use super::*;
 
     #[test]

@@ -1,0 +1,327 @@
+//! The task API on the wire, spoken directly to a live shim (the socket named in a bundle's
+//! `address`), next to the same requests against the Go shim in the same run. The status
+//! codes and messages containerd depends on are recorded in `compat/go-error-codes.json`; this
+//! test checks both shims against that table, so the table stays true.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use protobuf::Message;
+use shimgate::protos::task::*;
+use shimgate::protos::Any;
+
+/// A raw ttrpc client: one request at a time, odd increasing stream ids.
+struct Raw {
+    s: UnixStream,
+    next: u32,
+}
+
+struct Reply {
+    code: i32,
+    message: String,
+    payload: Vec<u8>,
+}
+
+impl Raw {
+    fn connect(path: &Path) -> Raw {
+        let s = UnixStream::connect(path).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        Raw { s, next: 1 }
+    }
+
+    fn frame(&mut self, payload: &[u8], kind: u8) -> u32 {
+        let id = self.next;
+        self.next += 2;
+        let mut h = Vec::with_capacity(10 + payload.len());
+        h.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        h.extend_from_slice(&id.to_be_bytes());
+        h.push(kind);
+        h.push(0);
+        h.extend_from_slice(payload);
+        self.s.write_all(&h).unwrap();
+        id
+    }
+
+    fn read_reply(&mut self, want_stream: u32) -> Reply {
+        let mut hdr = [0u8; 10];
+        self.s.read_exact(&mut hdr).unwrap();
+        let len = u32::from_be_bytes(hdr[0..4].try_into().unwrap()) as usize;
+        let stream = u32::from_be_bytes(hdr[4..8].try_into().unwrap());
+        assert_eq!(stream, want_stream);
+        assert_eq!(hdr[8], 2, "response type");
+        let mut body = vec![0u8; len];
+        self.s.read_exact(&mut body).unwrap();
+        let r = ttrpc::Response::parse_from_bytes(&body).unwrap();
+        let (code, message) = r
+            .status
+            .as_ref()
+            .map(|s| (s.code.value(), s.message.clone()))
+            .unwrap_or((0, String::new()));
+        Reply {
+            code,
+            message,
+            payload: r.payload,
+        }
+    }
+
+    fn call(&mut self, service: &str, method: &str, msg: &dyn protobuf::MessageDyn) -> Reply {
+        let req = ttrpc::Request {
+            service: service.into(),
+            method: method.into(),
+            payload: msg.write_to_bytes_dyn().unwrap(),
+            ..Default::default()
+        };
+        let id = self.frame(&req.write_to_bytes().unwrap(), 1);
+        self.read_reply(id)
+    }
+
+    fn task(&mut self, method: &str, msg: &dyn protobuf::MessageDyn) -> Reply {
+        self.call("containerd.task.v2.Task", method, msg)
+    }
+}
+
+fn shim_socket(c: &Ctd, id: &str) -> PathBuf {
+    let a = std::fs::read_to_string(c.bundle(id).join("address")).unwrap();
+    PathBuf::from(a.trim().strip_prefix("unix://").unwrap())
+}
+
+#[derive(serde::Deserialize)]
+struct Case {
+    situation: String,
+    code: i32,
+    message: String,
+}
+
+fn table() -> Vec<Case> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/go-error-codes.json");
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+/// Drive every situation of the table against the shims of `c`; returns situation -> (code,
+/// message).
+fn observe(c: &Ctd) -> Vec<(String, i32, String)> {
+    let rt = RUNC_V2;
+    let running = c.id("wire");
+    c.run_detached(rt, &running, &[], &["sleep", "300"]);
+    let stopped = c.id("wstop");
+    let r = c.run(rt, &stopped, &["-d"], &["true"]);
+    assert_eq!(r.code, 0, "{}", r.brief());
+    assert!(c.wait_status(&stopped, "STOPPED", Duration::from_secs(10)));
+
+    let mut w = Raw::connect(&shim_socket(c, &running));
+    let mut out = Vec::new();
+    let mut note = |s: &str, r: Reply| out.push((s.to_string(), r.code, r.message));
+
+    let st = |id: &str, exec: &str| StateRequest {
+        id: id.into(),
+        exec_id: exec.into(),
+        ..Default::default()
+    };
+    note("state of an unknown container", w.task("State", &st("nope", "")));
+    note("state of an unknown exec", w.task("State", &st(&running, "e9")));
+    note(
+        "delete of a running container",
+        w.task(
+            "Delete",
+            &DeleteRequest {
+                id: running.clone(),
+                ..Default::default()
+            },
+        ),
+    );
+    let spec = Any {
+        type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+        value: br#"{"args":["sleep","30"],"cwd":"/","env":["PATH=/bin"],"user":{"uid":0,"gid":0}}"#.to_vec(),
+        ..Default::default()
+    };
+    let exec = ExecProcessRequest {
+        id: running.clone(),
+        exec_id: "e1".into(),
+        spec: Some(spec).into(),
+        ..Default::default()
+    };
+    let r = w.task("Exec", &exec);
+    assert_eq!(r.code, 0, "exec: {}", r.message);
+    note("exec with an exec id in use", w.task("Exec", &exec));
+    note(
+        "kill of an exec that never started",
+        w.task(
+            "Kill",
+            &KillRequest {
+                id: running.clone(),
+                exec_id: "e1".into(),
+                signal: 9,
+                ..Default::default()
+            },
+        ),
+    );
+    note(
+        "pause of a paused container",
+        {
+            let p = PauseRequest {
+                id: running.clone(),
+                ..Default::default()
+            };
+            let r = w.task("Pause", &p);
+            assert_eq!(r.code, 0, "pause: {}", r.message);
+            let again = w.task("Pause", &p);
+            let r = w.task(
+                "Resume",
+                &ResumeRequest {
+                    id: running.clone(),
+                    ..Default::default()
+                },
+            );
+            assert_eq!(r.code, 0, "resume: {}", r.message);
+            again
+        },
+    );
+    note(
+        "resume of a running container",
+        w.task(
+            "Resume",
+            &ResumeRequest {
+                id: running.clone(),
+                ..Default::default()
+            },
+        ),
+    );
+    note(
+        "start of a running container",
+        w.task(
+            "Start",
+            &StartRequest {
+                id: running.clone(),
+                ..Default::default()
+            },
+        ),
+    );
+    note("unknown service", w.call("containerd.task.v9.Nope", "State", &st(&running, "")));
+    note("unknown method", w.task("Frobnicate", &st(&running, "")));
+
+    // The stopped container lives in its own shim (no group).
+    let mut w2 = Raw::connect(&shim_socket(c, &stopped));
+    note(
+        "kill of an exited container",
+        w2.task(
+            "Kill",
+            &KillRequest {
+                id: stopped.clone(),
+                signal: 9,
+                ..Default::default()
+            },
+        ),
+    );
+    note(
+        "exec in a stopped container",
+        w2.task(
+            "Exec",
+            &ExecProcessRequest {
+                id: stopped.clone(),
+                exec_id: "x".into(),
+                ..exec.clone()
+            },
+        ),
+    );
+    out
+}
+
+#[test]
+fn error_codes_match_the_go_shim_table() {
+    let Some(c) = Ctd::start() else { return };
+    let ours = observe(&c);
+    let t = table();
+    for case in &t {
+        let got = ours
+            .iter()
+            .find(|(s, _, _)| *s == case.situation)
+            .unwrap_or_else(|| panic!("situation {:?} not exercised", case.situation));
+        assert_eq!(
+            (got.1, got.2.as_str()),
+            (case.code, case.message.replace("{id}", "e1").as_str()),
+            "shimgate: {}",
+            case.situation
+        );
+    }
+    c.assert_clean();
+    drop(c);
+
+    // The same requests against the Go shim, in the same run: the table is what Go does.
+    let Some(g) = Ctd::start_with(Shims::Go) else {
+        eprintln!("Go shims not installed; table checked against shimgate only");
+        return;
+    };
+    let go = observe(&g);
+    for case in &t {
+        let got = go.iter().find(|(s, _, _)| *s == case.situation).unwrap();
+        assert_eq!(
+            (got.1, got.2.as_str()),
+            (case.code, case.message.replace("{id}", "e1").as_str()),
+            "Go shim: {}",
+            case.situation
+        );
+    }
+}
+
+#[test]
+fn v3_service_and_connect_answer_like_v2() {
+    let Some(c) = Ctd::start() else { return };
+    let id = c.id("v3");
+    c.run_detached(RUNC_V2, &id, &[], &["sleep", "300"]);
+    let mut w = Raw::connect(&shim_socket(&c, &id));
+    let req = StateRequest {
+        id: id.clone(),
+        ..Default::default()
+    };
+    let v2 = w.task("State", &req);
+    let v3 = w.call("containerd.task.v3.Task", "State", &req);
+    assert_eq!((v2.code, v3.code), (0, 0), "{} / {}", v2.message, v3.message);
+    let s2 = StateResponse::parse_from_bytes(&v2.payload).unwrap();
+    let s3 = StateResponse::parse_from_bytes(&v3.payload).unwrap();
+    assert_eq!(s2.pid, s3.pid);
+    assert_eq!(s2.status.value(), 2, "RUNNING");
+    assert_eq!(s2.id, id, "id = process id");
+    assert!(s2.exec_id.is_empty());
+    assert_eq!(s2.exited_at.seconds, -62_135_596_800, "not exited = Go zero time");
+    let conn = w.task(
+        "Connect",
+        &ConnectRequest {
+            id: "not-there".into(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(conn.code, 0, "Connect never fails");
+    let cr = ConnectResponse::parse_from_bytes(&conn.payload).unwrap();
+    assert!(cr.shim_pid > 0);
+    assert_eq!(cr.task_pid, 0);
+    c.assert_clean();
+}
+
+#[test]
+fn oversize_frames_and_bad_envelopes_keep_the_connection() {
+    let Some(c) = Ctd::start() else { return };
+    let id = c.id("big");
+    c.run_detached(RUNC_V2, &id, &[], &["sleep", "300"]);
+    let mut w = Raw::connect(&shim_socket(&c, &id));
+    let big = vec![0u8; (4 << 20) + 1];
+    let sid = w.frame(&big, 1);
+    let r = w.read_reply(sid);
+    assert_eq!(r.code, 8, "RESOURCE_EXHAUSTED: {}", r.message);
+    let sid = w.frame(b"\xff\xff\xff", 1);
+    let r = w.read_reply(sid);
+    assert_eq!(r.code, 3, "INVALID_ARGUMENT: {}", r.message);
+    let ok = w.task(
+        "State",
+        &StateRequest {
+            id: id.clone(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(ok.code, 0, "connection still serves: {}", ok.message);
+    c.assert_clean();
+}
