@@ -607,6 +607,25 @@ fn grouping(rt: Runtime) {
     c.assert_clean();
 }
 
+fn checkpoint(rt: Runtime) {
+    let Some(c) = ctd() else { return };
+    let id = c.id("ckpt");
+    c.run_detached(rt, &id, &[], &["sh", "-c", "while true; do sleep 1; done"]);
+    let r = c.ctr(&["task", "checkpoint", &id]);
+    if r.code != 0 {
+        // This kernel may not let CRIU run; then the error must be CRIU's, name the dump log,
+        // and leave the task running.
+        let text = format!("{}{}", r.text(), r.err());
+        assert!(
+            text.contains("criu"),
+            "checkpoint failed without a CRIU error: {text}"
+        );
+        assert!(text.contains("criu-dump.log"), "{text}");
+    }
+    assert!(c.wait_status(&id, "RUNNING", Duration::from_secs(5)));
+    c.assert_clean();
+}
+
 macro_rules! personalities {
     ($($scenario:ident),* $(,)?) => {
         mod runcv1 { $( #[test] fn $scenario() { super::$scenario(super::RUNC_V1) } )* }
@@ -631,4 +650,5 @@ personalities!(
     shim_sigkill,
     parallel,
     grouping,
+    checkpoint,
 );
