@@ -122,8 +122,14 @@ fn observe(c: &Ctd) -> Vec<(String, i32, String)> {
         exec_id: exec.into(),
         ..Default::default()
     };
-    note("state of an unknown container", w.task("State", &st("nope", "")));
-    note("state of an unknown exec", w.task("State", &st(&running, "e9")));
+    note(
+        "state of an unknown container",
+        w.task("State", &st("nope", "")),
+    );
+    note(
+        "state of an unknown exec",
+        w.task("State", &st(&running, "e9")),
+    );
     note(
         "delete of a running container",
         w.task(
@@ -136,7 +142,8 @@ fn observe(c: &Ctd) -> Vec<(String, i32, String)> {
     );
     let spec = Any {
         type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
-        value: br#"{"args":["sleep","30"],"cwd":"/","env":["PATH=/bin"],"user":{"uid":0,"gid":0}}"#.to_vec(),
+        value: br#"{"args":["sleep","30"],"cwd":"/","env":["PATH=/bin"],"user":{"uid":0,"gid":0}}"#
+            .to_vec(),
         ..Default::default()
     };
     let exec = ExecProcessRequest {
@@ -160,27 +167,24 @@ fn observe(c: &Ctd) -> Vec<(String, i32, String)> {
             },
         ),
     );
-    note(
-        "pause of a paused container",
-        {
-            let p = PauseRequest {
+    note("pause of a paused container", {
+        let p = PauseRequest {
+            id: running.clone(),
+            ..Default::default()
+        };
+        let r = w.task("Pause", &p);
+        assert_eq!(r.code, 0, "pause: {}", r.message);
+        let again = w.task("Pause", &p);
+        let r = w.task(
+            "Resume",
+            &ResumeRequest {
                 id: running.clone(),
                 ..Default::default()
-            };
-            let r = w.task("Pause", &p);
-            assert_eq!(r.code, 0, "pause: {}", r.message);
-            let again = w.task("Pause", &p);
-            let r = w.task(
-                "Resume",
-                &ResumeRequest {
-                    id: running.clone(),
-                    ..Default::default()
-                },
-            );
-            assert_eq!(r.code, 0, "resume: {}", r.message);
-            again
-        },
-    );
+            },
+        );
+        assert_eq!(r.code, 0, "resume: {}", r.message);
+        again
+    });
     note(
         "resume of a running container",
         w.task(
@@ -201,7 +205,10 @@ fn observe(c: &Ctd) -> Vec<(String, i32, String)> {
             },
         ),
     );
-    note("unknown service", w.call("containerd.task.v9.Nope", "State", &st(&running, "")));
+    note(
+        "unknown service",
+        w.call("containerd.task.v9.Nope", "State", &st(&running, "")),
+    );
     note("unknown method", w.task("Frobnicate", &st(&running, "")));
 
     // The stopped container lives in its own shim (no group).
@@ -280,14 +287,23 @@ fn v3_service_and_connect_answer_like_v2() {
     };
     let v2 = w.task("State", &req);
     let v3 = w.call("containerd.task.v3.Task", "State", &req);
-    assert_eq!((v2.code, v3.code), (0, 0), "{} / {}", v2.message, v3.message);
+    assert_eq!(
+        (v2.code, v3.code),
+        (0, 0),
+        "{} / {}",
+        v2.message,
+        v3.message
+    );
     let s2 = StateResponse::parse_from_bytes(&v2.payload).unwrap();
     let s3 = StateResponse::parse_from_bytes(&v3.payload).unwrap();
     assert_eq!(s2.pid, s3.pid);
     assert_eq!(s2.status.value(), 2, "RUNNING");
     assert_eq!(s2.id, id, "id = process id");
     assert!(s2.exec_id.is_empty());
-    assert_eq!(s2.exited_at.seconds, -62_135_596_800, "not exited = Go zero time");
+    assert_eq!(
+        s2.exited_at.seconds, -62_135_596_800,
+        "not exited = Go zero time"
+    );
     let conn = w.task(
         "Connect",
         &ConnectRequest {

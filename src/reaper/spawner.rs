@@ -313,14 +313,22 @@ mod tests {
             1 << 20,
         ))
         .unwrap();
-        assert_eq!((o.status, o.stdout.as_slice(), o.stderr.as_slice()), (3, &b"out-hi\n"[..], &b"err\n"[..]));
+        assert_eq!(
+            (o.status, o.stdout.as_slice(), o.stderr.as_slice()),
+            (3, &b"out-hi\n"[..], &b"err\n"[..])
+        );
         assert!(!o.timed_out);
     }
 
     #[test]
     fn deadline_kills_and_still_collects_exit() {
-        let o = block_on(spawner().output(sh("exec sleep 30"), None, Some(Duration::from_millis(100)), 1024))
-            .unwrap();
+        let o = block_on(spawner().output(
+            sh("exec sleep 30"),
+            None,
+            Some(Duration::from_millis(100)),
+            1024,
+        ))
+        .unwrap();
         assert!(o.timed_out);
         assert_eq!(o.status, 137);
     }
@@ -328,7 +336,8 @@ mod tests {
     #[test]
     fn a_grandchild_holding_the_pipes_does_not_wedge_the_caller() {
         let t = std::time::Instant::now();
-        let o = block_on(spawner().output(sh("echo early; sleep 30 & exit 0"), None, None, 1024)).unwrap();
+        let o = block_on(spawner().output(sh("echo early; sleep 30 & exit 0"), None, None, 1024))
+            .unwrap();
         assert_eq!(o.status, 0);
         assert_eq!(o.stdout, b"early\n");
         assert!(t.elapsed() < Duration::from_secs(10));
@@ -336,13 +345,16 @@ mod tests {
 
     #[test]
     fn flood_is_capped() {
-        let o = block_on(spawner().output(sh("head -c 1000000 /dev/zero"), None, None, 1000)).unwrap();
+        let o =
+            block_on(spawner().output(sh("head -c 1000000 /dev/zero"), None, None, 1000)).unwrap();
         assert_eq!((o.status, o.stdout.len()), (0, 1000));
     }
 
     #[test]
     fn missing_binary_is_an_error_not_a_panic() {
-        let e = block_on(spawner().output(Command::new("/nonexistent/shimgate-test"), None, None, 10)).unwrap_err();
+        let e =
+            block_on(spawner().output(Command::new("/nonexistent/shimgate-test"), None, None, 10))
+                .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
     }
 

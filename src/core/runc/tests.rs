@@ -190,7 +190,15 @@ fn exec_writes_a_private_process_file_and_removes_it() {
     assert_eq!(a[10], "--process");
     assert!(a[11].ends_with(".e1.process.json"));
     assert!(!Path::new(&a[11]).exists(), "process file left behind");
-    assert_eq!(&a[12..], ["--detach", "--pid-file", f.bundle().join("e1.pid").to_str().unwrap(), "c1"]);
+    assert_eq!(
+        &a[12..],
+        [
+            "--detach",
+            "--pid-file",
+            f.bundle().join("e1.pid").to_str().unwrap(),
+            "c1"
+        ]
+    );
 }
 
 #[test]
@@ -208,7 +216,10 @@ fn failure_text_comes_from_log_json() {
 fn garbage_output_still_gives_a_clear_error() {
     let f = Fake::new("garbage");
     let e = rt().block_on(f.runc().pause("c1")).unwrap_err();
-    assert_eq!(e.message(), "OCI runtime pause failed: panic: something broke");
+    assert_eq!(
+        e.message(),
+        "OCI runtime pause failed: panic: something broke"
+    );
 }
 
 #[test]
