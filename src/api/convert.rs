@@ -186,10 +186,12 @@ mod tests {
                 PidInfo {
                     pid: 1,
                     exec_id: None,
+                    init: true,
                 },
                 PidInfo {
                     pid: 2,
                     exec_id: Some("e1".into()),
+                    init: false,
                 },
             ],
             runc_v1_details,

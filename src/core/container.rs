@@ -174,6 +174,8 @@ pub struct Container {
     pub parent_checkpoint: Option<PathBuf>,
     /// Stdio prepared at Create for a restore that happens at Start.
     pub restore_stdio: Mutex<Option<(RuntimeStdio, Option<PathBuf>)>>,
+    /// Large temporary data (CRIU work directories): `CreateSpec::work_dir`.
+    pub work_dir: PathBuf,
 }
 
 impl Container {

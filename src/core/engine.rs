@@ -26,7 +26,7 @@ use super::runc::Runc;
 use super::runtime::{CreateOpts, ExecOpts, OciRuntime, RestoreOpts, RuntimeStdio};
 use super::state::{self, Op, State};
 use super::types::{
-    CheckpointSpec, ContainerId, CreateSpec, Deleted, ExecSpec, Exit, PidInfo, ProcessRef,
+    CheckpointSpec, ContainerId, CreateSpec, Deleted, ExecId, ExecSpec, Exit, PidInfo, ProcessRef,
     ProcessState, RuncOptions, Status,
 };
 use crate::io::{IoConfig, ProcessIo, StdioSpec, CLOSE_WAIT};
@@ -41,6 +41,29 @@ pub enum ShutdownPolicy {
     Always,
 }
 
+/// How the requests of an API name a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Addressing {
+    /// Every request carries a container id and an exec id (empty = init): the task API. The
+    /// adapter builds `(ContainerId, ProcessRef)` from the request alone.
+    PerRequest,
+    /// The shim serves one container and a request names one process id: the container's own
+    /// id is init, any other id an exec of it (the legacy shim API). Names are turned into
+    /// `(ContainerId, ProcessRef)` by [`Core::resolve`].
+    SoleContainer,
+}
+
+/// A process as a [`Addressing::SoleContainer`] request names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessName<'a> {
+    /// The request addresses init implicitly (an RPC that only applies to the container).
+    Init,
+    /// An existing process: the container id for init, otherwise an exec id.
+    Id(&'a str),
+    /// The id an `Exec` request wants to register.
+    NewExec(&'a str),
+}
+
 /// How an API differs, as data the core reads (nobody writes `if v1`).
 #[derive(Debug, Clone)]
 pub struct ApiProfile {
@@ -49,13 +72,29 @@ pub struct ApiProfile {
     /// The events this shim publishes itself.
     pub publishes: &'static [EventKind],
     pub shutdown: ShutdownPolicy,
-    /// Error for an id the shim does not hold: class and message.
+    /// Error for an id the shim does not hold: class and message. Under
+    /// [`Addressing::SoleContainer`] this is also the answer when the container is addressed
+    /// before it was created.
     pub missing_container: (Kind, &'static str),
+    /// Error for a process id the container does not hold: class and message, in which
+    /// `{id}` stands for the id.
+    pub missing_process: (Kind, &'static str),
+    pub addressing: Addressing,
 }
 
 impl ApiProfile {
     fn publishes(&self, k: EventKind) -> bool {
         self.publishes.contains(&k)
+    }
+
+    fn missing_container(&self) -> Error {
+        let (kind, msg) = self.missing_container;
+        Error::new(kind, msg)
+    }
+
+    fn missing_process(&self, id: &str) -> Error {
+        let (kind, template) = self.missing_process;
+        Error::new(kind, template.replace("{id}", id))
     }
 }
 
@@ -220,10 +259,7 @@ impl Core {
         lock(&self.inner.containers)
             .get(id)
             .cloned()
-            .ok_or_else(|| {
-                let (kind, msg) = self.inner.profile.missing_container;
-                Error::new(kind, msg)
-            })
+            .ok_or_else(|| self.inner.profile.missing_container())
     }
 
     fn process(&self, c: &Container, p: &ProcessRef) -> Result<Arc<Process>> {
@@ -231,7 +267,50 @@ impl Core {
             ProcessRef::Init => Ok(c.init.clone()),
             ProcessRef::Exec(e) => c
                 .exec(e)
-                .ok_or_else(|| Error::not_found(format!("process does not exist {e}"))),
+                .ok_or_else(|| self.inner.profile.missing_process(e.as_str())),
+        }
+    }
+
+    /// Turn a process name of an [`Addressing::SoleContainer`] API into the container and
+    /// process it means. Only a lookup: whether the process exists is left to the operation
+    /// that follows (which answers with the profile's errors), except that nothing can be named
+    /// before the container exists, and an exec may not take the container's own id (the two
+    /// share one namespace under this addressing).
+    pub fn resolve(&self, name: ProcessName<'_>) -> Result<(ContainerId, ProcessRef)> {
+        let profile = &self.inner.profile;
+        if profile.addressing != Addressing::SoleContainer {
+            return Err(Error::invalid_argument(format!(
+                "{} names processes by container and exec id",
+                profile.runtime_name
+            )));
+        }
+        let sole = {
+            let containers = lock(&self.inner.containers);
+            let mut ids = containers.keys();
+            match (ids.next(), ids.next()) {
+                (Some(id), None) => Some(id.clone()),
+                (None, _) => None,
+                (Some(_), Some(_)) => {
+                    return Err(Error::failed_precondition(format!(
+                        "{} containers in a shim that serves one",
+                        containers.len()
+                    )))
+                }
+            }
+        };
+        match (name, sole) {
+            (ProcessName::Id(id), None) => Err(profile.missing_process(id)),
+            (ProcessName::Init | ProcessName::NewExec(_), None) => Err(profile.missing_container()),
+            (ProcessName::Init, Some(c)) => Ok((c, ProcessRef::Init)),
+            (ProcessName::Id(id), Some(c)) if id == c.as_str() => Ok((c, ProcessRef::Init)),
+            // Not a valid exec id means not one of ours; it never reaches the filesystem.
+            (ProcessName::Id(id), Some(c)) => ExecId::new(id)
+                .map(|e| (c, ProcessRef::Exec(e)))
+                .map_err(|_| profile.missing_process(id)),
+            (ProcessName::NewExec(id), Some(c)) if id == c.as_str() => {
+                Err(Error::already_exists(format!("id {id}")))
+            }
+            (ProcessName::NewExec(id), Some(c)) => Ok((c, ProcessRef::Exec(ExecId::new(id)?))),
         }
     }
 
@@ -353,6 +432,7 @@ impl Core {
             checkpoint: spec.checkpoint.clone(),
             parent_checkpoint: spec.parent_checkpoint.clone(),
             restore_stdio: Mutex::new(None),
+            work_dir: spec.work_dir.clone().unwrap_or_else(|| bundle.join("work")),
         });
 
         let pid = if restore {
@@ -465,7 +545,7 @@ impl Core {
             .unwrap_or((RuntimeStdio::default(), None));
         let pid_file = c.bundle.join("init.pid");
         let work = if c.options.criu_work_path.is_empty() {
-            c.bundle.join("work")
+            c.work_dir.clone()
         } else {
             PathBuf::from(&c.options.criu_work_path)
         };
@@ -831,7 +911,7 @@ impl Core {
         let work = spec
             .work_path
             .clone()
-            .unwrap_or_else(|| c.bundle.join("work").join("criu-work"));
+            .unwrap_or_else(|| c.work_dir.join("criu-work"));
         spec.work_path = Some(work.clone());
         let r = c.runtime.checkpoint(c.id.as_str(), &c.bundle, &spec).await;
         let r = match r {
@@ -944,11 +1024,13 @@ impl Core {
                 (pid != 0).then(|| (pid, id.to_string()))
             })
             .collect();
+        let init_pid = c.init_pid();
         Ok(pids
             .into_iter()
             .map(|pid| PidInfo {
                 pid,
                 exec_id: execs.get(&pid).cloned(),
+                init: pid == init_pid,
             })
             .collect())
     }

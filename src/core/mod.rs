@@ -13,5 +13,7 @@ pub mod runtime;
 pub mod state;
 pub mod types;
 
-pub use engine::{ApiProfile, Core, RuncFactory, RuntimeFactory, ShutdownPolicy};
+pub use engine::{
+    Addressing, ApiProfile, Core, ProcessName, RuncFactory, RuntimeFactory, ShutdownPolicy,
+};
 pub use error::{Error, Kind, Result};

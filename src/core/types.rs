@@ -179,6 +179,10 @@ pub struct CreateSpec {
     pub checkpoint: Option<PathBuf>,
     pub parent_checkpoint: Option<PathBuf>,
     pub options: RuncOptions,
+    /// Where the container's large temporary data goes (CRIU's work directory during a
+    /// checkpoint, and the default one for a restore). `None`: `<bundle>/work`, which the task
+    /// API's bundle provides; the legacy shim API names a separate directory (`-workdir`).
+    pub work_dir: Option<PathBuf>,
 }
 
 /// Everything `Exec` needs. `process` is the OCI `Process` JSON as containerd sent it; the core
@@ -223,11 +227,13 @@ pub struct ProcessState {
     pub exit: Option<Exit>,
 }
 
-/// One entry of `Pids`: a pid and, when it is one of our execs, its exec id.
+/// One entry of `Pids`: a pid and, when it is one of our processes, which one (the exec id
+/// of an exec; `init` for the container's init). APIs label them differently on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PidInfo {
     pub pid: u32,
     pub exec_id: Option<String>,
+    pub init: bool,
 }
 
 /// Checkpoint request, decoded from whichever options message the API carries.

@@ -12,6 +12,7 @@ use std::ffi::OsString;
 use std::io::Write;
 
 use crate::cli::{Mode, Personality, ShimV2Args};
+use crate::core::engine::Addressing;
 use crate::core::event::EventKind;
 use crate::core::{ApiProfile, Kind, ShutdownPolicy};
 
@@ -63,6 +64,8 @@ impl Flavor {
             publishes: V2_EVENTS,
             shutdown: self.shutdown,
             missing_container: (Kind::NotFound, "container not created"),
+            missing_process: (Kind::NotFound, "process does not exist {id}"),
+            addressing: Addressing::PerRequest,
         }
     }
 }

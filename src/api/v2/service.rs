@@ -65,6 +65,7 @@ impl Task for TaskService {
             checkpoint: convert::path_opt(&req.checkpoint),
             parent_checkpoint: convert::path_opt(&req.parent_checkpoint),
             options: convert::create_options(req.options.as_ref()).map_err(to_ttrpc)?,
+            work_dir: None,
         };
         let pid = self.core.create(spec).await.map_err(to_ttrpc)?;
         Ok(CreateTaskResponse {
