@@ -3,6 +3,7 @@
 //! import each other.
 
 pub mod convert;
+pub mod daemon;
 pub mod metrics;
 pub mod server;
 pub mod status;

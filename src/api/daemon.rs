@@ -1,0 +1,94 @@
+//! Plumbing every serving shim needs, whichever API it speaks: adopting the listening socket
+//! containerd (or our own `start`) left on fd 3, the process-wide signal dispositions, the
+//! runtime the daemon runs on, the reaper, and turning SIGTERM/SIGINT into "stop serving".
+//!
+//! The daemons run on a single-threaded runtime: a shim's work is waiting, one thread keeps
+//! memory small, and `PR_SET_PDEATHSIG` on runtime children fires when the *thread* that forked
+//! them exits, so every child must be forked from one long-lived thread (see `reaper::spawner`).
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener as StdListener;
+use std::path::PathBuf;
+
+use nix::sys::stat::SFlag;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::reaper::{Reaper, Spawner};
+
+/// The descriptor on which the listening socket is inherited.
+pub const LISTENER_FD: i32 = 3;
+
+/// Take ownership of the listening socket inherited on fd 3 (checked to be a socket, so an
+/// unrelated descriptor is never adopted).
+pub fn inherited_listener() -> Result<StdListener, String> {
+    // SAFETY: only borrowed for the fstat call; ownership is taken below once checked.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(LISTENER_FD) };
+    let st = nix::sys::stat::fstat(borrowed)
+        .map_err(|e| format!("no listening socket on fd {LISTENER_FD}: {e}"))?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFSOCK {
+        return Err(format!("fd {LISTENER_FD} is not a socket"));
+    }
+    // SAFETY: fd 3 was checked to be an open socket, and nothing else in this process owns it
+    // (it was inherited across exec and nothing has wrapped it yet).
+    let fd = unsafe { OwnedFd::from_raw_fd(LISTENER_FD) };
+    Ok(StdListener::from(fd))
+}
+
+/// Writes to a pipe or FIFO whose reader is gone (containerd restarting) must fail with EPIPE
+/// instead of killing the shim.
+pub fn ignore_sigpipe() {
+    // SAFETY: setting SIGPIPE's disposition to SIG_IGN installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// The daemon's runtime (single-threaded: see the module docs).
+pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("start runtime: {e}"))
+}
+
+/// Start the one reaper (before anything is spawned) and the spawner every child goes through.
+/// Call inside the runtime.
+pub fn spawner() -> Result<Spawner, String> {
+    let reaper = Reaper::new();
+    reaper
+        .start()
+        .map_err(|e| format!("install SIGCHLD handler: {e}"))?;
+    Ok(Spawner::new(reaper))
+}
+
+/// Hand a bound listener to the runtime; also returns its filesystem path, if it has one (an
+/// inherited or abstract socket may not), so the caller can remove it at exit.
+pub fn serve_on(
+    listener: StdListener,
+) -> Result<(tokio::net::UnixListener, Option<PathBuf>), String> {
+    let path = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(|p| p.to_path_buf()));
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("listener: {e}"))?;
+    let listener =
+        tokio::net::UnixListener::from_std(listener).map_err(|e| format!("listener: {e}"))?;
+    Ok((listener, path))
+}
+
+/// Turn the first SIGTERM or SIGINT into `stop = true`. Call inside the runtime.
+pub fn stop_on_signals(stop: watch::Sender<bool>) -> Result<(), String> {
+    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        let _ = stop.send(true);
+    });
+    Ok(())
+}
