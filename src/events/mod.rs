@@ -1,12 +1,17 @@
-//! Core events on the wire: topic + `Any` of containerd's event messages, and the publisher
-//! that forwards them, in order, to containerd's ttrpc event service (`TTRPC_ADDRESS`).
+//! Core events on the wire: topic + `Any` of containerd's event messages, and the two
+//! publishers that deliver them in order: [`TtrpcPublisher`] forwards to containerd's ttrpc
+//! event service (`TTRPC_ADDRESS`, the task API shims), [`ExecPublisher`] runs
+//! `containerd publish` per event (the legacy `containerd-shim`).
 //!
-//! Delivery: one queue, one forwarding task. An event that fails to forward is retried in
-//! place with capped backoff (reconnecting as needed) until it goes through or the shim stops,
-//! so a containerd restart delays events but neither loses nor reorders them.
+//! Delivery: one [`queue`] per publisher, one delivery task. An event that fails is retried in
+//! place with capped backoff, never re-queued, so a containerd restart delays events but does
+//! not reorder them.
 
+mod exec_publisher;
 mod publisher;
+pub mod queue;
 
+pub use exec_publisher::{ExecPublisher, PublishCommand, Retry};
 pub use publisher::TtrpcPublisher;
 
 use protobuf::MessageFull;

@@ -1,20 +1,16 @@
 //! The shim v2 event publisher: a ttrpc client of containerd's `Events.Forward`.
 //!
-//! Concurrency: `publish` (any task) only pushes onto an unbounded FIFO; one forwarding task
-//! owns the client and the retry loop, so delivery order equals publish order. `pending`
-//! counts events not yet acknowledged, which is what `flush` waits on at shutdown.
+//! Concurrency: `publish` (any task) only pushes onto the ordered [`super::queue`]; one
+//! forwarding task owns the client and the retry loop, so delivery order equals publish order.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Notify};
-
-use super::encode;
+use super::queue::{self, Queue, Receiver};
 use crate::core::event::{Event, EventSink};
+use crate::protos::time;
 use crate::protos::ttrpc_events::{Envelope, ForwardRequest};
 use crate::protos::ttrpc_events_ttrpc::EventsClient;
-use crate::protos::{time, Any};
 
 /// containerd's namespace header on ttrpc requests.
 const NAMESPACE_HEADER: &str = "containerd-namespace-ttrpc";
@@ -25,87 +21,38 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Attempts for an event containerd answers with an error status.
 const REFUSED_ATTEMPTS: u32 = 5;
 
-struct Queued {
-    topic: &'static str,
-    event: Any,
-    at: std::time::SystemTime,
-}
-
-struct Shared {
-    pending: AtomicUsize,
-    drained: Notify,
-}
-
 /// Forwards events to `$TTRPC_ADDRESS`.
 pub struct TtrpcPublisher {
-    tx: mpsc::UnboundedSender<Queued>,
-    shared: Arc<Shared>,
+    queue: Queue,
 }
 
 impl TtrpcPublisher {
     /// Start the forwarding task. `address` is a socket path (a `unix://` prefix is accepted).
     pub fn start(address: &str, namespace: &str) -> Arc<Self> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared {
-            pending: AtomicUsize::new(0),
-            drained: Notify::new(),
-        });
+        let (queue, rx) = queue::queue();
         let path = address
             .strip_prefix("unix://")
             .unwrap_or(address)
             .to_string();
-        tokio::spawn(forward_loop(
-            path,
-            namespace.to_string(),
-            rx,
-            shared.clone(),
-        ));
-        Arc::new(TtrpcPublisher { tx, shared })
+        tokio::spawn(forward_loop(path, namespace.to_string(), rx));
+        Arc::new(TtrpcPublisher { queue })
     }
 
     /// Wait until every queued event was delivered, at most `limit`.
     pub async fn flush(&self, limit: Duration) -> bool {
-        let wait = async {
-            loop {
-                let n = self.shared.drained.notified();
-                if self.shared.pending.load(Ordering::SeqCst) == 0 {
-                    return;
-                }
-                n.await;
-            }
-        };
-        tokio::time::timeout(limit, wait).await.is_ok()
+        self.queue.flush(limit).await
     }
 }
 
 impl EventSink for TtrpcPublisher {
     fn publish(&self, ev: Event) {
-        match encode(&ev) {
-            Ok((topic, event)) => {
-                self.shared.pending.fetch_add(1, Ordering::SeqCst);
-                let q = Queued {
-                    topic,
-                    event,
-                    at: std::time::SystemTime::now(),
-                };
-                if self.tx.send(q).is_err() {
-                    self.shared.pending.fetch_sub(1, Ordering::SeqCst);
-                    tracing::error!(?ev, "event queue closed; event not published");
-                }
-            }
-            Err(e) => tracing::error!(error = %e, ?ev, "cannot encode event"),
-        }
+        self.queue.push(ev);
     }
 }
 
-async fn forward_loop(
-    path: String,
-    namespace: String,
-    mut rx: mpsc::UnboundedReceiver<Queued>,
-    shared: Arc<Shared>,
-) {
+async fn forward_loop(path: String, namespace: String, mut rx: Receiver) {
     let mut client: Option<EventsClient> = None;
-    while let Some(q) = rx.recv().await {
+    while let Some(q) = rx.next().await {
         let req = ForwardRequest {
             envelope: Some(Envelope {
                 timestamp: Some(time::timestamp(q.at)).into(),
@@ -158,8 +105,6 @@ async fn forward_loop(
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
         tracing::debug!(topic = q.topic, "event published");
-        if shared.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
-            shared.drained.notify_waiters();
-        }
+        rx.done();
     }
 }
