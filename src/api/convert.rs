@@ -3,8 +3,6 @@
 
 use std::path::PathBuf;
 
-use protobuf::Message;
-
 use crate::core::types::{
     CheckpointSpec, ContainerId, ExecId, MountSpec, PidInfo, ProcessRef, RuncOptions, Status,
     StdioRequest,
@@ -58,9 +56,127 @@ pub fn status(s: Status) -> PbStatus {
     }
 }
 
+/// A `StateResponse` of either API from a core process state. Both messages use these field
+/// names (the task API's also has `exec_id`, which the Go shims leave empty, and so do we).
+/// `exited_at` is Go's zero time until the process exits (protocols.md 1.7).
+macro_rules! state_response {
+    ($ty:path, $state:expr) => {{
+        let s: $crate::core::types::ProcessState = $state;
+        $ty {
+            id: s.id,
+            bundle: s.bundle.to_string_lossy().into_owned(),
+            pid: s.pid,
+            status: $crate::api::convert::status(s.status).into(),
+            stdin: s.stdio.stdin,
+            stdout: s.stdio.stdout,
+            stderr: s.stdio.stderr,
+            terminal: s.stdio.terminal,
+            exit_status: s.exit.map_or(0, |e| e.status),
+            exited_at: Some($crate::protos::time::timestamp_or_zero(
+                s.exit.map(|e| e.at),
+            ))
+            .into(),
+            ..Default::default()
+        }
+    }};
+}
+pub(crate) use state_response;
+
+/// A `DeleteResponse` of either API from what a core delete returned.
+macro_rules! delete_response {
+    ($ty:path, $deleted:expr) => {{
+        let d: $crate::core::types::Deleted = $deleted;
+        $ty {
+            pid: d.pid,
+            exit_status: d.exit_status,
+            exited_at: Some($crate::protos::time::timestamp_or_zero(d.exited_at)).into(),
+            ..Default::default()
+        }
+    }};
+}
+pub(crate) use delete_response;
+
+/// A `WaitResponse` of either API from an exit.
+macro_rules! wait_response {
+    ($ty:path, $exit:expr) => {{
+        let e: $crate::core::types::Exit = $exit;
+        $ty {
+            exit_status: e.status,
+            exited_at: Some($crate::protos::time::timestamp(e.at)).into(),
+            ..Default::default()
+        }
+    }};
+}
+pub(crate) use wait_response;
+
 pub fn path_opt(s: &str) -> Option<PathBuf> {
     (!s.is_empty()).then(|| PathBuf::from(s))
 }
+
+/// The `CreateSpec` of a Create request of either API: both `CreateTaskRequest`s name these
+/// fields alike. The options (each API has its own message) and the work directory are the
+/// caller's. Evaluates to `Result<CreateSpec>`.
+macro_rules! create_spec {
+    ($req:expr, $options:expr, $work_dir:expr) => {{
+        let r = &$req;
+        $crate::api::convert::container_id(&r.id).map(|id| $crate::core::types::CreateSpec {
+            id,
+            bundle: r.bundle.clone().into(),
+            rootfs: $crate::api::convert::mounts(&r.rootfs),
+            stdio: $crate::api::convert::stdio(&r.stdin, &r.stdout, &r.stderr, r.terminal),
+            checkpoint: $crate::api::convert::path_opt(&r.checkpoint),
+            parent_checkpoint: $crate::api::convert::path_opt(&r.parent_checkpoint),
+            options: $options,
+            work_dir: $work_dir,
+        })
+    }};
+}
+pub(crate) use create_spec;
+
+/// The payload of an `Any` carrying JSON (an OCI `Process` or `LinuxResources`); `absent`
+/// when the request has none.
+pub fn json_payload(any: Option<&Any>, absent: &[u8]) -> Vec<u8> {
+    any.map_or_else(|| absent.to_vec(), |a| a.value.clone())
+}
+
+/// Decode an options `Any` expected to hold `M`: `None` when the request carries none (absent
+/// or empty), an InvalidArgument error when it holds another type or does not decode. Type
+/// URLs are matched with or without a prefix.
+pub fn decode_options<M: protobuf::MessageFull>(any: Option<&Any>) -> Result<Option<M>> {
+    let Some(any) = any.filter(|a| !a.type_url.is_empty() || !a.value.is_empty()) else {
+        return Ok(None);
+    };
+    let name = M::descriptor().full_name().to_string();
+    if !any.type_url.is_empty() && !type_url_is(&any.type_url, &name) {
+        return Err(Error::invalid_argument(format!(
+            "unsupported options type {:?}, expected {name}",
+            any.type_url
+        )));
+    }
+    M::parse_from_bytes(&any.value)
+        .map(Some)
+        .map_err(|e| Error::invalid_argument(format!("decode {name}: {e}")))
+}
+
+/// Copy the checkpoint options both APIs' `CheckpointOptions` messages share (same field
+/// names, different numbers and packages) into a `CheckpointSpec`.
+macro_rules! apply_checkpoint_options {
+    ($spec:expr, $o:expr) => {{
+        let (spec, o) = (&mut $spec, &$o);
+        if !o.image_path.is_empty() {
+            spec.image_path = std::path::PathBuf::from(&o.image_path);
+        }
+        spec.work_path = $crate::api::convert::path_opt(&o.work_path);
+        spec.exit = o.exit;
+        spec.open_tcp = o.open_tcp;
+        spec.external_unix_sockets = o.external_unix_sockets;
+        spec.terminal = o.terminal;
+        spec.file_locks = o.file_locks;
+        spec.empty_namespaces = o.empty_namespaces.clone();
+        spec.cgroups_mode = o.cgroups_mode.clone();
+    }};
+}
+pub(crate) use apply_checkpoint_options;
 
 /// `containerd.runc.v1.Options` to core options.
 pub fn runc_options(o: &runc_options::Options) -> RuncOptions {
@@ -82,21 +198,9 @@ pub fn runc_options(o: &runc_options::Options) -> RuncOptions {
 /// The options `Any` of a task Create. containerd always sends `containerd.runc.v1.Options` to
 /// runc shims; an absent or empty `Any` means defaults.
 pub fn create_options(any: Option<&Any>) -> Result<RuncOptions> {
-    let Some(any) = any else {
-        return Ok(RuncOptions::default());
-    };
-    if any.type_url.is_empty() && any.value.is_empty() {
-        return Ok(RuncOptions::default());
-    }
-    if !any.type_url.is_empty() && !type_url_is(&any.type_url, "containerd.runc.v1.Options") {
-        return Err(Error::invalid_argument(format!(
-            "unsupported runtime options type {:?}, expected containerd.runc.v1.Options",
-            any.type_url
-        )));
-    }
-    let o = runc_options::Options::parse_from_bytes(&any.value)
-        .map_err(|e| Error::invalid_argument(format!("decode runtime options: {e}")))?;
-    Ok(runc_options(&o))
+    Ok(decode_options::<runc_options::Options>(any)?
+        .map(|o| runc_options(&o))
+        .unwrap_or_default())
 }
 
 /// `containerd.runc.v1.CheckpointOptions` (or none) into a checkpoint request for `path`.
@@ -105,29 +209,10 @@ pub fn checkpoint_spec(path: &str, any: Option<&Any>) -> Result<CheckpointSpec> 
         image_path: PathBuf::from(path),
         ..Default::default()
     };
-    let Some(any) = any.filter(|a| !a.value.is_empty() || !a.type_url.is_empty()) else {
-        return Ok(spec);
-    };
-    if !type_url_is(&any.type_url, "containerd.runc.v1.CheckpointOptions") {
-        return Err(Error::invalid_argument(format!(
-            "unsupported checkpoint options type {:?}",
-            any.type_url
-        )));
+    if let Some(o) = decode_options::<runc_options::CheckpointOptions>(any)? {
+        apply_checkpoint_options!(spec, o);
+        spec.parent_path = path_opt(&o.parent_path);
     }
-    let o = runc_options::CheckpointOptions::parse_from_bytes(&any.value)
-        .map_err(|e| Error::invalid_argument(format!("decode checkpoint options: {e}")))?;
-    if !o.image_path.is_empty() {
-        spec.image_path = PathBuf::from(&o.image_path);
-    }
-    spec.work_path = path_opt(&o.work_path);
-    spec.parent_path = path_opt(&o.parent_path);
-    spec.exit = o.exit;
-    spec.open_tcp = o.open_tcp;
-    spec.external_unix_sockets = o.external_unix_sockets;
-    spec.terminal = o.terminal;
-    spec.file_locks = o.file_locks;
-    spec.empty_namespaces = o.empty_namespaces.clone();
-    spec.cgroups_mode = o.cgroups_mode.clone();
     Ok(spec)
 }
 

@@ -9,11 +9,14 @@
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener as StdListener;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use nix::sys::stat::SFlag;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
+use crate::core::event::EventSink;
+use crate::core::{ApiProfile, Core, RuncFactory};
 use crate::reaper::{Reaper, Spawner};
 
 /// The descriptor on which the listening socket is inherited.
@@ -91,4 +94,18 @@ pub fn stop_on_signals(stop: watch::Sender<bool>) -> Result<(), String> {
         let _ = stop.send(true);
     });
     Ok(())
+}
+
+/// The engine of a serving shim: `profile`'s API over the runc CLI, events into `sink`.
+pub fn runc_core(
+    profile: ApiProfile,
+    namespace: &str,
+    spawner: Spawner,
+    sink: Arc<dyn EventSink>,
+) -> Core {
+    let factory = Arc::new(RuncFactory {
+        spawner: spawner.clone(),
+        namespace: namespace.to_string(),
+    });
+    Core::new(profile, namespace, spawner, factory, sink)
 }

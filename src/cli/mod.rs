@@ -96,6 +96,18 @@ pub fn usage(personality: Personality) -> String {
     }
 }
 
+/// Report a command-line error as Go's `flag` package does (the message, then the usage when Go
+/// shows it, on stderr) and return the exit code (`-h` prints only the usage and exits 0).
+pub fn report(personality: Personality, e: &CliError) -> i32 {
+    if !matches!(e, CliError::Help) {
+        eprintln!("{e}");
+    }
+    if e.shows_usage() {
+        eprint!("{}", usage(personality));
+    }
+    e.exit_code()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

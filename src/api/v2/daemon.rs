@@ -14,7 +14,6 @@ use super::service::TaskService;
 use super::Flavor;
 use crate::api::daemon;
 use crate::cli::ShimV2Args;
-use crate::core::{Core, RuncFactory};
 use crate::events::TtrpcPublisher;
 
 /// How long queued events may take to drain at exit (the Go shim's figure).
@@ -80,14 +79,10 @@ async fn serve(flavor: &Flavor, args: &ShimV2Args, listener: StdListener) -> Res
         .unwrap_or_else(|| format!("{}.ttrpc", args.address));
     let publisher = TtrpcPublisher::start(&ttrpc_address, &args.namespace);
 
-    let core = Core::new(
+    let core = daemon::runc_core(
         flavor.profile(),
         &args.namespace,
-        spawner.clone(),
-        Arc::new(RuncFactory {
-            spawner,
-            namespace: args.namespace.clone(),
-        }),
+        spawner,
         publisher.clone(),
     );
     let (stop_tx, stop_rx) = watch::channel(false);

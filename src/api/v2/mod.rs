@@ -83,17 +83,7 @@ fn fail(flavor: &Flavor, msg: &str, code: i32) -> i32 {
 pub fn main(flavor: &Flavor, argv0: OsString, args: Vec<String>) -> i32 {
     let parsed = match ShimV2Args::parse(&args) {
         Ok(a) => a,
-        Err(crate::cli::CliError::Help) => {
-            eprint!("{}", crate::cli::usage(flavor.personality));
-            return 0;
-        }
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "{e}");
-            if e.shows_usage() {
-                eprint!("{}", crate::cli::usage(flavor.personality));
-            }
-            return e.exit_code();
-        }
+        Err(e) => return crate::cli::report(flavor.personality, &e),
     };
     let mode = match parsed.mode() {
         Ok(m) => m,

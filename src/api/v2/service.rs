@@ -10,11 +10,11 @@ use ttrpc::r#async::TtrpcContext;
 use crate::api::convert;
 use crate::api::metrics;
 use crate::api::status::to_ttrpc;
-use crate::core::types::{CreateSpec, ExecSpec, ProcessRef};
+use crate::core::types::{ExecSpec, ProcessRef};
 use crate::core::Core;
 use crate::protos::task::*;
 use crate::protos::task_ttrpc::Task;
-use crate::protos::{time, Empty};
+use crate::protos::Empty;
 
 pub struct TaskService {
     core: Core,
@@ -41,32 +41,13 @@ impl Task for TaskService {
     async fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> R<StateResponse> {
         let (id, p) = ids(&req.id, &req.exec_id)?;
         let s = self.core.state(&id, &p).map_err(to_ttrpc)?;
-        Ok(StateResponse {
-            id: s.id,
-            bundle: s.bundle.to_string_lossy().into_owned(),
-            pid: s.pid,
-            status: convert::status(s.status).into(),
-            stdin: s.stdio.stdin,
-            stdout: s.stdio.stdout,
-            stderr: s.stdio.stderr,
-            terminal: s.stdio.terminal,
-            exit_status: s.exit.map_or(0, |e| e.status),
-            exited_at: Some(time::timestamp_or_zero(s.exit.map(|e| e.at))).into(),
-            ..Default::default()
-        })
+        Ok(convert::state_response!(StateResponse, s))
     }
 
     async fn create(&self, _ctx: &TtrpcContext, req: CreateTaskRequest) -> R<CreateTaskResponse> {
-        let spec = CreateSpec {
-            id: convert::container_id(&req.id).map_err(to_ttrpc)?,
-            bundle: req.bundle.clone().into(),
-            rootfs: convert::mounts(&req.rootfs),
-            stdio: convert::stdio(&req.stdin, &req.stdout, &req.stderr, req.terminal),
-            checkpoint: convert::path_opt(&req.checkpoint),
-            parent_checkpoint: convert::path_opt(&req.parent_checkpoint),
-            options: convert::create_options(req.options.as_ref()).map_err(to_ttrpc)?,
-            work_dir: None,
-        };
+        let options = convert::create_options(req.options.as_ref()).map_err(to_ttrpc)?;
+        // The task API's bundle has a `work` directory for CRIU: the core's default.
+        let spec = convert::create_spec!(req, options, None).map_err(to_ttrpc)?;
         let pid = self.core.create(spec).await.map_err(to_ttrpc)?;
         Ok(CreateTaskResponse {
             pid,
@@ -86,12 +67,7 @@ impl Task for TaskService {
     async fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> R<DeleteResponse> {
         let (id, p) = ids(&req.id, &req.exec_id)?;
         let d = self.core.delete(&id, &p).await.map_err(to_ttrpc)?;
-        Ok(DeleteResponse {
-            pid: d.pid,
-            exit_status: d.exit_status,
-            exited_at: Some(time::timestamp_or_zero(d.exited_at)).into(),
-            ..Default::default()
-        })
+        Ok(convert::delete_response!(DeleteResponse, d))
     }
 
     async fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> R<PidsResponse> {
@@ -142,11 +118,7 @@ impl Task for TaskService {
             id,
             exec_id,
             stdio: convert::stdio(&req.stdin, &req.stdout, &req.stderr, req.terminal),
-            process: req
-                .spec
-                .as_ref()
-                .map(|a| a.value.clone())
-                .unwrap_or_default(),
+            process: convert::json_payload(req.spec.as_ref(), b""),
         };
         self.core.exec(spec).await.map_err(to_ttrpc)?;
         Ok(Empty::new())
@@ -172,23 +144,15 @@ impl Task for TaskService {
 
     async fn update(&self, _ctx: &TtrpcContext, req: UpdateTaskRequest) -> R<Empty> {
         let id = convert::container_id(&req.id).map_err(to_ttrpc)?;
-        let resources = req
-            .resources
-            .as_ref()
-            .map(|a| a.value.as_slice())
-            .unwrap_or(b"{}");
-        self.core.update(&id, resources).await.map_err(to_ttrpc)?;
+        let resources = convert::json_payload(req.resources.as_ref(), b"{}");
+        self.core.update(&id, &resources).await.map_err(to_ttrpc)?;
         Ok(Empty::new())
     }
 
     async fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> R<WaitResponse> {
         let (id, p) = ids(&req.id, &req.exec_id)?;
         let e = self.core.wait(&id, &p).await.map_err(to_ttrpc)?;
-        Ok(WaitResponse {
-            exit_status: e.status,
-            exited_at: Some(time::timestamp(e.at)).into(),
-            ..Default::default()
-        })
+        Ok(convert::wait_response!(WaitResponse, e))
     }
 
     async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> R<StatsResponse> {
