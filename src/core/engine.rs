@@ -343,11 +343,24 @@ impl Core {
             )));
         }
         {
-            let exists = lock(&self.inner.containers).contains_key(&spec.id);
+            let (exists, held) = {
+                let containers = lock(&self.inner.containers);
+                (containers.contains_key(&spec.id), containers.len())
+            };
             let mut creating = lock(&self.inner.creating);
-            if exists || !creating.insert(spec.id.clone()) {
+            if exists || creating.contains(&spec.id) {
                 return Err(Error::already_exists(format!("id {}", spec.id)));
             }
+            // Under sole-container addressing a second container would make every process
+            // name ambiguous.
+            if self.inner.profile.addressing == Addressing::SoleContainer
+                && held + creating.len() > 0
+            {
+                return Err(Error::failed_precondition(
+                    "this shim already serves a container",
+                ));
+            }
+            creating.insert(spec.id.clone());
         }
         let id = spec.id.clone();
         let r = self.create_inner(spec).await;
