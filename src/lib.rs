@@ -39,12 +39,7 @@ pub fn run(argv: Vec<OsString>) -> i32 {
     match Personality::from_argv0(&argv0) {
         Some(Personality::RuncV2) => api::v2::main(&api::v2::RUNC_V2, argv0, args),
         Some(Personality::RuncV1) => api::v2::main(&api::v2::RUNC_V1, argv0, args),
-        Some(Personality::ShimV1) => {
-            eprintln!(
-                "containerd-shim: the legacy shim v1 API (io.containerd.runtime.v1.linux) is not yet supported by shimgate {VERSION}; keep the Go containerd-shim for this runtime"
-            );
-            1
-        }
+        Some(Personality::ShimV1) => api::v1::main(argv0, args),
         Some(Personality::Admin) => admin::main(args),
         None => {
             eprintln!(

@@ -7,4 +7,5 @@ pub mod daemon;
 pub mod metrics;
 pub mod server;
 pub mod status;
+pub mod v1;
 pub mod v2;

@@ -1,0 +1,143 @@
+//! The v1 shim process. containerd starts it as its own direct child (new process group, cwd =
+//! bundle, listening socket on fd 3, stdout/stderr = pipes it copies into the work directory's
+//! log FIFOs) and expects it to serve until it is SIGKILLed after `Delete`. So, unlike the task
+//! API shim, there is no `start` helper, no daemonizing and no re-exec.
+//!
+//! Surviving containerd: when containerd dies the shim carries on. Its listener (fd 3) is its
+//! own descriptor; a restarted containerd reconnects to the socket named in the bundle's
+//! `address` file (which containerd wrote). The pipes on fds 1 and 2 lose their reader, so the
+//! shim points those descriptors at the log FIFOs (held open read-write, see
+//! `bootstrap::ShimLogs`) and ignores SIGPIPE. Nothing asks the kernel to signal the shim when
+//! its parent dies.
+//!
+//! SIGTERM/SIGINT: stop serving, SIGKILL every process of the container, delete it, deliver the
+//! events still queued (bounded), exit: what `containerd-shim` does.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::bootstrap::{self, ListenSpec};
+use super::options::Settings;
+use super::service::ShimService;
+use crate::api::daemon;
+use crate::cli::ShimV1Args;
+use crate::core::types::ProcessRef;
+use crate::core::{Core, ProcessName};
+use crate::events::{ExecPublisher, PublishCommand, Retry};
+
+/// How long queued events may take to go out at exit.
+const EVENT_DRAIN: Duration = Duration::from_secs(5);
+/// How long a SIGTERM waits for init to be reaped after `kill --all SIGKILL`.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+pub fn run(args: &ShimV1Args) -> Result<(), String> {
+    // The log FIFOs first, as the Go shim: from here on, even a fatal error lands where
+    // containerd reads shim output. Without -workdir (a hand-started shim) stderr is the log.
+    let logs = match &args.workdir {
+        Some(w) => {
+            let logs = bootstrap::open_logs(w)?;
+            bootstrap::redirect_stdio(&logs);
+            Some(logs)
+        }
+        None => None,
+    };
+    if args.namespace.is_empty() {
+        return Err("shim namespace cannot be empty".into());
+    }
+    // The namespace becomes a directory of runc's root: only containerd's identifiers.
+    crate::core::types::validate_identifier("namespace", &args.namespace)
+        .map_err(|e| e.to_string())?;
+    let listen = bootstrap::listen_spec(args.socket.as_deref());
+    let listener = bootstrap::listen(args)?;
+    let _ = crate::reaper::set_subreaper();
+    daemon::ignore_sigpipe();
+
+    let bundle = std::env::current_dir().map_err(|e| format!("getcwd: {e}"))?;
+    let path = bundle.to_string_lossy().into_owned();
+    let pid = std::process::id().to_string();
+    let fixed = [
+        ("runtime", super::RUNTIME_NAME),
+        ("namespace", args.namespace.as_str()),
+        ("path", path.as_str()),
+        ("pid", pid.as_str()),
+    ];
+    match logs.as_ref().map(|l| l.stdout.try_clone()) {
+        Some(Ok(fd)) => crate::logging::init(std::fs::File::from(fd), args.debug, &fixed),
+        _ => crate::logging::init(std::io::stderr(), args.debug, &fixed),
+    };
+    tracing::debug!(socket = %bootstrap::display_socket(&listen), "serving api on unix socket");
+
+    let rt = daemon::runtime()?;
+    let r = rt.block_on(serve(args, listener, listen));
+    // Tasks still running (IO copies of a container we no longer serve) end with the runtime.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    drop(logs);
+    r
+}
+
+async fn serve(
+    args: &ShimV1Args,
+    listener: std::os::unix::net::UnixListener,
+    listen: ListenSpec,
+) -> Result<(), String> {
+    let spawner = daemon::spawner()?;
+    let (listener, path) = daemon::serve_on(listener)?;
+    // Only a socket file we bound is ours to remove; containerd owns the inherited one.
+    let our_socket: Option<PathBuf> = path.filter(|_| matches!(listen, ListenSpec::Path(_)));
+
+    let publisher = ExecPublisher::start(
+        spawner.clone(),
+        PublishCommand {
+            binary: args.containerd_binary.clone(),
+            address: args.address.clone(),
+            namespace: args.namespace.clone(),
+        },
+        Retry::default(),
+    );
+    let core = daemon::runc_core(
+        super::profile(),
+        &args.namespace,
+        spawner,
+        publisher.clone(),
+    );
+    let service = ShimService::new(core.clone(), Settings::from_args(args));
+    let services = crate::protos::shim_v1_ttrpc::create_shim(service);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    daemon::stop_on_signals(stop_tx)?;
+    tracing::info!("shim serving");
+    crate::api::server::serve(listener, Arc::new(services), stop_rx).await;
+
+    terminate(&core).await;
+    if let Some(p) = our_socket {
+        let _ = std::fs::remove_file(p);
+    }
+    if !publisher.flush(EVENT_DRAIN).await {
+        tracing::warn!("events still queued at exit");
+    }
+    tracing::info!("shim exiting");
+    Ok(())
+}
+
+/// After SIGTERM/SIGINT: make sure nothing of the container outlives the shim.
+async fn terminate(core: &Core) {
+    let Ok((id, init)) = core.resolve(ProcessName::Init) else {
+        return;
+    };
+    if let Err(e) = core.kill(&id, &init, libc::SIGKILL as u32, true).await {
+        tracing::debug!(id = %id, error = %e, "kill --all at shutdown");
+    }
+    // Delete needs init reaped (stopped); wait for that, but not forever.
+    if tokio::time::timeout(KILL_WAIT, core.wait(&id, &ProcessRef::Init))
+        .await
+        .is_err()
+    {
+        tracing::warn!(id = %id, "init not reaped {}s after SIGKILL", KILL_WAIT.as_secs());
+    }
+    if let Err(e) = core.delete(&id, &init).await {
+        tracing::warn!(id = %id, error = %e, "delete at shutdown");
+    }
+}
