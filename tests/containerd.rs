@@ -626,10 +626,123 @@ fn checkpoint(rt: Runtime) {
     c.assert_clean();
 }
 
+/// Task events as containerd's subscribers see them: exactly one of each per process, in
+/// lifecycle order, whoever publishes them. A task API shim publishes every task event itself;
+/// with the legacy runtime containerd publishes all but the exits, so a v1 shim that published
+/// more would show up here as duplicates (and nobody publishes `/tasks/exec-added` for v1).
+fn events(rt: Runtime) {
+    let Some(c) = ctd() else { return };
+    let mut watcher = spawn(
+        c.ctr_cmd()
+            .arg("events")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    let mut out = watcher.stdout.take().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = seen.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    // The subscription is live once our own probe event comes through.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let probe = shimgate::protos::any_bare(&shimgate::protos::events::TaskPaused {
+        container_id: "probe".into(),
+        ..Default::default()
+    })
+    .and_then(|a| protobuf::Message::write_to_bytes(&a))
+    .unwrap();
+    while !seen.lock().unwrap().contains("/probe") {
+        let _ = run_cmd(
+            Command::new("containerd")
+                .args(["--address"])
+                .arg(&c.addr)
+                .args(["publish", "--topic", "/probe", "--namespace", &c.ns]),
+            Some(&probe),
+            Duration::from_secs(10),
+        );
+        assert!(Instant::now() < deadline, "ctr events never subscribed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let id = c.id("events");
+    c.run_detached(rt, &id, &[], &["sleep", "300"]);
+    let e = c.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "ev1",
+        &id,
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    assert_eq!(e.code, 3, "{}", e.brief());
+    assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).code, 0);
+    assert!(c.wait_status(&id, "STOPPED", Duration::from_secs(10)));
+    assert_eq!(c.ctr(&["task", "rm", &id]).code, 0);
+    let lines = |topic: &str| -> Vec<String> {
+        seen.lock()
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&format!(" {topic} ")) && l.contains(&id))
+            .map(str::to_string)
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while lines("/tasks/delete").is_empty() || lines("/tasks/exit").len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "events so far:\n{}",
+            seen.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Late duplicates would arrive now.
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: signalling the ctr we started.
+    unsafe {
+        libc::kill(watcher.id() as i32, libc::SIGKILL);
+    }
+    let _ = finish(watcher, Duration::from_secs(5));
+    let _ = reader.join();
+    let all = seen.lock().unwrap().clone();
+    for topic in [
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exec-started",
+        "/tasks/delete",
+    ] {
+        assert_eq!(lines(topic).len(), 1, "{topic} in:\n{all}");
+    }
+    let added = if rt == V1_LINUX { 0 } else { 1 };
+    assert_eq!(lines("/tasks/exec-added").len(), added, "{all}");
+    let exits = lines("/tasks/exit");
+    assert_eq!(exits.len(), 2, "{all}");
+    assert!(
+        exits[0].contains("\"ev1\"") && exits[0].contains("\"exit_status\":3"),
+        "exec exit first: {all}"
+    );
+    assert!(
+        exits[1].contains(&format!("\"id\":\"{id}\"")) && exits[1].contains(":137"),
+        "init exit last: {all}"
+    );
+    c.assert_clean();
+}
+
 macro_rules! personalities {
     ($($scenario:ident),* $(,)?) => {
         mod runcv1 { $( #[test] fn $scenario() { super::$scenario(super::RUNC_V1) } )* }
         mod runcv2 { $( #[test] fn $scenario() { super::$scenario(super::RUNC_V2) } )* }
+        mod v1linux { $( #[test] fn $scenario() { super::$scenario(super::V1_LINUX) } )* }
     };
 }
 
@@ -651,4 +764,5 @@ personalities!(
     parallel,
     grouping,
     checkpoint,
+    events,
 );

@@ -46,6 +46,12 @@ pub const RUNC_V2: Runtime = Runtime {
     short: "runcv2",
     groups: true,
 };
+/// The legacy runtime: containerd 1.x execs our `containerd-shim` symlink itself.
+pub const V1_LINUX: Runtime = Runtime {
+    name: "io.containerd.runtime.v1.linux",
+    short: "v1linux",
+    groups: false,
+};
 
 /// Pids this test process spawned and waits for itself; the zombie sweep leaves them alone.
 fn own_children() -> &'static Mutex<HashSet<u32>> {
