@@ -86,7 +86,9 @@ impl Shim for ShimService {
     ) -> R<DeleteResponse> {
         let (id, p) = self.named(ProcessName::Id(&req.id))?;
         if p == ProcessRef::Init {
-            return Err(to_ttrpc(Error::invalid_argument(
+            // The Go shim builds this status directly: no errdefs class suffix.
+            return Err(ttrpc::Error::RpcStatus(ttrpc::get_status(
+                ttrpc::Code::INVALID_ARGUMENT,
                 "cannot delete init process with DeleteProcess",
             )));
         }
