@@ -554,6 +554,19 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         false
     }
 
+    /// Wait until `id` is no longer a task (reaping orphans meanwhile).
+    pub fn wait_gone(&self, id: &str, t: Duration) -> bool {
+        let deadline = Instant::now() + t;
+        while Instant::now() < deadline {
+            reap_orphans();
+            if !self.tasks().contains_key(id) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
     /// Shim daemons serving this containerd (our address in their argv; not start/delete).
     pub fn shim_pids(&self) -> Vec<u32> {
         let key = self.addr.display().to_string();
@@ -591,6 +604,22 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     pub fn bundle(&self, id: &str) -> PathBuf {
         self.dir
             .join("state/io.containerd.runtime.v2.task")
+            .join(&self.ns)
+            .join(id)
+    }
+
+    /// The bundle directory of a task of the legacy runtime (`io.containerd.runtime.v1.linux`).
+    pub fn bundle_v1(&self, id: &str) -> PathBuf {
+        self.dir
+            .join("state/io.containerd.runtime.v1.linux")
+            .join(&self.ns)
+            .join(id)
+    }
+
+    /// The work directory containerd gives a legacy-runtime task (`-workdir`).
+    pub fn workdir_v1(&self, id: &str) -> PathBuf {
+        self.dir
+            .join("root/io.containerd.runtime.v1.linux")
             .join(&self.ns)
             .join(id)
     }
