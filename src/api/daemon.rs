@@ -32,6 +32,14 @@ pub fn inherited_listener() -> Result<StdListener, String> {
     if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFSOCK {
         return Err(format!("fd {LISTENER_FD} is not a socket"));
     }
+    // An inherited descriptor is not close-on-exec; every runtime or publish child would keep
+    // the listening socket open (a publish child may outlive the shim). Go's FileListener
+    // likewise serves from a close-on-exec duplicate.
+    nix::fcntl::fcntl(
+        borrowed,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(|e| format!("fd {LISTENER_FD}: set close-on-exec: {e}"))?;
     // SAFETY: fd 3 was checked to be an open socket, and nothing else in this process owns it
     // (it was inherited across exec and nothing has wrapped it yet).
     let fd = unsafe { OwnedFd::from_raw_fd(LISTENER_FD) };

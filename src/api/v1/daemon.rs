@@ -57,12 +57,11 @@ pub fn run(args: &ShimV1Args) -> Result<(), String> {
 
     let bundle = std::env::current_dir().map_err(|e| format!("getcwd: {e}"))?;
     let path = bundle.to_string_lossy().into_owned();
-    let pid = std::process::id().to_string();
+    // The Go shim's fields, less its own pid: ours would clash with events' `pid` fields.
     let fixed = [
         ("runtime", super::RUNTIME_NAME),
         ("namespace", args.namespace.as_str()),
         ("path", path.as_str()),
-        ("pid", pid.as_str()),
     ];
     match logs.as_ref().map(|l| l.stdout.try_clone()) {
         Some(Ok(fd)) => crate::logging::init(std::fs::File::from(fd), args.debug, &fixed),
