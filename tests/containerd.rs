@@ -252,7 +252,7 @@ fn stdin(rt: Runtime) {
         assert!(!timed_out, "EOF did not reach the container");
         assert_eq!(code, 0);
         let got = reader.join().unwrap();
-        assert_eq!(got.len(), payload.len());
+        assert_eq!(got.len(), payload.len(), "log:\n{}", c.log_tail(30));
         assert!(got == payload, "stdin round trip differs");
     }
     c.assert_clean();

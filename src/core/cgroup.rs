@@ -268,6 +268,19 @@ impl Cgroup {
         }
     }
 
+    /// How many processes the kernel OOM-killed in this cgroup so far (`oom_kill` in
+    /// `memory.oom_control` on v1, `memory.events` on v2). `None` when the kernel does not
+    /// count them (v1 before 4.13) or the cgroup is gone. The core compares readings to report
+    /// each kill once, and before the exit it caused.
+    pub fn oom_kill_count(&self) -> Option<u64> {
+        let file = match self {
+            Cgroup::V1 { paths } => paths.get("memory")?.join("memory.oom_control"),
+            Cgroup::V2 { path, .. } => path.join("memory.events"),
+        };
+        let text = std::fs::read_to_string(file).ok()?;
+        oom_kill_count(&text)
+    }
+
     fn not_found(&self) -> CgroupError {
         let path = match self {
             Cgroup::V1 { paths } => paths

@@ -47,6 +47,9 @@ pub struct Process {
     /// Set (at reap time, synchronously) once the pid has been reaped: from then on the pid may
     /// belong to someone else and must never be signalled.
     reaped: AtomicBool,
+    /// A pidfd for the process once its pid is claimed (kernels with pidfds): signals through
+    /// it can never reach a process that recycled the pid.
+    pidfd: Mutex<Option<std::os::fd::OwnedFd>>,
     /// Exec only: counted in its container's `ExecGate::running`.
     gate_counted: AtomicBool,
     exited_tx: watch::Sender<Option<Exit>>,
@@ -71,6 +74,7 @@ impl Process {
                 pausing: false,
             }),
             reaped: AtomicBool::new(false),
+            pidfd: Mutex::new(None),
             gate_counted: AtomicBool::new(false),
             exited_tx,
             io: Mutex::new(Arc::new(ProcessIo::none())),
@@ -101,6 +105,36 @@ impl Process {
 
     pub fn mark_reaped(&self) {
         self.reaped.store(true, Ordering::SeqCst);
+    }
+
+    pub fn set_pidfd(&self, fd: Option<std::os::fd::OwnedFd>) {
+        *lock(&self.pidfd) = fd;
+    }
+
+    /// Signal the process: through its pidfd when there is one, else by pid unless it has
+    /// been reaped. `Ok(false)` when it is already gone.
+    pub fn signal(&self, sig: i32) -> std::io::Result<bool> {
+        if self.is_reaped() {
+            return Ok(false);
+        }
+        let r = match lock(&self.pidfd).as_ref() {
+            Some(fd) => crate::reaper::pidfd_signal(fd, sig),
+            None => {
+                let pid = self.st().pid as i32;
+                // SAFETY: plain kill(2) of a process we have not reaped (checked above), so
+                // the pid cannot have been recycled yet.
+                if unsafe { libc::kill(pid, sig) } < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        match r {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     pub fn set_gate_count(&self) {
@@ -165,6 +199,9 @@ pub struct Container {
     pub gate: Mutex<ExecGate>,
     pub gate_changed: Notify,
     pub cgroup: Mutex<Option<Arc<Cgroup>>>,
+    /// The cgroup's OOM-kill count last reported (see `Inner::report_ooms`); `None` until the
+    /// cgroup is watched.
+    pub oom_seen: Mutex<Option<u64>>,
     /// The container has its own pid namespace: when init dies the kernel kills the rest.
     pub own_pidns: bool,
     pub rootfs: Vec<MountSpec>,

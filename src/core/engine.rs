@@ -136,6 +136,33 @@ pub struct Inner {
 }
 
 impl Inner {
+    /// Report OOM kills in `c`'s cgroup that were not reported yet, as one event. Called by the
+    /// OOM watcher when the kernel signals (`notified`) and by the exit path before an exit is
+    /// published, so an OOM kill's event always precedes the exit it caused and is reported
+    /// exactly once whichever side sees it first. Without a kernel counter, each notification
+    /// counts as one OOM (what the Go shims do).
+    pub fn report_ooms(&self, c: &Container, notified: bool) {
+        let Some(cg) = lock(&c.cgroup).clone() else {
+            return;
+        };
+        let now = cg.oom_kill_count();
+        let mut seen = lock(&c.oom_seen);
+        let report = match (now, *seen) {
+            (Some(n), Some(s)) => n > s,
+            (Some(_), None) | (None, _) => notified,
+        };
+        if now.is_some() {
+            *seen = now;
+        }
+        drop(seen);
+        if report {
+            tracing::info!(id = %c.id, "OOM kill in container cgroup");
+            self.emit(Event::Oom {
+                container_id: c.id.to_string(),
+            });
+        }
+    }
+
     /// Queue an event if this personality publishes its kind.
     pub fn emit(&self, ev: Event) {
         if self.profile.publishes(ev.kind()) {
@@ -318,7 +345,7 @@ impl Core {
     fn claim(&self, sub: &Subscription, pid: u32, c: &Arc<Container>, p: &Arc<Process>) {
         let tx = self.inner.exits.clone();
         let (wc, wp): (Weak<Container>, Weak<Process>) = (Arc::downgrade(c), Arc::downgrade(p));
-        sub.claim_with(
+        let pidfd = sub.claim_with_pidfd(
             pid as i32,
             Box::new(move |exit| {
                 if let (Some(container), Some(process)) = (wc.upgrade(), wp.upgrade()) {
@@ -331,6 +358,7 @@ impl Core {
                 }
             }),
         );
+        p.set_pidfd(pidfd);
     }
 
     // ---------------------------------------------------------------- Create
@@ -439,6 +467,7 @@ impl Core {
             gate: Mutex::new(ExecGate::default()),
             gate_changed: tokio::sync::Notify::new(),
             cgroup: Mutex::new(None),
+            oom_seen: Mutex::new(None),
             own_pidns,
             rootfs: spec.rootfs.clone(),
             rootfs_mounted: mounted,
@@ -710,17 +739,18 @@ impl Core {
             tracing::debug!(id = %c.id, error = %e, "enable cgroup controllers");
         }
         *lock(&c.cgroup) = Some(cg.clone());
+        // Kills before the watch started are not this container's news.
+        *lock(&c.oom_seen) = cg.oom_kill_count();
         match cg.watch_oom() {
             Ok(mut w) => {
-                let weak = Arc::downgrade(&self.inner);
-                let id = c.id.to_string();
+                let inner = Arc::downgrade(&self.inner);
+                let container = Arc::downgrade(c);
                 tokio::spawn(async move {
                     while w.next().await.is_some() {
-                        let Some(inner) = weak.upgrade() else { return };
-                        tracing::info!(id = %id, "OOM kill in container cgroup");
-                        inner.emit(Event::Oom {
-                            container_id: id.clone(),
-                        });
+                        let (Some(inner), Some(c)) = (inner.upgrade(), container.upgrade()) else {
+                            return;
+                        };
+                        inner.report_ooms(&c, true);
                     }
                 });
             }
@@ -856,16 +886,11 @@ impl Core {
                 if pid == 0 {
                     return Err(Error::failed_precondition("process not created"));
                 }
-                if p.is_reaped() {
-                    return Err(Error::not_found("process already finished"));
-                }
                 let sig = nix::sys::signal::Signal::try_from(signal as i32)
                     .map_err(|_| Error::invalid_argument(format!("invalid signal {signal}")))?;
-                match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig) {
-                    Ok(()) => Ok(()),
-                    Err(nix::errno::Errno::ESRCH) => {
-                        Err(Error::not_found("process already finished"))
-                    }
+                match p.signal(sig as i32) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(Error::not_found("process already finished")),
                     Err(e) => Err(Error::unknown(format!("exec kill error: {e}"))),
                 }
             }

@@ -17,8 +17,10 @@
 //!    every byte.
 //! 6. A container's `Delete` event is its last: Delete requires init stopped (or never
 //!    started), i.e. after invariant 3's init exit.
-//! 7. OOM events are queued when the kernel reports them; for an OOM kill the report precedes
-//!    the SIGCHLD in practice, and both go through the same ordered queue.
+//! 7. An OOM kill's event is queued before the exit it caused: the exit path reads the
+//!    cgroup's OOM-kill counter and reports unreported kills before queueing the exit; the
+//!    watcher and the exit path share the last reading, so each kill is reported once
+//!    (`Inner::report_ooms`).
 //!
 //! All events leave through the one `EventSink` queue, so "queued before" means "delivered
 //! before".
@@ -116,6 +118,8 @@ async fn handle_exit(inner: &Arc<Inner>, c: &Arc<Container>, p: &Arc<Process>, r
     if is_init {
         wait_for_exec_exits(c).await;
     }
+    // Invariant 7: an OOM kill that caused this exit is reported before it.
+    inner.report_ooms(c, false);
 
     let publish = {
         let mut st = p.st();
@@ -169,12 +173,8 @@ async fn wait_for_exec_exits(c: &Arc<Container>) {
                     killed_stragglers = true;
                     let execs: Vec<_> = lock(&c.execs).values().cloned().collect();
                     for e in execs {
-                        let pid = e.st().pid;
-                        if pid != 0 && !e.is_reaped() {
-                            let _ = nix::sys::signal::kill(
-                                nix::unistd::Pid::from_raw(pid as i32),
-                                nix::sys::signal::SIGKILL,
-                            );
+                        if e.st().pid != 0 {
+                            let _ = e.signal(libc::SIGKILL);
                         }
                     }
                 }

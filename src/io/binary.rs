@@ -23,6 +23,8 @@ pub struct Logger {
 /// How long a logger may take to get ready, and to stop after SIGTERM.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_GRACE: Duration = Duration::from_secs(12);
+/// How long to look for an exit behind an end of file on the ready pipe.
+const EARLY_EXIT_GRACE: Duration = Duration::from_millis(200);
 
 /// Start the logger. Returns it and the write ends the container gets for stdout and stderr.
 pub async fn start(
@@ -70,19 +72,23 @@ pub async fn start(
         });
     }
     let child = spawner.spawn(cmd, false)?;
+    // Our copies of the logger's ends: the logger holds its own now.
     drop(out_r);
     drop(err_r);
     drop(ready_w);
 
     // Ready = one byte or end of file on the ready pipe.
+    let mut child = child;
     let ready = PollFd::new(ready_r)?;
     let mut b = [0u8; 1];
-    match tokio::time::timeout(READY_TIMEOUT, ready.read(&mut b)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(e),
+    let n = match tokio::time::timeout(READY_TIMEOUT, ready.read(&mut b)).await {
+        Ok(Ok(n)) => n,
+        Ok(Err(e)) => {
+            Logger { child: Some(child) }.stop().await;
+            return Err(e);
+        }
         Err(_) => {
-            let mut l = Logger { child: Some(child) };
-            l.stop().await;
+            Logger { child: Some(child) }.stop().await;
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
@@ -91,6 +97,21 @@ pub async fn start(
                     READY_TIMEOUT.as_secs()
                 ),
             ));
+        }
+    };
+    if n == 0 {
+        // End of file: either the logger closed fd 5 to say "ready", or it died. A logger that
+        // failed must not leave the container writing into nothing: report it. (One that
+        // exited 0 at once, like `/bin/true`, is accepted, as the Go shim does.)
+        if let Some(exit) = child.exited_within(EARLY_EXIT_GRACE).await {
+            if exit.status != 0 {
+                return Err(io::Error::other(format!(
+                    "logging binary {} exited with status {} before it was ready",
+                    path.display(),
+                    exit.status
+                )));
+            }
+            return Ok((Logger { child: None }, out_w, err_w));
         }
     }
     Ok((Logger { child: Some(child) }, out_w, err_w))

@@ -117,11 +117,18 @@ fn read_raw(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
 pub enum Sink {
     /// The fd written to, and a companion kept open for as long as the sink lives (our own
     /// read side of an output FIFO).
-    Poll(PollFd, Option<OwnedFd>),
+    Poll(std::sync::Arc<PollFd>, Option<OwnedFd>),
     File(std::sync::Arc<File>),
 }
 
 impl Sink {
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Sink::Poll(p, _) => p.as_fd(),
+            Sink::File(f) => f.as_fd(),
+        }
+    }
+
     pub async fn write_all(&self, data: &[u8]) -> io::Result<()> {
         match self {
             Sink::Poll(p, _) => p.write_all(data).await,
@@ -132,4 +139,182 @@ impl Sink {
 
 pub fn is_would_block(e: &io::Error) -> bool {
     would_block(e)
+}
+
+/// Most bytes one splice call moves.
+const SPLICE_CHUNK: usize = 1 << 20;
+
+fn splice_raw(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+    loop {
+        // SAFETY: splice(2) on two descriptors we hold, no offsets (both pipes, or a file
+        // opened for append as the destination); no memory is passed.
+        let n = unsafe {
+            libc::splice(
+                src.as_raw_fd(),
+                std::ptr::null_mut(),
+                dst.as_raw_fd(),
+                std::ptr::null_mut(),
+                len,
+                libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Bytes waiting in a pipe (FIONREAD); 0 when unknown.
+pub fn pending_bytes(fd: BorrowedFd<'_>) -> i32 {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which is valid for the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if rc < 0 {
+        0
+    } else {
+        n
+    }
+}
+
+/// Can `fd` take a write right now? (After a splice's EAGAIN this tells a full destination
+/// from an empty source.)
+fn writable_now(fd: BorrowedFd<'_>) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: poll(2) on one valid pollfd with a zero timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & libc::POLLOUT != 0
+}
+
+/// How bytes are moved from a source to a sink: `splice(2)` keeps them in the kernel (pipe to
+/// pipe or pipe to file); when either end cannot splice (a pty, an odd file) the mover falls
+/// back, once and for good, to read/write through a buffer.
+pub struct Mover {
+    splice: bool,
+    buf: Vec<u8>,
+}
+
+/// One step of a [`Mover`].
+pub enum Moved {
+    Bytes(usize),
+    /// The source reached end of stream.
+    Eof,
+    /// Drain mode only: the source is empty right now.
+    Empty,
+}
+
+impl Default for Mover {
+    fn default() -> Self {
+        Mover {
+            splice: true,
+            buf: Vec::new(),
+        }
+    }
+}
+
+impl Mover {
+    fn buffer(&mut self) -> &mut [u8] {
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; 64 * 1024];
+        }
+        &mut self.buf
+    }
+
+    /// Move one chunk from `src` to `sink`. With `wait_for_data` false it does not wait for
+    /// the source (drain mode) and reports [`Moved::Empty`] instead.
+    pub async fn step(
+        &mut self,
+        src: &PollFd,
+        sink: &Sink,
+        wait_for_data: bool,
+    ) -> io::Result<Moved> {
+        loop {
+            if self.splice {
+                let dst = match sink {
+                    Sink::Poll(p, _) => p.as_fd(),
+                    Sink::File(f) => f.as_fd(),
+                };
+                if wait_for_data {
+                    let mut g = src.fd.readable().await?;
+                    match splice_raw(src.as_fd(), dst, SPLICE_CHUNK) {
+                        Ok(0) => return Ok(Moved::Eof),
+                        Ok(n) => return Ok(Moved::Bytes(n)),
+                        Err(e) if would_block(&e) => {
+                            if pending_bytes(src.as_fd()) == 0 {
+                                // The source was empty after all (a stale wake-up): wait for
+                                // it again. Only a guard taken before the attempt is cleared,
+                                // so a write that raced with us is not forgotten.
+                                g.clear_ready();
+                            } else if !writable_now(dst) {
+                                // Data waits and the destination is full: wait for room.
+                                drop(g);
+                                if let Sink::Poll(p, _) = sink {
+                                    p.fd.writable().await?.clear_ready();
+                                }
+                            }
+                            continue;
+                        }
+                        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                            self.splice = false;
+                            continue;
+                        }
+                        Err(e) if e.raw_os_error() == Some(libc::EIO) => return Ok(Moved::Eof),
+                        Err(e) => return Err(e),
+                    }
+                } else {
+                    match splice_raw(src.as_fd(), dst, SPLICE_CHUNK) {
+                        Ok(0) => return Ok(Moved::Eof),
+                        Ok(n) => return Ok(Moved::Bytes(n)),
+                        Err(e) if would_block(&e) => {
+                            if pending_bytes(src.as_fd()) == 0 {
+                                return Ok(Moved::Empty);
+                            }
+                            if !writable_now(dst) {
+                                if let Sink::Poll(p, _) = sink {
+                                    p.fd.writable().await?.clear_ready();
+                                }
+                            }
+                            continue;
+                        }
+                        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                            self.splice = false;
+                            continue;
+                        }
+                        Err(e) if e.raw_os_error() == Some(libc::EIO) => return Ok(Moved::Eof),
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            let r = if wait_for_data {
+                let buf = self.buffer();
+                src.read(buf).await
+            } else {
+                let buf = self.buffer();
+                src.try_read(buf)
+            };
+            let n = match r {
+                Ok(0) => return Ok(Moved::Eof),
+                Ok(n) => n,
+                Err(e) if !wait_for_data && would_block(&e) => return Ok(Moved::Empty),
+                Err(e) => return Err(e),
+            };
+            sink.write_all(&self.buf[..n]).await?;
+            return Ok(Moved::Bytes(n));
+        }
+    }
+}
+
+/// Enlarge a pipe's buffer (fewer wake-ups per megabyte); best effort.
+pub fn grow_pipe(fd: BorrowedFd<'_>, bytes: i32) {
+    // SAFETY: F_SETPIPE_SZ takes an integer; failure (limits, not a pipe) is harmless.
+    unsafe {
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, bytes);
+    }
 }

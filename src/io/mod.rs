@@ -36,7 +36,7 @@ use tokio::task::JoinHandle;
 use crate::reaper::Spawner;
 
 pub use console::ConsoleSocket;
-use fd::{PollFd, Sink};
+use fd::{Moved, Mover, PollFd, Sink};
 pub use spec::StdioSpec;
 
 /// Errors of stdio setup.
@@ -80,6 +80,8 @@ pub struct IoConfig<'a> {
 /// How long `drain` waits for a stalled consumer before letting the exit go out anyway (the
 /// bytes are still delivered afterwards; only their ordering before the exit event yields).
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+/// Buffer size for output pipes and FIFOs (kernel memory, used only while a reader lags).
+const OUTPUT_PIPE_BYTES: i32 = 1 << 20;
 /// How long closing waits for output pumps to reach end of stream.
 pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
@@ -142,9 +144,10 @@ fn open_output(
     if fifo {
         let keep = fd::open(path, OFlag::O_RDONLY | OFlag::O_NONBLOCK).map_err(os("open fifo"))?;
         let w = fd::open(path, OFlag::O_WRONLY | OFlag::O_NONBLOCK).map_err(os("open fifo"))?;
+        fd::grow_pipe(w.as_fd(), OUTPUT_PIPE_BYTES);
         let p = PollFd::new(w).map_err(os("register fifo"))?;
         // The keep-alive reader lives exactly as long as the writer's pump.
-        return Ok(Sink::Poll(p, Some(keep)));
+        return Ok(Sink::Poll(Arc::new(p), Some(keep)));
     }
     if let Some((p, f)) = shared {
         if p == path {
@@ -249,6 +252,7 @@ impl ProcessIo {
                         if let Some(p) = target {
                             let sink = open_output(p, *create_file, &mut shared)?;
                             let (r, w) = fd::pipe().map_err(os("output pipe"))?;
+                            fd::grow_pipe(r.as_fd(), OUTPUT_PIPE_BYTES);
                             chown_fd(&w, cfg.uid, cfg.gid)?;
                             *fdslot = Some(w);
                             *slot = Some((r, sink));
@@ -262,7 +266,7 @@ impl ProcessIo {
                     .map_err(os(format!("start logging binary {}", path.display())))?;
                 if cfg.terminal {
                     let p = PollFd::new(out_w).map_err(os("logger pipe"))?;
-                    pending.tty_out = Some(Sink::Poll(p, None));
+                    pending.tty_out = Some(Sink::Poll(Arc::new(p), None));
                     drop(err_w);
                 } else {
                     stdio_fds.stdout = Some(out_w);
@@ -412,58 +416,78 @@ impl ProcessIo {
     }
 }
 
-const BUF: usize = 64 * 1024;
-
 fn spawn_output_pump(src: Arc<PollFd>, sink: Sink) -> Pump {
     let (tx, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(output_pump(src, sink, rx));
     Pump { drain: tx, task }
 }
 
-/// Copy `src` to `sink` until end of stream. A drain request makes it read until the source
-/// is momentarily empty, then acknowledge.
+/// Copy `src` to `sink` until end of stream. A drain request makes it move everything that
+/// is in the source right now, then acknowledge.
 async fn output_pump(
     src: Arc<PollFd>,
     sink: Sink,
     mut drain: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
 ) {
-    let mut buf = vec![0u8; BUF];
+    let mut mover = Mover::default();
     let mut drain_open = true;
     loop {
         tokio::select! {
             biased;
             req = drain.recv(), if drain_open => {
                 let Some(ack) = req else { drain_open = false; continue };
-                let mut eof = false;
-                loop {
-                    match src.try_read(&mut buf) {
-                        Ok(0) => { eof = true; break }
-                        Ok(n) => {
-                            if sink.write_all(&buf[..n]).await.is_err() { eof = true; break }
-                        }
-                        Err(e) if fd::is_would_block(&e) => break,
-                        Err(_) => { eof = true; break }
+                let eof = loop {
+                    match mover.step(&src, &sink, false).await {
+                        Ok(Moved::Bytes(_)) => {}
+                        Ok(Moved::Empty) => break false,
+                        Ok(Moved::Eof) | Err(_) => break true,
                     }
+                };
+                if let Sink::Poll(fifo, _) = &sink {
+                    wait_for_consumer(fifo).await;
                 }
                 let _ = ack.send(());
-                if eof { return; }
-            }
-            r = src.read(&mut buf) => {
-                match r {
-                    Ok(0) => return,
-                    Ok(n) => {
-                        if let Err(e) = sink.write_all(&buf[..n]).await {
-                            tracing::warn!(error = %e, "stdio consumer gone; output discarded from here on");
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reading container output failed");
-                        return;
-                    }
+                if eof {
+                    return;
                 }
             }
+            r = mover.step(&src, &sink, true) => match r {
+                Ok(Moved::Bytes(_)) | Ok(Moved::Empty) => {}
+                Ok(Moved::Eof) => {
+                    // The process side is done. Drains that come now wait for this pump to
+                    // end, so let the reader take what is still in the FIFO first.
+                    if let Sink::Poll(fifo, _) = &sink {
+                        wait_for_consumer(fifo).await;
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "copying container output stopped");
+                    return;
+                }
+            },
         }
+    }
+}
+
+/// After a drain moved everything into the FIFO, give the reader the chance to take it before
+/// the exit goes out: some clients (containerd 1.6's, behind `ctr run`) close their FIFO
+/// readers as soon as they see the exit, dropping whatever they had not read yet. Waits while
+/// the reader makes progress; a reader that stops (or is gone: only our keep-alive holds the
+/// FIFO) ends the wait after `STALL`. The caller bounds the whole drain anyway.
+async fn wait_for_consumer(fifo: &PollFd) {
+    const STALL: Duration = Duration::from_millis(100);
+    let mut level = fd::pending_bytes(fifo.as_fd());
+    let mut last_progress = tokio::time::Instant::now();
+    while level > 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let now = fd::pending_bytes(fifo.as_fd());
+        if now < level {
+            last_progress = tokio::time::Instant::now();
+        } else if last_progress.elapsed() > STALL {
+            return;
+        }
+        level = now;
     }
 }
 
@@ -478,16 +502,10 @@ async fn stdin_pump(reader: OwnedFd, dst: Arc<PollFd>) {
             return;
         }
     };
-    let mut buf = vec![0u8; BUF];
-    loop {
-        match reader.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => {
-                if dst.write_all(&buf[..n]).await.is_err() {
-                    break;
-                }
-            }
-            Err(_) => break,
-        }
-    }
+    let sink = Sink::Poll(dst, None);
+    let mut mover = Mover::default();
+    while let Ok(Moved::Bytes(_)) = mover.step(&reader, &sink, true).await {}
 }
+
+#[cfg(test)]
+mod tests;

@@ -24,6 +24,7 @@ pub use spawner::{Child, Output, Spawner};
 
 use std::collections::HashMap;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -96,6 +97,35 @@ pub fn set_subreaper() -> io::Result<()> {
     Ok(())
 }
 
+/// `pidfd_open(2)`; `None` if the kernel lacks it or the process is gone.
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments; a non-negative result is a new fd we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Send `sig` through a pidfd (`pidfd_send_signal(2)`).
+pub fn pidfd_signal(pidfd: &OwnedFd, sig: i32) -> io::Result<()> {
+    // SAFETY: plain syscall on a pidfd we own; no pointers (siginfo NULL).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Exit status as containerd reports it.
 pub fn status_of(ws: WaitStatus) -> Option<(i32, u32)> {
     match ws {
@@ -145,11 +175,10 @@ impl Reaper {
     /// Collect every exited child (SIGCHLD coalesces, so always loop until none is left).
     pub fn reap_all(&self) {
         loop {
-            let ws = {
-                let _g = lock(&self.inner.spawn_lock);
-                waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG))
-            };
-            match ws {
+            // Reap and deliver under one hold of the spawn lock: while it is held, no pid is
+            // "reaped but not yet delivered", which is what makes `claim_with_pidfd` safe.
+            let _g = lock(&self.inner.spawn_lock);
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => return,
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
@@ -188,11 +217,8 @@ impl Reaper {
     fn reap_claimed(&self) {
         let pids: Vec<i32> = lock(&self.inner.router).claims.keys().copied().collect();
         for pid in pids {
-            let ws = {
-                let _g = lock(&self.inner.spawn_lock);
-                waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG))
-            };
-            if let Ok(ws) = ws {
+            let _g = lock(&self.inner.spawn_lock);
+            if let Ok(ws) = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
                 if let Some((pid, status)) = status_of(ws) {
                     self.deliver(RawExit {
                         pid,
@@ -257,6 +283,26 @@ impl Subscription {
         }
     }
 
+    /// Like [`Subscription::claim_with`], and when the process has not been reaped yet also
+    /// return a pidfd for it: a handle that can signal exactly this process and never a later
+    /// one that recycled its pid. `None` when it already exited or the kernel has no pidfds.
+    pub fn claim_with_pidfd(&self, pid: i32, sink: ExitSink) -> Option<OwnedFd> {
+        // Spawn lock first (the waitpid loop's order): while held, a reaped pid is always
+        // already delivered, so "not in this window" means "not reaped".
+        let _g = lock(&self.reaper.inner.spawn_lock);
+        let mut r = lock(&self.reaper.inner.router);
+        let seen = r
+            .subs
+            .get_mut(&self.id)
+            .and_then(|buf| buf.iter().position(|e| e.pid == pid).map(|i| buf.remove(i)));
+        if let Some(exit) = seen {
+            sink(exit);
+            return None;
+        }
+        r.claims.insert(pid, sink);
+        pidfd_open(pid)
+    }
+
     /// Claim `pid` and get its exit as a future.
     pub fn claim(&self, pid: i32) -> ExitWaiter {
         let (tx, rx) = oneshot::channel();
@@ -291,6 +337,17 @@ impl ExitWaiter {
     /// else: never signal a pid for which this returns `Some`).
     pub fn try_exit(&mut self) -> Option<RawExit> {
         self.rx.try_recv().ok()
+    }
+
+    /// Wait for the exit without giving up the waiter (so a caller can bound the wait with a
+    /// timeout and keep waiting later).
+    pub async fn wait_mut(&mut self) -> io::Result<RawExit> {
+        (&mut self.rx).await.map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                format!("reaper stopped before pid {} exited", self.pid),
+            )
+        })
     }
 
     /// Wait for the exit. The sender only disappears if the reaper itself is gone (shim

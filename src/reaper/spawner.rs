@@ -43,6 +43,14 @@ impl Child {
         self.exit.wait().await
     }
 
+    /// The exit, waiting at most `limit`; the child stays waitable when the time runs out.
+    pub async fn exited_within(&mut self, limit: Duration) -> Option<RawExit> {
+        tokio::time::timeout(limit, self.exit.wait_mut())
+            .await
+            .ok()?
+            .ok()
+    }
+
     /// Signal the child unless it has already been reaped (then its pid may be recycled).
     pub fn signal_if_running(&mut self, sig: nix::sys::signal::Signal) {
         if self.exit.try_exit().is_none() {
