@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod api;
 pub mod cli;
+pub mod compat;
 pub mod core;
 pub mod events;
 pub mod io;
@@ -24,6 +25,12 @@ pub const REVISION: &str = match option_env!("SHIMGATE_REVISION") {
     Some(r) => r,
     None => "unknown",
 };
+
+/// Embedded in every build so `shimgate doctor` and `shimgate install` can tell a shimgate
+/// executable (and its version) from a Go shim by reading the file, without running it.
+/// The operator tool's file inspection (`admin::inspect`) uses it at run time, which keeps it
+/// in every build.
+pub const BINARY_MARKER: &str = concat!("shimgate-binary-marker/", env!("CARGO_PKG_VERSION"), "/");
 
 /// The `-v` text, in the layout the Go shims print (containerd does not parse it).
 pub fn version_block(argv0: &str) -> String {
