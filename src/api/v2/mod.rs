@@ -102,9 +102,9 @@ pub fn main(flavor: &Flavor, argv0: OsString, args: Vec<String>) -> i32 {
             Err(e) => fail(flavor, &e, 1),
         },
         Mode::Start => match start::start(flavor, &argv0, &parsed) {
-            Ok(address) => {
+            Ok(reply) => {
                 let mut out = std::io::stdout();
-                let _ = out.write_all(address.as_bytes());
+                let _ = out.write_all(&reply);
                 let _ = out.flush();
                 0
             }

@@ -178,7 +178,53 @@ fn spawn_daemon(
     Ok(child.pid)
 }
 
-pub fn start(flavor: &Flavor, argv0: &OsString, args: &ShimV2Args) -> Result<String, String> {
+/// The bytes `start` prints for `address`, in the form the compatibility matrix picks for the
+/// containerd that called us (`compat::start_reply_for`): the plain address unless containerd
+/// announced a version (2.3+, BootstrapParams) whose series answers otherwise.
+pub fn reply(input: &StartInput, address: &str) -> Result<Vec<u8>, String> {
+    use crate::compat::StartReply;
+    let announced = input
+        .bootstrap
+        .as_ref()
+        .map(|b| b.containerd_version.as_str());
+    let json = |version: u32| {
+        serde_json::to_vec(&serde_json::json!({
+            "version": version,
+            "address": address,
+            "protocol": "ttrpc",
+        }))
+        .map_err(|e| format!("encode start reply: {e}"))
+    };
+    match crate::compat::start_reply_for(announced) {
+        StartReply::Plain => Ok(address.as_bytes().to_vec()),
+        StartReply::JsonV2 => json(2),
+        StartReply::JsonV3 => json(3),
+        StartReply::BootstrapResult => crate::protos::bootstrap::BootstrapResult {
+            version: 3,
+            address: address.to_string(),
+            protocol: "ttrpc".to_string(),
+            ..Default::default()
+        }
+        .write_to_bytes()
+        .map_err(|e| format!("encode bootstrap result: {e}")),
+    }
+}
+
+/// containerd 2.3+ with a `socket_dir`: the bundle gets a symlink `s` to that directory, as the
+/// Go shim of 2.3 leaves it. Best effort: nothing reads it back on our side.
+fn link_socket_dir(bundle: &Path, input: &StartInput) {
+    if input
+        .bootstrap
+        .as_ref()
+        .is_some_and(|b| b.socket_dir.as_deref().is_some_and(|d| !d.is_empty()))
+    {
+        let link = bundle.join("s");
+        let _ = std::fs::remove_file(&link);
+        let _ = std::os::unix::fs::symlink(input.socket_dir(), link);
+    }
+}
+
+pub fn start(flavor: &Flavor, argv0: &OsString, args: &ShimV2Args) -> Result<Vec<u8>, String> {
     let _ = crate::reaper::set_subreaper();
     if args.id.is_empty() {
         return Err("shim id cannot be empty".into());
@@ -210,7 +256,8 @@ pub fn start(flavor: &Flavor, argv0: &OsString, args: &ShimV2Args) -> Result<Str
         Bound::Existing => {
             write_atomic(&bundle, "address", address.as_bytes())
                 .map_err(|e| format!("write address: {e}"))?;
-            return Ok(address);
+            link_socket_dir(&bundle, &input);
+            return reply(&input, &address);
         }
         Bound::New(l) => l,
     };
@@ -235,7 +282,8 @@ pub fn start(flavor: &Flavor, argv0: &OsString, args: &ShimV2Args) -> Result<Str
         }
     }
     adjust_oom_score(pid);
-    Ok(address)
+    link_socket_dir(&bundle, &input);
+    reply(&input, &address)
 }
 
 /// `-info` (containerd 2.x introspection): a `RuntimeInfo` with our name and version, the
@@ -270,7 +318,14 @@ pub fn info(flavor: &Flavor) -> Result<Vec<u8>, String> {
             ..Default::default()
         })
         .into(),
-        options: input.options_any.into(),
+        // Echoed as Go does (re-marshalled, bare type URL) when they are runc options; any
+        // other options message is echoed as received.
+        options: input
+            .options
+            .as_ref()
+            .and_then(|o| crate::protos::any_bare(o).ok())
+            .or(input.options_any)
+            .into(),
         features: features.into(),
         ..Default::default()
     };
