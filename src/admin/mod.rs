@@ -1,30 +1,251 @@
-//! `shimgate`, the operator's tool. For now it reports its version and usage; install,
-//! uninstall and doctor arrive with the migration toolkit.
+//! `shimgate`, the operator's tool: `install` / `uninstall` switch a host's shims to shimgate
+//! and back, `doctor` reports what a migrating operator needs to know about the host, `version`
+//! prints the version. Unlike the shim personalities (Go `flag` syntax, fixed by containerd),
+//! this is an ordinary clap command line.
 
+pub mod doctor;
+pub mod inspect;
+pub mod install;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shimgate",
+    version = crate::VERSION,
+    about = "One containerd shim for every containerd version: operator tool",
+    long_about = "One containerd shim for every containerd version.\n\n\
+        Installed (symlinked) as containerd-shim, containerd-shim-runc-v1 or \
+        containerd-shim-runc-v2 the same binary is the containerd shim of that name; \
+        as `shimgate` it is this operator tool."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Debug, clap::Args)]
+struct Where {
+    /// Directory for the shimgate binary and the shim names (default: the directory of
+    /// `containerd` in $PATH)
+    #[arg(long, value_name = "DIR")]
+    prefix: Option<PathBuf>,
+    /// Treat DIR as the filesystem root (paths, manifest, dpkg database)
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    root: PathBuf,
+    /// Where install manifests are kept (default: <root>/var/lib/shimgate)
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Show what would change and change nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Replace (keeping them) files shimgate does not recognise; on uninstall, restore even
+    /// names changed since install
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Make containerd-shim, containerd-shim-runc-v1 and -v2 symlinks to shimgate, keeping the
+    /// originals (renamed, or dpkg-diverted when a package owns them)
+    Install {
+        #[command(flatten)]
+        at: Where,
+        /// Binary to install (default: this one)
+        #[arg(long, value_name = "FILE")]
+        binary: Option<PathBuf>,
+    },
+    /// Undo `shimgate install`: restore the original shims exactly
+    Uninstall {
+        #[command(flatten)]
+        at: Where,
+    },
+    /// Report containerd versions, runtimes, running shims, stale state and kernel features,
+    /// with a verdict (exit 0 ok, 1 warnings, 2 problems)
+    Doctor {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+        /// Read the compatibility matrix from FILE instead of the built-in one
+        #[arg(long, value_name = "FILE")]
+        matrix: Option<PathBuf>,
+    },
+    /// Print the version
+    Version,
+}
+
+fn options(at: Where, binary: Option<PathBuf>) -> install::Options {
+    install::Options {
+        prefix: at.prefix,
+        root: at.root,
+        state_dir: at.state_dir,
+        dry_run: at.dry_run,
+        force: at.force,
+        source: binary,
+    }
+}
+
+/// Entry point; `args` excludes argv[0]. Returns the exit code.
 pub fn main(args: Vec<String>) -> i32 {
-    match args.first().map(String::as_str) {
-        Some("version" | "--version" | "-v") => {
+    // `-v` is what every shim personality answers; keep it working here too.
+    if matches!(args.first().map(String::as_str), Some("-v")) {
+        print!("{}", crate::version_block("shimgate"));
+        return 0;
+    }
+    let cli = match Cli::try_parse_from(std::iter::once("shimgate".to_string()).chain(args)) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match cli.command {
+        Some(Cmd::Install { at, binary }) => install::install(&options(at, binary)),
+        Some(Cmd::Uninstall { at }) => install::uninstall(&options(at, None)),
+        Some(Cmd::Doctor { json, matrix }) => doctor::main(json, matrix.as_deref()),
+        Some(Cmd::Version) => {
             print!("{}", crate::version_block("shimgate"));
             0
         }
-        None | Some("help" | "--help" | "-h") => {
-            print!("{}", usage());
+        None => {
+            use clap::CommandFactory;
+            let _ = Cli::command().print_help();
             0
-        }
-        Some(other) => {
-            eprint!("shimgate: unknown command {other:?}\n\n{}", usage());
-            2
         }
     }
 }
 
-fn usage() -> String {
-    format!(
-        "shimgate {} - one containerd shim for every containerd version\n\n\
-         Usage: shimgate <command>\n\n\
-         Commands:\n  version   print the version\n  help      print this help\n\n\
-         Installed (symlinked) as containerd-shim-runc-v2 or containerd-shim-runc-v1 it is the\n\
-         containerd task-API shim of that name.\n",
-        crate::VERSION
-    )
+/// Output of a helper tool (dpkg, runc, containerd, ctr).
+#[derive(Debug)]
+pub struct ToolOutput {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// How long a helper tool may take. They all answer at once; a hung one (a wedged containerd
+/// behind `ctr version`) must not hang the doctor.
+const TOOL_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Run a helper tool with a deadline. The operator tool has no reaper (it is not a shim and
+/// has no children of its own to collect), so it waits for its own child directly.
+pub fn run_tool(mut cmd: Command) -> std::io::Result<ToolOutput> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let pump = |s: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut s) = s {
+                let _ = s.read_to_end(&mut v);
+            }
+            String::from_utf8_lossy(&v).into_owned()
+        })
+    };
+    let out = pump(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let err = pump(
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + TOOL_DEADLINE;
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s.code().unwrap_or(-1);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {}s", TOOL_DEADLINE.as_secs()),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Ok(ToolOutput {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
+}
+
+/// The first executable named `tool` in $PATH.
+pub fn which(tool: &str) -> Option<PathBuf> {
+    which_in(&std::env::var("PATH").unwrap_or_default(), tool)
+}
+
+/// The first executable named `tool` in a PATH-style list.
+pub fn which_in(path: &str, tool: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| PathBuf::from(d).join(tool))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_parses_every_command() {
+        let p =
+            |a: &[&str]| Cli::try_parse_from(std::iter::once("shimgate").chain(a.iter().copied()));
+        assert!(matches!(
+            p(&["install", "--prefix", "/x", "--dry-run", "--force"])
+                .unwrap()
+                .command,
+            Some(Cmd::Install {
+                at: Where {
+                    dry_run: true,
+                    force: true,
+                    ..
+                },
+                ..
+            })
+        ));
+        assert!(matches!(
+            p(&["uninstall"]).unwrap().command,
+            Some(Cmd::Uninstall { .. })
+        ));
+        assert!(matches!(
+            p(&["doctor", "--json"]).unwrap().command,
+            Some(Cmd::Doctor { json: true, .. })
+        ));
+        assert!(p(&["frobnicate"]).is_err());
+    }
+
+    #[test]
+    fn run_tool_collects_output_and_status() {
+        let mut c = Command::new("sh");
+        c.args(["-c", "echo out; echo err >&2; exit 3"]);
+        let o = run_tool(c).unwrap();
+        assert_eq!(
+            (o.status, o.stdout.as_str(), o.stderr.as_str()),
+            (3, "out\n", "err\n")
+        );
+    }
+
+    #[test]
+    fn which_in_finds_executables_only() {
+        assert!(which_in("/nonexistent:/bin:/usr/bin", "sh").is_some());
+        assert!(which_in("/etc", "passwd").is_none());
+    }
 }

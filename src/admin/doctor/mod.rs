@@ -1,0 +1,1098 @@
+//! `shimgate doctor`: what an operator moving a host between containerd versions (or onto
+//! shimgate) needs to know, and what to do about it.
+//!
+//! It gathers facts ([`Report`]): containerd versions (the binary in `$PATH` and every running
+//! daemon, via `ctr version` or the daemon's own executable), the runtime types each daemon's
+//! config uses and which binary it would start for each, every running shim (personality from
+//! argv[0], binary by content, socket kind, containers, memory), stale sockets and bundles,
+//! orphaned shims, runc, the cgroup mode and the kernel features shimgate uses. Then it judges
+//! them against the compatibility matrix ([`crate::compat`]) into findings with a severity and
+//! a step to take. Exit code: 0 nothing to do, 1 warnings, 2 problems.
+
+pub mod config;
+pub mod host;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Serialize;
+
+use super::inspect::{self, BinaryKind};
+use super::{run_tool, which, which_in};
+use crate::api::v2::bootstrap::{go_clean, DEFAULT_SOCKET_DIR};
+use crate::compat::{parse_containerd_version, Matrix, Severity};
+use host::Proc;
+
+/// The containerd binary found in `$PATH`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Binary {
+    pub path: String,
+    pub version: Option<String>,
+    pub series: Option<String>,
+}
+
+/// Which program containerd would start for a runtime now.
+#[derive(Debug, Clone, Serialize)]
+pub struct NextShim {
+    pub runtime: String,
+    pub path: Option<String>,
+    pub binary: Option<BinaryKind>,
+}
+
+/// A running containerd.
+#[derive(Debug, Clone, Serialize)]
+pub struct Daemon {
+    pub pid: u32,
+    pub exe: String,
+    /// What the daemon answers (`ctr version`), else its executable's `--version`.
+    pub version: Option<String>,
+    pub series: Option<String>,
+    pub config_path: Option<String>,
+    pub config_error: Option<String>,
+    pub address: String,
+    pub root: String,
+    pub state: String,
+    pub config: config::DaemonConfig,
+    pub next_shims: Vec<NextShim>,
+}
+
+/// A running shim process.
+#[derive(Debug, Clone, Serialize)]
+pub struct Shim {
+    pub pid: u32,
+    /// `shim-v1` (containerd-shim), `runc-v1`, `runc-v2` or `other`.
+    pub personality: String,
+    pub argv0: String,
+    pub exe: String,
+    pub binary: BinaryKind,
+    /// The Go shim's own `-v` answer, when it has one.
+    pub binary_version: Option<String>,
+    pub namespace: Option<String>,
+    /// containerd's address from the shim's command line.
+    pub containerd_address: Option<String>,
+    pub containerd_pid: Option<u32>,
+    pub orphaned: bool,
+    pub sockets: Vec<String>,
+    pub abstract_socket: bool,
+    /// `namespace/id` of the containers it serves.
+    pub containers: Vec<String>,
+    pub children: usize,
+    pub pss_kib: Option<u64>,
+}
+
+/// A bundle whose shim is gone.
+#[derive(Debug, Clone, Serialize)]
+pub struct StaleBundle {
+    pub path: String,
+    pub container: String,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostInfo {
+    pub kernel: String,
+    pub cgroup: String,
+    pub runc_path: Option<String>,
+    pub runc_version: Option<String>,
+    pub features: Vec<host::Feature>,
+}
+
+/// Something the operator should know or do.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub severity: Severity,
+    pub message: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub step: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub shimgate_version: String,
+    pub containerd_binary: Option<Binary>,
+    pub daemons: Vec<Daemon>,
+    pub shims: Vec<Shim>,
+    pub stale_sockets: Vec<String>,
+    pub stale_bundles: Vec<StaleBundle>,
+    pub host: HostInfo,
+    pub findings: Vec<Finding>,
+    /// `ok`, `warnings` or `problems`.
+    pub verdict: String,
+    pub exit_code: i32,
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").trim().to_string()
+}
+
+/// `containerd github.com/containerd/containerd 1.6.20~ds1 <rev>` -> `1.6.20~ds1`.
+fn containerd_version_of(exe: &Path) -> Option<String> {
+    let mut c = Command::new(exe);
+    c.arg("--version");
+    let out = run_tool(c).ok().filter(|o| o.status == 0)?;
+    let line = first_line(&out.stdout);
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    fields
+        .get(2)
+        .or(fields.last())
+        .map(|v| v.trim_start_matches('v').to_string())
+}
+
+/// The daemon's own answer (`ctr -a <sock> version`, "Server: … Version: x").
+fn server_version(address: &str) -> Option<String> {
+    let ctr = which("ctr")?;
+    let mut c = Command::new(ctr);
+    c.args(["-a", address, "version"]);
+    let out = run_tool(c).ok().filter(|o| o.status == 0)?;
+    let server = out.stdout.split("Server:").nth(1)?;
+    server.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("Version:")
+            .map(|v| v.trim().trim_start_matches('v').to_string())
+    })
+}
+
+fn series(m: &Matrix, version: Option<&str>) -> Option<String> {
+    let v = parse_containerd_version(version?)?;
+    m.release(&v).map(|r| r.series.clone())
+}
+
+fn is_daemon(p: &Proc) -> bool {
+    let named = p.argv0_base() == "containerd" || p.exe_base() == "containerd";
+    // `containerd publish` (the legacy shim's event helper) and other subcommands are short-lived
+    // clients, not daemons.
+    named
+        && !p.args.iter().skip(1).any(|a| {
+            matches!(
+                a.as_str(),
+                "publish" | "config" | "oci-hook" | "--version" | "-v"
+            )
+        })
+}
+
+fn shim_personality(argv0: &str) -> Option<&'static str> {
+    match argv0 {
+        "containerd-shim" => Some("shim-v1"),
+        "containerd-shim-runc-v1" => Some("runc-v1"),
+        "containerd-shim-runc-v2" => Some("runc-v2"),
+        a if a.starts_with("containerd-shim-") => Some("other"),
+        _ => None,
+    }
+}
+
+fn is_serving_shim(p: &Proc) -> bool {
+    // The `start`/`delete` helpers end with their action word; `-info`/`-v` runs are
+    // one-shot too. Everything else named like a shim is a serving daemon.
+    shim_personality(p.argv0_base()).is_some()
+        && !matches!(p.args.last().map(String::as_str), Some("start" | "delete"))
+        && !p.args.iter().skip(1).any(|a| {
+            matches!(
+                a.as_str(),
+                "-info" | "--info" | "-v" | "--v" | "-version" | "--version"
+            )
+        })
+}
+
+fn runtime_binary_name(runtime: &str) -> Option<String> {
+    // io.containerd.runc.v2 -> containerd-shim-runc-v2 (the last two dot-separated parts).
+    let mut parts = runtime.rsplit('.');
+    let b = parts.next()?;
+    let a = parts.next()?;
+    Some(format!("containerd-shim-{a}-{b}"))
+}
+
+fn daemon_of(p: &Proc, m: &Matrix) -> Daemon {
+    let cwd = host::cwd(p.pid).unwrap_or_else(|| PathBuf::from("/"));
+    let config_flag = p.flag(&["config", "c"]);
+    let config_path = config_flag
+        .clone()
+        .map(|c| cwd.join(c))
+        .or_else(|| Some(PathBuf::from(config::DEFAULT_CONFIG)).filter(|p| p.exists()));
+    let (cfg, config_error) = match &config_path {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => match config::parse(&text) {
+                Ok(c) => (c, None),
+                Err(e) => (config::DaemonConfig::default(), Some(e)),
+            },
+            Err(e) => (config::DaemonConfig::default(), Some(e.to_string())),
+        },
+        None => (config::DaemonConfig::default(), None),
+    };
+    let address = p
+        .flag(&["address", "a"])
+        .or_else(|| cfg.address.clone())
+        .unwrap_or_else(|| config::DEFAULT_ADDRESS.to_string());
+    let root = p
+        .flag(&["root"])
+        .or_else(|| cfg.root.clone())
+        .unwrap_or_else(|| config::DEFAULT_ROOT.to_string());
+    let state = p
+        .flag(&["state"])
+        .or_else(|| cfg.state.clone())
+        .unwrap_or_else(|| config::DEFAULT_STATE.to_string());
+    let exe_path = PathBuf::from(format!("/proc/{}/exe", p.pid));
+    let version = server_version(&address).or_else(|| containerd_version_of(&exe_path));
+    let series = series(m, version.as_deref());
+    let exe = p
+        .exe
+        .as_ref()
+        .map(|e| e.display().to_string())
+        .unwrap_or_default();
+
+    // Which binary containerd would run for each runtime now: $PATH of the daemon, then the
+    // directory of its executable (its lookup order); the legacy runtime runs its `shim`.
+    let path_env = host::env_var(p.pid, "PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let exe_dir = p
+        .exe
+        .as_ref()
+        .and_then(|e| e.parent())
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    let search = format!("{path_env}:{exe_dir}");
+    let offered: Vec<String> = version
+        .as_deref()
+        .and_then(parse_containerd_version)
+        .and_then(|v| m.release(&v))
+        .map(|r| r.runtimes.clone())
+        .unwrap_or_else(|| {
+            vec![
+                "io.containerd.runtime.v1.linux".into(),
+                "io.containerd.runc.v1".into(),
+                "io.containerd.runc.v2".into(),
+            ]
+        });
+    let mut runtimes: BTreeSet<String> = offered.into_iter().collect();
+    runtimes.extend(cfg.runtime_types());
+    let next_shims = runtimes
+        .into_iter()
+        .filter_map(|rt| {
+            let path = if rt == "io.containerd.runtime.v1.linux" {
+                let shim = cfg
+                    .v1_shim
+                    .clone()
+                    .unwrap_or_else(|| "containerd-shim".into());
+                if shim.starts_with('/') {
+                    Some(PathBuf::from(shim)).filter(|p| p.exists())
+                } else {
+                    which_in(&search, &shim)
+                }
+            } else if rt.starts_with('/') {
+                Some(PathBuf::from(&rt)).filter(|p| p.exists())
+            } else {
+                which_in(&search, &runtime_binary_name(&rt)?)
+            };
+            let binary = path.as_deref().map(inspect::classify);
+            Some(NextShim {
+                runtime: rt,
+                path: path.map(|p| p.display().to_string()),
+                binary,
+            })
+        })
+        .collect();
+    Daemon {
+        pid: p.pid,
+        exe,
+        version,
+        series,
+        config_path: config_path.map(|c| c.display().to_string()),
+        config_error,
+        address,
+        root,
+        state,
+        config: cfg,
+        next_shims,
+    }
+}
+
+/// `-v` of a Go shim binary ("  Version:  1.6.20~ds1").
+fn go_shim_version(pid: u32) -> Option<String> {
+    let mut c = Command::new(format!("/proc/{pid}/exe"));
+    c.arg("-v");
+    let out = run_tool(c).ok().filter(|o| o.status == 0)?;
+    out.stdout.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("Version:")
+            .map(|v| v.trim().to_string())
+    })
+}
+
+/// A bundle: which container, and how its shim can be recognised.
+struct Bundle {
+    dir: PathBuf,
+    container: String,
+    /// Socket path from `address` (without `unix://`).
+    socket: Option<String>,
+    shim_pid: Option<u32>,
+}
+
+fn bundles(state: &Path) -> Vec<Bundle> {
+    let mut out = Vec::new();
+    for kind in [
+        "io.containerd.runtime.v2.task",
+        "io.containerd.runtime.v1.linux",
+    ] {
+        let Ok(nss) = std::fs::read_dir(state.join(kind)) else {
+            continue;
+        };
+        for ns in nss.flatten() {
+            let Ok(ids) = std::fs::read_dir(ns.path()) else {
+                continue;
+            };
+            for id in ids.flatten() {
+                let name = id.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') || !id.path().is_dir() {
+                    continue;
+                }
+                let dir = id.path();
+                let socket = std::fs::read_to_string(dir.join("address"))
+                    .ok()
+                    .map(|a| a.trim().to_string())
+                    .filter(|a| !a.is_empty())
+                    .map(|a| a.strip_prefix("unix://").unwrap_or(&a).to_string());
+                let shim_pid = std::fs::read_to_string(dir.join("shim.pid"))
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok());
+                out.push(Bundle {
+                    container: format!("{}/{name}", ns.file_name().to_string_lossy()),
+                    dir,
+                    socket,
+                    shim_pid,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Gather the facts.
+pub fn gather(m: &Matrix) -> Report {
+    let procs = host::processes();
+    let containerd_binary = which("containerd").map(|p| {
+        let version = containerd_version_of(&p);
+        Binary {
+            path: p.display().to_string(),
+            series: series(m, version.as_deref()),
+            version,
+        }
+    });
+    let daemons: Vec<Daemon> = procs
+        .iter()
+        .filter(|p| is_daemon(p))
+        .map(|p| daemon_of(p, m))
+        .collect();
+
+    // Bundles of every running daemon, and of the default state dir.
+    let mut states: BTreeSet<String> = daemons.iter().map(|d| d.state.clone()).collect();
+    states.insert(config::DEFAULT_STATE.to_string());
+    let all_bundles: Vec<Bundle> = states.iter().flat_map(|s| bundles(Path::new(s))).collect();
+    let listening = host::listening_paths();
+
+    let daemon_addr = |a: &str| {
+        let a = go_clean(a.strip_prefix("unix://").unwrap_or(a));
+        daemons
+            .iter()
+            .find(|d| go_clean(&d.address) == a)
+            .map(|d| d.pid)
+    };
+
+    let mut shims = Vec::new();
+    for p in procs.iter().filter(|p| is_serving_shim(p)) {
+        let argv0 = p.argv0_base().to_string();
+        let personality = shim_personality(&argv0).unwrap_or("other").to_string();
+        let exe_link = PathBuf::from(format!("/proc/{}/exe", p.pid));
+        let binary = inspect::classify(&exe_link);
+        let binary_version = match &binary {
+            BinaryKind::Shimgate { version } => Some(version.clone()),
+            _ => go_shim_version(p.pid),
+        };
+        let sockets = host::listening_sockets(p.pid);
+        let abstract_socket = sockets.iter().any(|s| s.starts_with('@'));
+        let mut containers: Vec<String> = all_bundles
+            .iter()
+            .filter(|b| {
+                b.shim_pid == Some(p.pid) || b.socket.as_ref().is_some_and(|s| sockets.contains(s))
+            })
+            .map(|b| b.container.clone())
+            .collect();
+        let namespace = p.flag(&["namespace"]);
+        if containers.is_empty() {
+            // No bundle names this shim (orphan, or a state dir we do not know): its own
+            // command line, or its cwd (the bundle it started in), still tell.
+            let id = p.flag(&["id"]).or_else(|| {
+                host::cwd(p.pid).and_then(|c| c.file_name().map(|n| n.to_string_lossy().into()))
+            });
+            if let (Some(ns), Some(id)) = (&namespace, id) {
+                containers.push(format!("{ns}/{id}"));
+            }
+        }
+        containers.sort();
+        containers.dedup();
+        let containerd_address = p.flag(&["address"]);
+        let containerd_pid = containerd_address.as_deref().and_then(daemon_addr);
+        shims.push(Shim {
+            pid: p.pid,
+            personality,
+            argv0: p.args.first().cloned().unwrap_or_default(),
+            exe: p
+                .exe
+                .as_ref()
+                .map(|e| e.display().to_string())
+                .unwrap_or_default(),
+            binary,
+            binary_version,
+            namespace,
+            orphaned: containerd_pid.is_none(),
+            containerd_address,
+            containerd_pid,
+            sockets,
+            abstract_socket,
+            containers,
+            children: host::children(&procs, p.pid).len(),
+            pss_kib: host::pss_kib(p.pid),
+        });
+    }
+
+    // Sockets in the shim socket directory that nobody serves.
+    let mut stale_sockets = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(DEFAULT_SOCKET_DIR) {
+        for e in rd.flatten() {
+            let is_socket = e
+                .file_type()
+                .is_ok_and(|t| std::os::unix::fs::FileTypeExt::is_socket(&t));
+            if is_socket && !host::socket_live(&e.path(), &listening) {
+                stale_sockets.push(e.path().display().to_string());
+            }
+        }
+    }
+    stale_sockets.sort();
+
+    // Bundles whose shim is gone: containerd runs `delete` for them when it next starts.
+    let stale_bundles = all_bundles
+        .iter()
+        .filter_map(|b| {
+            let why = match (b.shim_pid, &b.socket) {
+                (Some(pid), _) if !host::alive(pid) => format!("shim pid {pid} is gone"),
+                (Some(_), _) => return None,
+                (None, Some(s)) if !host::socket_live(Path::new(s), &listening) => {
+                    format!("nobody serves its socket {s}")
+                }
+                (None, Some(_)) => return None,
+                (None, None) => "no address and no shim.pid".to_string(),
+            };
+            Some(StaleBundle {
+                path: b.dir.display().to_string(),
+                container: b.container.clone(),
+                why,
+            })
+        })
+        .collect();
+
+    let cgroup = host::cgroup_mode();
+    let runc_path = which("runc");
+    let runc_version = runc_path.as_ref().and_then(|p| {
+        let mut c = Command::new(p);
+        c.arg("--version");
+        run_tool(c)
+            .ok()
+            .filter(|o| o.status == 0)
+            .map(|o| first_line(&o.stdout))
+    });
+    let host = HostInfo {
+        kernel: host::kernel_release(),
+        features: host::kernel_features(&cgroup),
+        cgroup,
+        runc_path: runc_path.map(|p| p.display().to_string()),
+        runc_version,
+    };
+
+    let mut r = Report {
+        shimgate_version: crate::VERSION.to_string(),
+        containerd_binary,
+        daemons,
+        shims,
+        stale_sockets,
+        stale_bundles,
+        host,
+        findings: Vec::new(),
+        verdict: String::new(),
+        exit_code: 0,
+    };
+    r.findings = judge(&r, m);
+    let worst = r.findings.iter().map(|f| f.severity).max();
+    (r.verdict, r.exit_code) = match worst {
+        Some(Severity::Problem) => ("problems".into(), 2),
+        Some(Severity::Warn) => ("warnings".into(), 1),
+        _ => ("ok".into(), 0),
+    };
+    r
+}
+
+fn finding(severity: Severity, message: String, step: impl Into<String>) -> Finding {
+    Finding {
+        severity,
+        message,
+        step: step.into(),
+    }
+}
+
+/// Judge the facts: findings, most severe first.
+pub fn judge(r: &Report, m: &Matrix) -> Vec<Finding> {
+    use Severity::*;
+    let mut f = Vec::new();
+
+    if r.containerd_binary.is_none() && r.daemons.is_empty() {
+        f.push(finding(
+            Problem,
+            "containerd is neither installed (not in $PATH) nor running".into(),
+            "install containerd (Debian: apt-get install containerd), then run shimgate install",
+        ));
+    } else if r.daemons.is_empty() {
+        f.push(finding(
+            Warn,
+            "no containerd is running: only the installed binary and the host were checked".into(),
+            "start containerd and run shimgate doctor again",
+        ));
+    }
+
+    // Versions: known to the matrix? quirks?
+    let mut versions: Vec<(String, String, Vec<String>)> = Vec::new();
+    if let Some(b) = &r.containerd_binary {
+        if let Some(v) = &b.version {
+            versions.push((
+                format!("installed containerd {}", b.path),
+                v.clone(),
+                Vec::new(),
+            ));
+        }
+    }
+    for d in &r.daemons {
+        if let Some(v) = &d.version {
+            // Runtimes this daemon uses: configured ones and those of its running shims.
+            let mut used: Vec<String> = d.config.runtime_types();
+            for s in r.shims.iter().filter(|s| s.containerd_pid == Some(d.pid)) {
+                used.push(
+                    match s.personality.as_str() {
+                        "shim-v1" => "io.containerd.runtime.v1.linux",
+                        "runc-v1" => "io.containerd.runc.v1",
+                        "runc-v2" => "io.containerd.runc.v2",
+                        _ => continue,
+                    }
+                    .to_string(),
+                );
+            }
+            versions.push((format!("containerd pid {}", d.pid), v.clone(), used));
+        } else {
+            f.push(finding(
+                Warn,
+                format!("containerd pid {} did not tell its version", d.pid),
+                "",
+            ));
+        }
+        if let Some(e) = &d.config_error {
+            f.push(finding(
+                Warn,
+                format!(
+                    "containerd pid {}: config {} could not be read: {e}",
+                    d.pid,
+                    d.config_path.as_deref().unwrap_or("?")
+                ),
+                "",
+            ));
+        }
+    }
+    let mut seen_quirks = BTreeSet::new();
+    for (who, v, used) in &versions {
+        let Some(sv) = parse_containerd_version(v) else {
+            f.push(finding(
+                Warn,
+                format!("{who}: version {v:?} is not a release version"),
+                "",
+            ));
+            continue;
+        };
+        let Some(rel) = m.release(&sv) else {
+            f.push(finding(
+                Warn,
+                format!("{who}: containerd {v} is not in shimgate's compatibility matrix"),
+                "check MIGRATION.md and the release notes of this containerd before switching",
+            ));
+            continue;
+        };
+        for q in m.quirks(&sv) {
+            let relevant = q.runtimes.is_empty()
+                || used.is_empty()
+                || q.runtimes.iter().any(|rt| used.contains(rt));
+            if !relevant || !seen_quirks.insert((q.id.clone(), v.clone())) {
+                continue;
+            }
+            f.push(finding(
+                q.severity,
+                format!(
+                    "containerd {v} ({who}): {} — shimgate: {}",
+                    q.summary, q.shimgate
+                ),
+                q.advice.clone(),
+            ));
+        }
+        for rt in used {
+            if !rel.runtimes.contains(rt) {
+                f.push(finding(
+                    Problem,
+                    format!("{who}: runtime {rt} is used but containerd {v} does not offer it"),
+                    "move those containers to io.containerd.runc.v2 (change the runtime in the config or client and recreate them)",
+                ));
+            }
+        }
+    }
+    if let Some(b) = &r.containerd_binary {
+        for d in &r.daemons {
+            if let (Some(bv), Some(dv)) = (&b.version, &d.version) {
+                if bv != dv && Path::new(&b.path) == Path::new(&d.exe) {
+                    f.push(finding(
+                        Warn,
+                        format!("containerd pid {} runs {dv}, but {} is now {bv}", d.pid, b.path),
+                        "restart containerd to run the installed version (running containers are kept)",
+                    ));
+                }
+            }
+        }
+    }
+
+    // What new containers will run under.
+    for d in &r.daemons {
+        for n in &d.next_shims {
+            match (&n.path, &n.binary) {
+                (None, _) => f.push(finding(
+                    if d.config.runtime_types().contains(&n.runtime) { Warn } else { Info },
+                    format!(
+                        "containerd pid {}: no binary found for runtime {} (containers of that runtime cannot start)",
+                        d.pid, n.runtime
+                    ),
+                    if d.config.runtime_types().contains(&n.runtime) {
+                        "run shimgate install (it provides every shim name)"
+                    } else {
+                        ""
+                    },
+                )),
+                (Some(p), Some(BinaryKind::Shimgate { version })) => f.push(finding(
+                    Info,
+                    format!("containerd pid {}: new {} containers start under shimgate {version} ({p})", d.pid, n.runtime),
+                    "",
+                )),
+                (Some(p), kind) => f.push(finding(
+                    Info,
+                    format!(
+                        "containerd pid {}: new {} containers start under {} ({p})",
+                        d.pid,
+                        n.runtime,
+                        kind.as_ref().map_or("an unknown binary".into(), BinaryKind::describe)
+                    ),
+                    "run shimgate install to switch new containers to shimgate",
+                )),
+            }
+        }
+    }
+
+    // Running shims.
+    let go: Vec<&Shim> = r
+        .shims
+        .iter()
+        .filter(|s| !matches!(s.binary, BinaryKind::Shimgate { .. }))
+        .collect();
+    if !go.is_empty() {
+        f.push(finding(
+            Info,
+            format!(
+                "{} running shim(s) are not shimgate (pids {}); their containers keep them until they are recreated",
+                go.len(),
+                go.iter().map(|s| s.pid.to_string()).collect::<Vec<_>>().join(", ")
+            ),
+            "",
+        ));
+    }
+    for s in r.shims.iter().filter(|s| s.abstract_socket) {
+        f.push(finding(
+            Warn,
+            format!(
+                "shim pid {} ({}) listens on an abstract socket ({}): reachable from any process in the host network namespace (CVE-2020-15257)",
+                s.pid,
+                s.containers.join(", "),
+                s.sockets.join(", ")
+            ),
+            "upgrade containerd to 1.3.9+/1.4.3+, then recreate these containers",
+        ));
+    }
+    for s in r.shims.iter().filter(|s| s.orphaned) {
+        f.push(finding(
+            Warn,
+            format!(
+                "shim pid {} ({}) serves containerd at {}, which is not running",
+                s.pid,
+                s.containers.join(", "),
+                s.containerd_address.as_deref().unwrap_or("?")
+            ),
+            format!(
+                "start that containerd again (it reconnects to the shim), or stop the containers and kill shim pid {}",
+                s.pid
+            ),
+        ));
+    }
+    for s in &r.stale_sockets {
+        f.push(finding(
+            Warn,
+            format!("stale shim socket {s}: nobody listens on it"),
+            format!("rm {s}"),
+        ));
+    }
+    for b in &r.stale_bundles {
+        f.push(finding(
+            Warn,
+            format!("stale bundle {} ({}): {}", b.path, b.container, b.why),
+            "restart containerd (it cleans up bundles whose shim is gone), or delete the task with ctr",
+        ));
+    }
+
+    // Host.
+    if r.host.runc_path.is_none() {
+        f.push(finding(
+            Problem,
+            "runc is not in $PATH".into(),
+            "install runc (Debian: apt-get install runc), or name a runtime binary in the runtime options",
+        ));
+    }
+    for feat in &r.host.features {
+        if !feat.available {
+            let sev = if feat.name == "PR_SET_CHILD_SUBREAPER" {
+                Problem
+            } else {
+                Warn
+            };
+            f.push(finding(
+                sev,
+                format!(
+                    "kernel feature {} is unavailable: {}",
+                    feat.name, feat.without
+                ),
+                "",
+            ));
+        }
+    }
+    if r.host.cgroup.starts_with("v2")
+        && (r.shims.iter().any(|s| s.personality == "runc-v1")
+            || r.daemons.iter().any(|d| {
+                d.config
+                    .runtime_types()
+                    .contains(&"io.containerd.runc.v1".to_string())
+            }))
+    {
+        f.push(finding(
+            Info,
+            "io.containerd.runc.v1 on cgroup v2: the Go runc.v1 shim has no stats or OOM events there; shimgate's has".into(),
+            "",
+        ));
+    }
+
+    f.sort_by_key(|x| std::cmp::Reverse(x.severity));
+    f
+}
+
+fn kib(k: Option<u64>) -> String {
+    match k {
+        Some(k) if k >= 1024 => format!("{:.1} MiB", k as f64 / 1024.0),
+        Some(k) => format!("{k} KiB"),
+        None => "?".into(),
+    }
+}
+
+/// The human-readable report.
+pub fn render(r: &Report) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(o, "shimgate doctor {}", r.shimgate_version);
+    let _ = writeln!(o, "\ncontainerd");
+    match &r.containerd_binary {
+        Some(b) => {
+            let _ = writeln!(
+                o,
+                "  installed  {} {} (matrix series {})",
+                b.path,
+                b.version.as_deref().unwrap_or("(version unknown)"),
+                b.series.as_deref().unwrap_or("unknown")
+            );
+        }
+        None => {
+            let _ = writeln!(o, "  installed  (not in $PATH)");
+        }
+    }
+    if r.daemons.is_empty() {
+        let _ = writeln!(o, "  running    none");
+    }
+    for d in &r.daemons {
+        let _ = writeln!(
+            o,
+            "  running    pid {} {} {} (series {})",
+            d.pid,
+            d.exe,
+            d.version.as_deref().unwrap_or("(version unknown)"),
+            d.series.as_deref().unwrap_or("unknown")
+        );
+        let _ = writeln!(
+            o,
+            "             config {}  socket {}  state {}",
+            d.config_path.as_deref().unwrap_or("(defaults)"),
+            d.address,
+            d.state
+        );
+        let types = d.config.runtime_types();
+        let _ = writeln!(
+            o,
+            "             runtimes in config: {}{}{}",
+            if types.is_empty() {
+                "none (clients choose; ctr and Docker 20.10+ use io.containerd.runc.v2)".to_string()
+            } else {
+                types.join(", ")
+            },
+            d.config
+                .default_runtime_name
+                .as_ref()
+                .map_or(String::new(), |n| format!("; CRI default {n:?}")),
+            d.config
+                .v1_shim
+                .as_ref()
+                .map_or(String::new(), |s| format!("; v1 shim {s:?}")),
+        );
+        for n in &d.next_shims {
+            let _ = writeln!(
+                o,
+                "             new {:<32} -> {} ({})",
+                n.runtime,
+                n.path.as_deref().unwrap_or("(not found)"),
+                n.binary.as_ref().map_or("-".into(), BinaryKind::describe)
+            );
+        }
+    }
+    let _ = writeln!(o, "\nshims ({})", r.shims.len());
+    for s in &r.shims {
+        let version = match (&s.binary, &s.binary_version) {
+            (BinaryKind::Shimgate { .. }, _) => s.binary.describe(),
+            (k, Some(v)) => format!("{} {v}", k.describe()),
+            (k, None) => k.describe(),
+        };
+        let _ = writeln!(
+            o,
+            "  pid {:<7} {:<8} {:<24} {}",
+            s.pid, s.personality, version, s.exe
+        );
+        let _ = writeln!(
+            o,
+            "              containers {}  socket {}{}  PSS {}  containerd {}",
+            if s.containers.is_empty() {
+                "-".into()
+            } else {
+                s.containers.join(",")
+            },
+            if s.sockets.is_empty() {
+                "-".into()
+            } else {
+                s.sockets.join(",")
+            },
+            if s.abstract_socket { " (ABSTRACT)" } else { "" },
+            kib(s.pss_kib),
+            match s.containerd_pid {
+                Some(p) => format!("pid {p}"),
+                None => "GONE (orphaned)".into(),
+            }
+        );
+    }
+    let _ = writeln!(o, "\nhost");
+    let _ = writeln!(
+        o,
+        "  kernel {}  cgroup {}  runc {}",
+        r.host.kernel,
+        r.host.cgroup,
+        r.host.runc_version.as_deref().unwrap_or("(not found)")
+    );
+    for feat in &r.host.features {
+        let _ = writeln!(
+            o,
+            "  {:<3} {:<24} {}",
+            if feat.available { "ok" } else { "NO" },
+            feat.name,
+            if feat.available {
+                &feat.used_for
+            } else {
+                &feat.without
+            }
+        );
+    }
+    let _ = writeln!(o, "\nfindings");
+    if r.findings.is_empty() {
+        let _ = writeln!(o, "  none");
+    }
+    for x in &r.findings {
+        let tag = match x.severity {
+            Severity::Problem => "PROBLEM",
+            Severity::Warn => "WARN",
+            Severity::Info => "info",
+        };
+        let _ = writeln!(o, "  {tag:<7} {}", x.message);
+    }
+    let mut steps: Vec<&str> = Vec::new();
+    for x in &r.findings {
+        if !x.step.is_empty() && !steps.contains(&x.step.as_str()) {
+            steps.push(&x.step);
+        }
+    }
+    let _ = writeln!(
+        o,
+        "\nverdict: {}",
+        match r.exit_code {
+            0 => "OK: nothing needs doing",
+            1 => "WARNINGS: works, but see the steps",
+            _ => "PROBLEMS: follow the steps before moving this host",
+        }
+    );
+    for (i, s) in steps.iter().enumerate() {
+        let _ = writeln!(o, "  {}. {s}", i + 1);
+    }
+    o
+}
+
+/// `shimgate doctor [--json] [--matrix FILE]`. Returns the exit code.
+pub fn main(json: bool, matrix: Option<&Path>) -> i32 {
+    let m = match matrix {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| format!("{}: {e}", p.display()))
+            .and_then(|t| Matrix::parse(&t)),
+        None => Matrix::builtin(),
+    };
+    let m = match m {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("shimgate doctor: {e}");
+            return 2;
+        }
+    };
+    let r = gather(&m);
+    if json {
+        match serde_json::to_string_pretty(&r) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("shimgate doctor: encode report: {e}");
+                return 2;
+            }
+        }
+    } else {
+        print!("{}", render(&r));
+    }
+    r.exit_code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proc(args: &[&str]) -> Proc {
+        Proc {
+            pid: 1,
+            ppid: 0,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            exe: None,
+        }
+    }
+
+    #[test]
+    fn shim_and_daemon_recognition() {
+        assert!(is_serving_shim(&proc(&[
+            "/usr/bin/containerd-shim-runc-v2",
+            "-namespace",
+            "k8s.io",
+            "-id",
+            "x",
+            "-address",
+            "/run/containerd/containerd.sock"
+        ])));
+        assert!(!is_serving_shim(&proc(&[
+            "/usr/bin/containerd-shim-runc-v2",
+            "-namespace",
+            "n",
+            "-id",
+            "x",
+            "start"
+        ])));
+        assert!(is_serving_shim(&proc(&[
+            "containerd-shim",
+            "-namespace",
+            "n",
+            "-workdir",
+            "/w"
+        ])));
+        assert!(!is_serving_shim(&proc(&[
+            "/usr/bin/containerd",
+            "--config",
+            "/c"
+        ])));
+        assert!(is_daemon(&proc(&["/usr/bin/containerd", "--config", "/c"])));
+        assert!(!is_daemon(&proc(&[
+            "/usr/bin/containerd",
+            "--address",
+            "/s",
+            "publish",
+            "--topic",
+            "/tasks/exit"
+        ])));
+        assert_eq!(
+            runtime_binary_name("io.containerd.runc.v2").as_deref(),
+            Some("containerd-shim-runc-v2")
+        );
+        assert_eq!(shim_personality("containerd-shim-runsc-v1"), Some("other"));
+    }
+
+    fn empty_report() -> Report {
+        Report {
+            shimgate_version: "t".into(),
+            containerd_binary: Some(Binary {
+                path: "/usr/bin/containerd".into(),
+                version: Some("1.4.2".into()),
+                series: Some("1.4".into()),
+            }),
+            daemons: Vec::new(),
+            shims: Vec::new(),
+            stale_sockets: vec!["/run/containerd/s/dead".into()],
+            stale_bundles: Vec::new(),
+            host: HostInfo {
+                kernel: "6".into(),
+                cgroup: "v1 (legacy)".into(),
+                runc_path: Some("/usr/sbin/runc".into()),
+                runc_version: Some("runc version 1.1.5".into()),
+                features: Vec::new(),
+            },
+            findings: Vec::new(),
+            verdict: String::new(),
+            exit_code: 0,
+        }
+    }
+
+    #[test]
+    fn judging_old_containerd_and_stale_sockets() {
+        let m = Matrix::builtin().unwrap();
+        let f = judge(&empty_report(), &m);
+        assert_eq!(f[0].severity, Severity::Problem, "{f:#?}");
+        assert!(f[0].message.contains("CVE-2020-15257"), "{f:#?}");
+        assert!(f
+            .iter()
+            .any(|x| x.severity == Severity::Warn && x.step == "rm /run/containerd/s/dead"));
+        assert!(f
+            .iter()
+            .any(|x| x.message.contains("no containerd is running")));
+        let text = render(&Report {
+            findings: f,
+            exit_code: 2,
+            ..empty_report()
+        });
+        assert!(text.contains("PROBLEMS"), "{text}");
+        assert!(text.contains("1. upgrade containerd"), "{text}");
+    }
+}

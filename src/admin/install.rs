@@ -1,0 +1,821 @@
+//! `shimgate install` and `shimgate uninstall`: switch a host's shims to shimgate and back.
+//!
+//! Layout after `install --prefix P` (default P: the directory holding `containerd`):
+//! `P/shimgate` is a copy of the running binary (a build tree may be cleaned, so the shims
+//! never point into one), and `P/containerd-shim`, `P/containerd-shim-runc-v1`,
+//! `P/containerd-shim-runc-v2` are relative symlinks to it. Whatever stood at those names
+//! before is kept under `<name>.shimgate-orig`: through `dpkg-divert` when a Debian package owns
+//! the file (so package upgrades land on the kept name instead of clobbering our link), by a
+//! plain rename otherwise, or, for a symlink, by remembering its target. A manifest in the
+//! state directory (default `/var/lib/shimgate/<prefix>.json`) records each change, and
+//! `uninstall` undoes exactly those.
+//!
+//! Every replacement is atomic: the old file is first hard-linked to its kept name and the new
+//! symlink is renamed over it, so containerd never finds a shim name missing while it starts a
+//! container. (dpkg-divert is therefore asked only to record the diversion, `--no-rename`; the
+//! result is the same as its `--rename`.) Running shims are untouched: a shim process keeps the
+//! inode it was started from, and containerd reconnects to it through the socket in the
+//! bundle's `address` file; it records the path it used in `shim-binary-path` and only runs
+//! that binary again for `delete`, which the Go shims and shimgate do on each other's bundles
+//! alike.
+//!
+//! `--root R` treats R as the filesystem root (paths, the manifest and `dpkg --root`), so the
+//! divert path can be exercised on a throwaway tree.
+
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+use super::inspect::{self, BinaryKind};
+use super::run_tool;
+use crate::cli::Personality;
+
+/// The shim names install manages.
+pub const SHIM_NAMES: [Personality; 3] = [
+    Personality::ShimV1,
+    Personality::RuncV1,
+    Personality::RuncV2,
+];
+/// Suffix of the kept originals.
+pub const KEPT_SUFFIX: &str = ".shimgate-orig";
+const BINARY_NAME: &str = "shimgate";
+const MANIFEST_FORMAT: u32 = 1;
+/// `Record::installed` of a name that was already as wanted before any install.
+const UNCHANGED: &str = "unchanged";
+
+/// Options shared by install and uninstall.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Directory (inside `root`) for the binary and the shim names.
+    pub prefix: Option<PathBuf>,
+    /// Filesystem root (default `/`).
+    pub root: PathBuf,
+    /// Where manifests live (host path; default `<root>/var/lib/shimgate`).
+    pub state_dir: Option<PathBuf>,
+    pub dry_run: bool,
+    pub force: bool,
+    /// The binary to install (default: the running executable).
+    pub source: Option<PathBuf>,
+}
+
+/// How an original file was kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "kebab-case")]
+pub enum Kept {
+    /// Nothing stood at the name.
+    Nothing,
+    /// Renamed to `saved_as` (paths inside the root).
+    Renamed { saved_as: String, sha256: String },
+    /// Diverted with dpkg-divert to `saved_as`.
+    Diverted {
+        saved_as: String,
+        package: String,
+        sha256: String,
+    },
+    /// A symlink with this target (recreated on uninstall).
+    Symlink { target: String },
+}
+
+/// One name install took over.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    /// Path inside the root.
+    pub path: String,
+    /// What we put there: a symlink target, or `copy:<sha256>` for the binary.
+    pub installed: String,
+    pub kept: Kept,
+}
+
+/// What uninstall needs to know.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub shimgate_version: String,
+    pub prefix: String,
+    pub records: Vec<Record>,
+}
+
+/// Resolved locations.
+struct Layout {
+    root: PathBuf,
+    /// Prefix inside the root, canonical.
+    prefix: PathBuf,
+    manifest: PathBuf,
+}
+
+impl Layout {
+    fn host(&self, inner: &Path) -> PathBuf {
+        host_path(&self.root, inner)
+    }
+}
+
+fn host_path(root: &Path, inner: &Path) -> PathBuf {
+    root.join(inner.strip_prefix("/").unwrap_or(inner))
+}
+
+fn default_prefix() -> PathBuf {
+    crate::admin::which("containerd")
+        .and_then(|p| std::fs::canonicalize(p).ok())
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("/usr/local/bin"))
+}
+
+fn layout(o: &Options) -> Result<Layout, String> {
+    let root =
+        std::fs::canonicalize(&o.root).map_err(|e| format!("root {}: {e}", o.root.display()))?;
+    let prefix = o.prefix.clone().unwrap_or_else(default_prefix);
+    if !prefix.is_absolute() {
+        return Err(format!("--prefix must be absolute: {}", prefix.display()));
+    }
+    // Canonical, so /bin and /usr/bin (merged /usr) are one place and dpkg finds its paths.
+    let real = std::fs::canonicalize(host_path(&root, &prefix))
+        .map_err(|e| format!("prefix {}: {e}", prefix.display()))?;
+    if !real.is_dir() {
+        return Err(format!("prefix {} is not a directory", prefix.display()));
+    }
+    let inner = real
+        .strip_prefix(&root)
+        .map(|p| Path::new("/").join(p))
+        .map_err(|_| format!("prefix {} leaves the root", prefix.display()))?;
+    let key = inner.to_string_lossy().trim_matches('/').replace('/', "_");
+    let key = if key.is_empty() { "root".into() } else { key };
+    let state = o
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| host_path(&root, Path::new("/var/lib/shimgate")));
+    Ok(Layout {
+        root,
+        prefix: inner,
+        manifest: state.join(format!("{key}.json")),
+    })
+}
+
+fn read_manifest(path: &Path) -> Result<Option<Manifest>, String> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| format!("manifest {}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("manifest {}: {e}", path.display())),
+    }
+}
+
+fn write_manifest(path: &Path, m: &Manifest) -> Result<(), String> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| format!("create {}: {e}", d.display()))?;
+    }
+    let data = serde_json::to_vec_pretty(m).map_err(|e| format!("encode manifest: {e}"))?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, data).map_err(|e| format!("write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("write {}: {e}", path.display()))
+}
+
+/// The Debian package owning `inner` (a path inside `root`), if dpkg knows one.
+fn dpkg_owner(root: &Path, inner: &Path) -> Option<String> {
+    let mut cmd = Command::new("dpkg-query");
+    if root != Path::new("/") {
+        cmd.arg(format!("--root={}", root.display()));
+    }
+    cmd.arg("-S").arg(inner);
+    let out = run_tool(cmd).ok()?;
+    if out.status != 0 {
+        return None;
+    }
+    let want = inner.to_string_lossy();
+    // Lines are "pkg[, pkg]: path"; diversion notes ("[local ]diversion by/from/to …") are not
+    // ownership.
+    out.stdout.lines().find_map(|l| {
+        if l.starts_with("diversion ") || l.starts_with("local diversion ") {
+            return None;
+        }
+        let (pkgs, path) = l.split_once(": ")?;
+        (path == want).then(|| pkgs.to_string())
+    })
+}
+
+/// Who diverts `inner` already ("LOCAL" or a package), if anyone.
+fn dpkg_diverter(root: &Path, inner: &Path) -> Option<String> {
+    let mut cmd = dpkg_divert(root);
+    cmd.arg("--listpackage").arg(inner);
+    let out = run_tool(cmd).ok()?;
+    let who = out.stdout.trim().to_string();
+    (out.status == 0 && !who.is_empty()).then_some(who)
+}
+
+fn dpkg_divert(root: &Path) -> Command {
+    let mut cmd = Command::new("dpkg-divert");
+    if root != Path::new("/") {
+        cmd.arg("--root").arg(root);
+    }
+    cmd
+}
+
+/// The dpkg-divert command that records (`add`) or drops a diversion of `inner` to `saved`.
+/// `--no-rename`: the files are moved by us, atomically (see the module docs).
+pub fn divert_command(root: &Path, inner: &Path, saved: &Path, add: bool) -> Command {
+    let mut cmd = dpkg_divert(root);
+    cmd.args(["--local", "--no-rename", "--divert"])
+        .arg(saved)
+        .arg(if add { "--add" } else { "--remove" })
+        .arg(inner);
+    cmd
+}
+
+fn run_checked(cmd: Command) -> Result<(), String> {
+    let shown = format!("{cmd:?}");
+    let out = run_tool(cmd).map_err(|e| format!("{shown}: {e}"))?;
+    if out.status != 0 {
+        return Err(format!(
+            "{shown}: exit {}: {}",
+            out.status,
+            out.stderr.trim()
+        ));
+    }
+    Ok(())
+}
+
+fn temp_name(host: &Path, tag: &str) -> PathBuf {
+    let name = host
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    host.with_file_name(format!(".{name}.shimgate-{tag}"))
+}
+
+/// Put a symlink `host -> target` in place atomically (replacing whatever is there).
+fn place_symlink(host: &Path, target: &str) -> Result<(), String> {
+    let tmp = temp_name(host, "new");
+    let _ = std::fs::remove_file(&tmp);
+    symlink(target, &tmp).map_err(|e| format!("symlink {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, host).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("rename {} -> {}: {e}", tmp.display(), host.display())
+    })
+}
+
+/// Put a hard link of `from` at `host` atomically (replacing whatever is there).
+fn place_hardlink(from: &Path, host: &Path) -> Result<(), String> {
+    let tmp = temp_name(host, "restore");
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::hard_link(from, &tmp)
+        .map_err(|e| format!("link {} -> {}: {e}", from.display(), tmp.display()))?;
+    std::fs::rename(&tmp, host).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("rename {} -> {}: {e}", tmp.display(), host.display())
+    })
+}
+
+/// One change install makes, decided before anything is touched.
+#[derive(Debug)]
+enum Action {
+    /// Already as wanted.
+    Keep,
+    /// Nothing there: create.
+    Create,
+    /// Our own earlier install: update in place (the binary after an upgrade).
+    Update,
+    /// Replace a symlink, remembering its target.
+    ReplaceSymlink(String),
+    /// Keep the file under the kept name, by rename.
+    Rename,
+    /// Keep the file under the kept name, by dpkg-divert for this package.
+    Divert(String),
+}
+
+struct Planned {
+    inner: PathBuf,
+    action: Action,
+    /// What goes there: a symlink target, or None for the binary copy.
+    link: Option<String>,
+    what: String,
+}
+
+/// What stands at `host` (inside `root` at `inner`), and may install replace it?
+fn judge(
+    layout: &Layout,
+    inner: &Path,
+    want_link: Option<&str>,
+    want_sha: &str,
+    ours: Option<&Record>,
+    force: bool,
+) -> Result<Action, String> {
+    let host = layout.host(inner);
+    let meta = match std::fs::symlink_metadata(&host) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Action::Create),
+        Err(e) => return Err(format!("{}: {e}", inner.display())),
+    };
+    let saved = PathBuf::from(format!("{}{KEPT_SUFFIX}", inner.display()));
+    let saved_exists = std::fs::symlink_metadata(layout.host(&saved)).is_ok();
+    if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(&host)
+            .map(|t| t.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if want_link == Some(target.as_str()) {
+            return Ok(Action::Keep);
+        }
+        let recognised = matches!(
+            inspect::classify(&host),
+            BinaryKind::Shimgate { .. } | BinaryKind::GoContainerd
+        );
+        if !recognised && !force {
+            return Err(format!(
+                "{} is a symlink to {target}, which is neither shimgate nor a containerd shim; \
+                 use --force to replace it (its target is remembered and restored by uninstall)",
+                inner.display()
+            ));
+        }
+        return Ok(Action::ReplaceSymlink(target));
+    }
+    if !meta.is_file() {
+        return Err(format!(
+            "{} is not a file or symlink; refusing to touch it",
+            inner.display()
+        ));
+    }
+    if want_link.is_none() {
+        // The binary slot.
+        if inspect::sha256_file(&host).is_ok_and(|h| h == want_sha) {
+            return Ok(Action::Keep);
+        }
+        if ours.is_some() && matches!(inspect::classify(&host), BinaryKind::Shimgate { .. }) {
+            return Ok(Action::Update);
+        }
+    }
+    if saved_exists {
+        return Err(format!(
+            "{} exists already and is not recorded by a shimgate install; \
+             move it away (it may be an original from an earlier install) and run again",
+            saved.display()
+        ));
+    }
+    if let Some(who) = dpkg_diverter(&layout.root, inner) {
+        return Err(format!(
+            "{} is already diverted by {who}; refusing to stack diversions",
+            inner.display()
+        ));
+    }
+    if let Some(pkg) = dpkg_owner(&layout.root, inner) {
+        return Ok(Action::Divert(pkg));
+    }
+    let recognised = matches!(
+        inspect::classify(&host),
+        BinaryKind::Shimgate { .. } | BinaryKind::GoContainerd
+    );
+    if !recognised && !force {
+        return Err(format!(
+            "{} is neither shimgate nor a containerd shim and no package owns it; \
+             use --force to replace it (it is kept as {} and restored by uninstall)",
+            inner.display(),
+            saved.display()
+        ));
+    }
+    Ok(Action::Rename)
+}
+
+fn describe(p: &Planned, prefix: &Path, source: &Path) -> String {
+    let path = p.inner.display();
+    let kept = format!("{path}{KEPT_SUFFIX}");
+    let new = match &p.link {
+        Some(t) => format!("symlink {path} -> {t}"),
+        None => format!("copy {} to {path}", source.display()),
+    };
+    let _ = prefix;
+    match &p.action {
+        Action::Keep => format!("ok       {path} ({} already in place)", p.what),
+        Action::Create => new,
+        Action::Update => format!(
+            "update   {path} (shimgate binary from {})",
+            source.display()
+        ),
+        Action::ReplaceSymlink(t) => format!("{new} (was a symlink to {t}; remembered)"),
+        Action::Rename => format!("keep     {path} as {kept} (rename); {new}"),
+        Action::Divert(pkg) => {
+            format!("divert   {path} to {kept} (dpkg-divert, package {pkg}); {new}")
+        }
+    }
+}
+
+/// Carry out one planned change; returns its record.
+fn apply(
+    layout: &Layout,
+    p: &Planned,
+    source: &Path,
+    sha: &str,
+    previous: Option<&Record>,
+) -> Result<Record, String> {
+    let host = layout.host(&p.inner);
+    let inner_s = p.inner.to_string_lossy().into_owned();
+    let saved = PathBuf::from(format!("{inner_s}{KEPT_SUFFIX}"));
+    let mut installed = p.link.clone().unwrap_or_else(|| format!("copy:{sha}"));
+    if matches!(p.action, Action::Keep) {
+        // Already in place: as recorded by the earlier install, or, with no record, there
+        // before any shimgate install (e.g. the binary placed by hand), so not ours to remove.
+        installed = previous.map_or_else(|| UNCHANGED.to_string(), |r| r.installed.clone());
+    }
+    let put = |host: &Path| -> Result<(), String> {
+        match &p.link {
+            Some(t) => place_symlink(host, t),
+            None => copy_binary(source, host),
+        }
+    };
+    let kept = match &p.action {
+        Action::Keep | Action::Update => {
+            if matches!(p.action, Action::Update) {
+                put(&host)?;
+            }
+            previous.map_or(Kept::Nothing, |r| r.kept.clone())
+        }
+        Action::Create => {
+            put(&host)?;
+            Kept::Nothing
+        }
+        Action::ReplaceSymlink(t) => {
+            put(&host)?;
+            Kept::Symlink { target: t.clone() }
+        }
+        Action::Rename => {
+            let sum = inspect::sha256_file(&host).map_err(|e| format!("{inner_s}: {e}"))?;
+            std::fs::hard_link(&host, layout.host(&saved))
+                .map_err(|e| format!("keep {inner_s} as {}: {e}", saved.display()))?;
+            put(&host)?;
+            Kept::Renamed {
+                saved_as: saved.to_string_lossy().into_owned(),
+                sha256: sum,
+            }
+        }
+        Action::Divert(pkg) => {
+            let sum = inspect::sha256_file(&host).map_err(|e| format!("{inner_s}: {e}"))?;
+            run_checked(divert_command(&layout.root, &p.inner, &saved, true))?;
+            let kept = std::fs::hard_link(&host, layout.host(&saved))
+                .map_err(|e| format!("keep {inner_s} as {}: {e}", saved.display()))
+                .and_then(|()| put(&host));
+            if let Err(e) = kept {
+                // Undo the diversion record so the host is as before.
+                let _ = std::fs::remove_file(layout.host(&saved));
+                let _ = run_checked(divert_command(&layout.root, &p.inner, &saved, false));
+                return Err(e);
+            }
+            Kept::Diverted {
+                saved_as: saved.to_string_lossy().into_owned(),
+                package: pkg.clone(),
+                sha256: sum,
+            }
+        }
+    };
+    Ok(Record {
+        path: inner_s,
+        installed,
+        kept,
+    })
+}
+
+fn copy_binary(source: &Path, host: &Path) -> Result<(), String> {
+    let tmp = temp_name(host, "new");
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::copy(source, &tmp)
+        .map_err(|e| format!("copy {} -> {}: {e}", source.display(), tmp.display()))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("chmod {}: {e}", tmp.display()))?;
+    // Renaming over a binary that running shims execute is safe: they keep the old inode.
+    std::fs::rename(&tmp, host).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("rename {} -> {}: {e}", tmp.display(), host.display())
+    })
+}
+
+/// `shimgate install`. Returns the exit code.
+pub fn install(o: &Options) -> i32 {
+    match install_inner(o) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("shimgate install: {e}");
+            1
+        }
+    }
+}
+
+fn install_inner(o: &Options) -> Result<(), String> {
+    let layout = layout(o)?;
+    let source = match &o.source {
+        Some(s) => s.clone(),
+        None => std::env::current_exe().map_err(|e| format!("locate this binary: {e}"))?,
+    };
+    if !matches!(inspect::classify(&source), BinaryKind::Shimgate { .. }) {
+        return Err(format!("{} is not a shimgate binary", source.display()));
+    }
+    let sha = inspect::sha256_file(&source).map_err(|e| format!("{}: {e}", source.display()))?;
+    let previous = read_manifest(&layout.manifest)?;
+    let prev_rec = |inner: &Path| {
+        previous
+            .as_ref()
+            .and_then(|m| m.records.iter().find(|r| Path::new(&r.path) == inner))
+    };
+
+    // Decide everything first: a refusal leaves the host untouched.
+    let mut plan = Vec::new();
+    let mut refusals = Vec::new();
+    let bin_inner = layout.prefix.join(BINARY_NAME);
+    let mut slots: Vec<(PathBuf, Option<String>, String)> =
+        vec![(bin_inner.clone(), None, "shimgate binary".to_string())];
+    for p in SHIM_NAMES {
+        slots.push((
+            layout.prefix.join(p.binary_name()),
+            Some(BINARY_NAME.to_string()),
+            format!("{} symlink", p.binary_name()),
+        ));
+    }
+    for (inner, link, what) in slots {
+        let ours = prev_rec(&inner);
+        match judge(&layout, &inner, link.as_deref(), &sha, ours, o.force) {
+            Ok(action) => plan.push(Planned {
+                inner,
+                action,
+                link,
+                what,
+            }),
+            Err(e) => refusals.push(e),
+        }
+    }
+    if !refusals.is_empty() {
+        return Err(format!("nothing changed:\n  {}", refusals.join("\n  ")));
+    }
+
+    let verb = if o.dry_run { "would" } else { "did" };
+    println!(
+        "shimgate install {} into {}{} ({verb}):",
+        crate::VERSION,
+        layout.prefix.display(),
+        if layout.root == Path::new("/") {
+            String::new()
+        } else {
+            format!(" under root {}", layout.root.display())
+        }
+    );
+    for p in &plan {
+        println!("  {}", describe(p, &layout.prefix, &source));
+    }
+    println!("  manifest {}", layout.manifest.display());
+    if o.dry_run {
+        println!("dry run: nothing changed");
+        return Ok(());
+    }
+
+    let mut manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        shimgate_version: crate::VERSION.to_string(),
+        prefix: layout.prefix.to_string_lossy().into_owned(),
+        records: Vec::new(),
+    };
+    for p in &plan {
+        match apply(&layout, p, &source, &sha, prev_rec(&p.inner)) {
+            Ok(rec) => {
+                manifest.records.push(rec);
+                // After every change, so a failure later still leaves an exact undo list.
+                write_manifest(&layout.manifest, &manifest)?;
+            }
+            Err(e) => {
+                // Keep the records of a previous install we have not reached yet.
+                if let Some(prev) = &previous {
+                    for r in &prev.records {
+                        if !manifest.records.iter().any(|m| m.path == r.path) {
+                            manifest.records.push(r.clone());
+                        }
+                    }
+                }
+                write_manifest(&layout.manifest, &manifest)?;
+                return Err(format!(
+                    "{e}\n(changes made so far are recorded in {}; `shimgate uninstall` undoes them)",
+                    layout.manifest.display()
+                ));
+            }
+        }
+    }
+    println!(
+        "New containers now start under shimgate; running containers keep the shims they \
+         started with (containerd reconnects to them through their sockets).\n\
+         Check with `shimgate doctor`; undo with `shimgate uninstall --prefix {}`.",
+        layout.prefix.display()
+    );
+    Ok(())
+}
+
+/// `shimgate uninstall`. Returns the exit code.
+pub fn uninstall(o: &Options) -> i32 {
+    match uninstall_inner(o) {
+        Ok(clean) => i32::from(!clean),
+        Err(e) => {
+            eprintln!("shimgate uninstall: {e}");
+            1
+        }
+    }
+}
+
+/// Is `host` still what install put there?
+fn still_ours(host: &Path, rec: &Record) -> bool {
+    match rec.installed.strip_prefix("copy:") {
+        Some(_) => matches!(inspect::classify(host), BinaryKind::Shimgate { .. }),
+        None => {
+            std::fs::read_link(host).is_ok_and(|t| t.to_string_lossy() == rec.installed.as_str())
+        }
+    }
+}
+
+/// Returns whether everything was restored.
+fn uninstall_inner(o: &Options) -> Result<bool, String> {
+    let layout = layout(o)?;
+    let Some(manifest) = read_manifest(&layout.manifest)? else {
+        println!(
+            "shimgate uninstall: no shimgate install recorded for {} ({} not found); nothing to do",
+            layout.prefix.display(),
+            layout.manifest.display()
+        );
+        return Ok(true);
+    };
+    let verb = if o.dry_run { "would" } else { "did" };
+    println!(
+        "shimgate uninstall from {} ({verb}):",
+        layout.prefix.display()
+    );
+    let mut left = Vec::new();
+    // Shims first, the binary last, so no shim name ever points at a missing binary.
+    let mut order: Vec<&Record> = manifest.records.iter().collect();
+    order.sort_by_key(|r| r.installed.starts_with("copy:"));
+    for rec in order {
+        if rec.installed == UNCHANGED {
+            println!("  ok       {} (was there before install; left)", rec.path);
+            continue;
+        }
+        let inner = Path::new(&rec.path);
+        let host = layout.host(inner);
+        let present = std::fs::symlink_metadata(&host).is_ok();
+        if present && !still_ours(&host, rec) && !o.force {
+            println!(
+                "  left     {} (changed since install; use --force to restore the original anyway)",
+                rec.path
+            );
+            left.push(rec.clone());
+            continue;
+        }
+        let line = match &rec.kept {
+            Kept::Nothing => format!("remove   {}", rec.path),
+            Kept::Symlink { target } => format!("restore  {} -> {target} (symlink)", rec.path),
+            Kept::Renamed { saved_as, .. } => format!("restore  {} from {saved_as}", rec.path),
+            Kept::Diverted {
+                saved_as, package, ..
+            } => format!(
+                "restore  {} from {saved_as} (remove dpkg diversion, package {package})",
+                rec.path
+            ),
+        };
+        println!("  {line}");
+        if o.dry_run {
+            continue;
+        }
+        if let Err(e) = restore(&layout, rec) {
+            println!("  failed   {}: {e}", rec.path);
+            left.push(rec.clone());
+        }
+    }
+    if o.dry_run {
+        println!("dry run: nothing changed");
+        return Ok(true);
+    }
+    if left.is_empty() {
+        std::fs::remove_file(&layout.manifest)
+            .map_err(|e| format!("remove {}: {e}", layout.manifest.display()))?;
+        if let Some(d) = layout.manifest.parent() {
+            // Only if empty: other prefixes may have manifests there.
+            let _ = std::fs::remove_dir(d);
+        }
+        println!(
+            "Restored. New containers start under the original shims; containers started \
+             under shimgate keep running under it until they are removed."
+        );
+        Ok(true)
+    } else {
+        let m = Manifest {
+            records: left,
+            ..manifest
+        };
+        write_manifest(&layout.manifest, &m)?;
+        println!(
+            "Some entries were left; they stay recorded in {}.",
+            layout.manifest.display()
+        );
+        Ok(false)
+    }
+}
+
+fn restore(layout: &Layout, rec: &Record) -> Result<(), String> {
+    let inner = Path::new(&rec.path);
+    let host = layout.host(inner);
+    match &rec.kept {
+        Kept::Nothing => match std::fs::remove_file(&host) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("remove {}: {e}", host.display())),
+        },
+        Kept::Symlink { target } => place_symlink(&host, target),
+        Kept::Renamed { saved_as, sha256 } => {
+            let saved = layout.host(Path::new(saved_as));
+            check_sum(&saved, sha256);
+            place_hardlink(&saved, &host)?;
+            std::fs::remove_file(&saved).map_err(|e| format!("remove {}: {e}", saved.display()))
+        }
+        Kept::Diverted {
+            saved_as, sha256, ..
+        } => {
+            let saved = layout.host(Path::new(saved_as));
+            // A package upgrade while diverted lands on the kept name: that newer file is
+            // the right one to restore, so a different checksum is only reported.
+            check_sum(&saved, sha256);
+            place_hardlink(&saved, &host)?;
+            run_checked(divert_command(
+                &layout.root,
+                inner,
+                Path::new(saved_as),
+                false,
+            ))?;
+            std::fs::remove_file(&saved).map_err(|e| format!("remove {}: {e}", saved.display()))
+        }
+    }
+}
+
+fn check_sum(saved: &Path, want: &str) {
+    if let Ok(h) = inspect::sha256_file(saved) {
+        if h != want {
+            println!(
+                "  note     {} changed since install (a package upgrade?); restoring it as it is now",
+                saved.display()
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn divert_command_shape() {
+        let c = divert_command(
+            Path::new("/"),
+            Path::new("/usr/bin/containerd-shim"),
+            Path::new("/usr/bin/containerd-shim.shimgate-orig"),
+            true,
+        );
+        let args: Vec<String> = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(c.get_program(), "dpkg-divert");
+        assert_eq!(
+            args,
+            [
+                "--local",
+                "--no-rename",
+                "--divert",
+                "/usr/bin/containerd-shim.shimgate-orig",
+                "--add",
+                "/usr/bin/containerd-shim"
+            ]
+        );
+        let c = divert_command(
+            Path::new("/tmp/r"),
+            Path::new("/usr/bin/x"),
+            Path::new("/usr/bin/x.shimgate-orig"),
+            false,
+        );
+        let args: Vec<String> = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(&args[..2], ["--root", "/tmp/r"]);
+        assert!(args.contains(&"--remove".to_string()));
+    }
+
+    #[test]
+    fn manifest_round_trip() {
+        let m = Manifest {
+            format: 1,
+            shimgate_version: "0.1.0".into(),
+            prefix: "/usr/bin".into(),
+            records: vec![Record {
+                path: "/usr/bin/containerd-shim".into(),
+                installed: "shimgate".into(),
+                kept: Kept::Diverted {
+                    saved_as: "/usr/bin/containerd-shim.shimgate-orig".into(),
+                    package: "containerd".into(),
+                    sha256: "ab".into(),
+                },
+            }],
+        };
+        let j = serde_json::to_string(&m).unwrap();
+        assert!(j.contains(r#""method":"diverted""#), "{j}");
+        let back: Manifest = serde_json::from_str(&j).unwrap();
+        assert_eq!(back.records[0].kept, m.records[0].kept);
+    }
+}
