@@ -42,6 +42,8 @@ pub const SHIM_NAMES: [Personality; 3] = [
 pub const KEPT_SUFFIX: &str = ".shimgate-orig";
 const BINARY_NAME: &str = "shimgate";
 const MANIFEST_FORMAT: u32 = 1;
+/// `Record::installed` of the binary copy.
+const COPY: &str = "copy";
 /// `Record::installed` of a name that was already as wanted before any install.
 const UNCHANGED: &str = "unchanged";
 
@@ -83,7 +85,7 @@ pub enum Kept {
 pub struct Record {
     /// Path inside the root.
     pub path: String,
-    /// What we put there: a symlink target, or `copy:<sha256>` for the binary.
+    /// What we put there: a symlink target, or `copy` for the binary.
     pub installed: String,
     pub kept: Kept,
 }
@@ -297,7 +299,7 @@ fn judge(
     layout: &Layout,
     inner: &Path,
     want_link: Option<&str>,
-    want_sha: &str,
+    source: &Path,
     ours: Option<&Record>,
     force: bool,
 ) -> Result<Action, String> {
@@ -337,7 +339,7 @@ fn judge(
     }
     if want_link.is_none() {
         // The binary slot.
-        if inspect::sha256_file(&host).is_ok_and(|h| h == want_sha) {
+        if same_contents(&host, source) {
             return Ok(Action::Keep);
         }
         if ours.is_some() && matches!(inspect::classify(&host), BinaryKind::Shimgate { .. }) {
@@ -403,13 +405,12 @@ fn apply(
     layout: &Layout,
     p: &Planned,
     source: &Path,
-    sha: &str,
     previous: Option<&Record>,
 ) -> Result<Record, String> {
     let host = layout.host(&p.inner);
     let inner_s = p.inner.to_string_lossy().into_owned();
     let saved = PathBuf::from(format!("{inner_s}{KEPT_SUFFIX}"));
-    let mut installed = p.link.clone().unwrap_or_else(|| format!("copy:{sha}"));
+    let mut installed = p.link.clone().unwrap_or_else(|| COPY.to_string());
     if matches!(p.action, Action::Keep) {
         // Already in place: as recorded by the earlier install, or, with no record, there
         // before any shimgate install (e.g. the binary placed by hand), so not ours to remove.
@@ -472,6 +473,18 @@ fn apply(
     })
 }
 
+/// Do two files hold the same bytes? (Sizes first: binaries differ in size almost always.)
+fn same_contents(a: &Path, b: &Path) -> bool {
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
+    if size(a).is_none() || size(a) != size(b) {
+        return false;
+    }
+    match (std::fs::read(a), std::fs::read(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
 fn copy_binary(source: &Path, host: &Path) -> Result<(), String> {
     let tmp = temp_name(host, "new");
     let _ = std::fs::remove_file(&tmp);
@@ -503,10 +516,10 @@ fn install_inner(o: &Options) -> Result<(), String> {
         Some(s) => s.clone(),
         None => std::env::current_exe().map_err(|e| format!("locate this binary: {e}"))?,
     };
-    if !matches!(inspect::classify(&source), BinaryKind::Shimgate { .. }) {
+    // Only a binary named with --binary needs checking; the running one is shimgate.
+    if o.source.is_some() && !matches!(inspect::classify(&source), BinaryKind::Shimgate { .. }) {
         return Err(format!("{} is not a shimgate binary", source.display()));
     }
-    let sha = inspect::sha256_file(&source).map_err(|e| format!("{}: {e}", source.display()))?;
     let previous = read_manifest(&layout.manifest)?;
     let prev_rec = |inner: &Path| {
         previous
@@ -529,7 +542,7 @@ fn install_inner(o: &Options) -> Result<(), String> {
     }
     for (inner, link, what) in slots {
         let ours = prev_rec(&inner);
-        match judge(&layout, &inner, link.as_deref(), &sha, ours, o.force) {
+        match judge(&layout, &inner, link.as_deref(), &source, ours, o.force) {
             Ok(action) => plan.push(Planned {
                 inner,
                 action,
@@ -570,7 +583,7 @@ fn install_inner(o: &Options) -> Result<(), String> {
         records: Vec::new(),
     };
     for p in &plan {
-        match apply(&layout, p, &source, &sha, prev_rec(&p.inner)) {
+        match apply(&layout, p, &source, prev_rec(&p.inner)) {
             Ok(rec) => {
                 manifest.records.push(rec);
                 // After every change, so a failure later still leaves an exact undo list.
@@ -615,11 +628,10 @@ pub fn uninstall(o: &Options) -> i32 {
 
 /// Is `host` still what install put there?
 fn still_ours(host: &Path, rec: &Record) -> bool {
-    match rec.installed.strip_prefix("copy:") {
-        Some(_) => matches!(inspect::classify(host), BinaryKind::Shimgate { .. }),
-        None => {
-            std::fs::read_link(host).is_ok_and(|t| t.to_string_lossy() == rec.installed.as_str())
-        }
+    if rec.installed == COPY {
+        matches!(inspect::classify(host), BinaryKind::Shimgate { .. })
+    } else {
+        std::fs::read_link(host).is_ok_and(|t| t.to_string_lossy() == rec.installed.as_str())
     }
 }
 
@@ -642,7 +654,7 @@ fn uninstall_inner(o: &Options) -> Result<bool, String> {
     let mut left = Vec::new();
     // Shims first, the binary last, so no shim name ever points at a missing binary.
     let mut order: Vec<&Record> = manifest.records.iter().collect();
-    order.sort_by_key(|r| r.installed.starts_with("copy:"));
+    order.sort_by_key(|r| r.installed == COPY);
     for rec in order {
         if rec.installed == UNCHANGED {
             println!("  ok       {} (was there before install; left)", rec.path);
