@@ -120,10 +120,37 @@ pub fn init<W: Write + Send + 'static>(writer: W, debug: bool, fixed: &[(&str, &
         fixed: fx,
         max: if debug { Level::DEBUG } else { Level::INFO },
     };
-    tracing_subscriber::registry()
+    let installed = tracing_subscriber::registry()
         .with(layer)
         .try_init()
-        .is_ok()
+        .is_ok();
+    if installed {
+        report_panics();
+    }
+    installed
+}
+
+/// A panic (a bug) ends only the task it happened in: the request in flight gets an error and
+/// the shim keeps serving. Report it as one error line in containerd's log rather than a raw
+/// backtrace on the FIFO.
+fn report_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(
+            location = %location,
+            panic = %msg,
+            "internal error (bug): the operation failed; please report it"
+        );
+    }));
 }
 
 #[cfg(test)]

@@ -4,9 +4,7 @@
 mod common;
 
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -265,62 +263,6 @@ fn random_bytes(n: usize) -> Vec<u8> {
         .read_exact(&mut v)
         .unwrap();
     v
-}
-
-/// Run `args` under a new pty; feed `input` after `READY` appears. Returns (code, output).
-fn pty_run(mut cmd: Command, input: &[u8]) -> (i32, Vec<u8>) {
-    let pty = nix::pty::openpty(None, None).unwrap();
-    let slave = pty.slave;
-    let fd = slave.as_raw_fd();
-    // SAFETY: in the child before exec: setsid and TIOCSCTTY on its own fds only.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::setsid();
-            libc::ioctl(fd, libc::TIOCSCTTY, 0);
-            Ok(())
-        });
-    }
-    let dup = |f: &OwnedFd| Stdio::from(f.try_clone().unwrap());
-    cmd.stdin(dup(&slave))
-        .stdout(dup(&slave))
-        .stderr(dup(&slave));
-    let child = spawn(&mut cmd);
-    // The Command still holds the slave copies given to the child: drop them, or the master
-    // never sees the end of the session.
-    drop(cmd);
-    drop(slave);
-    let master = pty.master;
-    let mfd = master.as_raw_fd();
-    let mut out = Vec::new();
-    let mut fed = false;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut f = unsafe { std::fs::File::from_raw_fd(libc::dup(mfd)) };
-    loop {
-        if !fed && String::from_utf8_lossy(&out).contains("READY") {
-            use std::io::Write;
-            f.write_all(input).unwrap();
-            fed = true;
-        }
-        let mut pfd = libc::pollfd {
-            fd: mfd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: polling one valid fd.
-        let n = unsafe { libc::poll(&mut pfd, 1, 200) };
-        if n > 0 {
-            let mut buf = [0u8; 4096];
-            match f.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(k) => out.extend_from_slice(&buf[..k]),
-            }
-        }
-        if Instant::now() > deadline {
-            break;
-        }
-    }
-    let (code, _) = finish(child, Duration::from_secs(10));
-    (code, out)
 }
 
 fn tty(rt: Runtime) {
@@ -632,47 +574,7 @@ fn checkpoint(rt: Runtime) {
 /// more would show up here as duplicates (and nobody publishes `/tasks/exec-added` for v1).
 fn events(rt: Runtime) {
     let Some(c) = ctd() else { return };
-    let mut watcher = spawn(
-        c.ctr_cmd()
-            .arg("events")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null()),
-    );
-    let mut out = watcher.stdout.take().unwrap();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let sink = seen.clone();
-    let reader = std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = out.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    // The subscription is live once our own probe event comes through.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let probe = shimgate::protos::any_bare(&shimgate::protos::events::TaskPaused {
-        container_id: "probe".into(),
-        ..Default::default()
-    })
-    .and_then(|a| protobuf::Message::write_to_bytes(&a))
-    .unwrap();
-    while !seen.lock().unwrap().contains("/probe") {
-        let _ = run_cmd(
-            Command::new("containerd")
-                .args(["--address"])
-                .arg(&c.addr)
-                .args(["publish", "--topic", "/probe", "--namespace", &c.ns]),
-            Some(&probe),
-            Duration::from_secs(10),
-        );
-        assert!(Instant::now() < deadline, "ctr events never subscribed");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let ev = Events::watch(&c);
     let id = c.id("events");
     c.run_detached(rt, &id, &[], &["sleep", "300"]);
     let e = c.ctr(&[
@@ -689,52 +591,166 @@ fn events(rt: Runtime) {
     assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).code, 0);
     assert!(c.wait_status(&id, "STOPPED", Duration::from_secs(10)));
     assert_eq!(c.ctr(&["task", "rm", &id]).code, 0);
-    let lines = |topic: &str| -> Vec<String> {
-        seen.lock()
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains(&format!(" {topic} ")) && l.contains(&id))
-            .map(str::to_string)
-            .collect()
-    };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while lines("/tasks/delete").is_empty() || lines("/tasks/exit").len() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "events so far:\n{}",
-            seen.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    ev.wait_until("delete and two exits", Duration::from_secs(15), |_| {
+        !ev.of("/tasks/delete", &id).is_empty() && ev.of("/tasks/exit", &id).len() >= 2
+    });
     // Late duplicates would arrive now.
     std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: signalling the ctr we started.
-    unsafe {
-        libc::kill(watcher.id() as i32, libc::SIGKILL);
-    }
-    let _ = finish(watcher, Duration::from_secs(5));
-    let _ = reader.join();
-    let all = seen.lock().unwrap().clone();
     for topic in [
         "/tasks/create",
         "/tasks/start",
         "/tasks/exec-started",
         "/tasks/delete",
     ] {
-        assert_eq!(lines(topic).len(), 1, "{topic} in:\n{all}");
+        assert_eq!(ev.of(topic, &id).len(), 1, "{topic} in:\n{}", ev.dump());
     }
     let added = if rt == V1_LINUX { 0 } else { 1 };
-    assert_eq!(lines("/tasks/exec-added").len(), added, "{all}");
-    let exits = lines("/tasks/exit");
-    assert_eq!(exits.len(), 2, "{all}");
+    assert_eq!(
+        ev.of("/tasks/exec-added", &id).len(),
+        added,
+        "{}",
+        ev.dump()
+    );
+    let exits = ev.of("/tasks/exit", &id);
+    assert_eq!(exits.len(), 2, "{}", ev.dump());
+    assert_eq!(
+        (exits[0].str("id"), exits[0].num("exit_status")),
+        ("ev1", 3),
+        "exec exit first"
+    );
+    assert_eq!(
+        (exits[1].str("id"), exits[1].num("exit_status")),
+        (id.as_str(), 137),
+        "init exit last"
+    );
+    c.assert_clean();
+}
+
+fn log_file_uri(rt: Runtime) {
+    let Some(c) = ctd() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("sub/dir/log.txt");
+    let id = c.id("filelog");
+    let uri = format!("file://{}", log.display());
+    let r = c.run(
+        rt,
+        &id,
+        &["--rm", "--log-uri", &uri],
+        &["sh", "-c", "echo out-line; echo err-line >&2; exit 4"],
+    );
+    assert_eq!(r.code, 4, "{}", r.brief());
+    let text = std::fs::read_to_string(&log).unwrap();
     assert!(
-        exits[0].contains("\"ev1\"") && exits[0].contains("\"exit_status\":3"),
-        "exec exit first: {all}"
+        text.contains("out-line\n") && text.contains("err-line\n"),
+        "{text:?}"
+    );
+    c.assert_clean();
+}
+
+fn log_binary_uri(rt: Runtime) {
+    let Some(c) = ctd() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    // A logger as containerd documents them: fd 3 stdout, fd 4 stderr, closing fd 5 = ready.
+    let logger = dir.path().join("logger.sh");
+    std::fs::write(
+        &logger,
+        format!(
+            "#!/bin/sh\nenv > {d}/env\necho \"$@\" > {d}/args\ncat <&3 > {d}/out 5>&- &\ncat <&4 > {d}/err 5>&- &\nexec 5>&-\nwait\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&logger, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let id = c.id("binlog");
+    let uri = format!("binary://{}?level=debug", logger.display());
+    let r = c.run(
+        rt,
+        &id,
+        &["--rm", "--log-uri", &uri],
+        &["sh", "-c", "echo to-out; echo to-err >&2"],
+    );
+    assert_eq!(r.code, 0, "{}", r.brief());
+    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (read("out").is_empty() || read("err").is_empty()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(read("out"), "to-out\n");
+    assert_eq!(read("err"), "to-err\n");
+    assert_eq!(read("args").trim(), "level debug");
+    let env = read("env");
+    assert!(env.contains(&format!("CONTAINER_ID={id}")), "{env}");
+    assert!(
+        env.contains(&format!("CONTAINER_NAMESPACE={}", c.ns)),
+        "{env}"
     );
     assert!(
-        exits[1].contains(&format!("\"id\":\"{id}\"")) && exits[1].contains(":137"),
-        "init exit last: {all}"
+        !env.contains("TTRPC_ADDRESS") && !env.contains("GOMAXPROCS"),
+        "logger must not see the shim's environment: {env}"
     );
+
+    // A logger that fails before it is ready: a clear error, promptly, and nothing left behind.
+    let bad = dir.path().join("bad.sh");
+    std::fs::write(&bad, "#!/bin/sh\nexit 3\n").unwrap();
+    std::fs::set_permissions(&bad, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let id = c.id("badlog");
+    let t = Instant::now();
+    let r = c.run(
+        rt,
+        &id,
+        &["--rm", "--log-uri", &format!("binary://{}", bad.display())],
+        &["true"],
+    );
+    assert_ne!(r.code, 0);
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        r.err().contains("logging binary") && r.err().contains("status 3"),
+        "{}",
+        r.brief()
+    );
+    c.ctr(&["c", "rm", &id]);
+    c.assert_clean();
+}
+
+fn oom(rt: Runtime) {
+    let Some(c) = ctd() else { return };
+    let ev = Events::watch(&c);
+    let id = c.id("oom");
+    // tail keeps everything from a newline-free stream in memory: it is OOM-killed.
+    let r = c.run(
+        rt,
+        &id,
+        &["--rm", "--memory-limit", "33554432"],
+        &["sh", "-c", "cat /dev/zero | tail"],
+    );
+    assert_eq!(r.code, 137, "{}", r.brief());
+    ev.wait_until("oom and exit", Duration::from_secs(20), |_| {
+        !ev.of("/tasks/oom", &id).is_empty() && !ev.of("/tasks/exit", &id).is_empty()
+    });
+    let all = ev.all();
+    let oom_at = all
+        .iter()
+        .position(|e| e.topic == "/tasks/oom" && e.str("container_id") == id)
+        .unwrap();
+    let exit_at = all
+        .iter()
+        .position(|e| e.topic == "/tasks/exit" && e.str("container_id") == id)
+        .unwrap();
+    if rt != V1_LINUX {
+        // Our shims publish both: the OOM first. (For the v1 runtime containerd itself
+        // publishes OOM events from its own cgroup monitor.)
+        assert!(oom_at < exit_at, "OOM after exit:\n{}", ev.dump());
+        assert_eq!(
+            ev.of("/tasks/oom", &id).len(),
+            1,
+            "one OOM event per kill:\n{}",
+            ev.dump()
+        );
+    }
     c.assert_clean();
 }
 
@@ -765,4 +781,7 @@ personalities!(
     grouping,
     checkpoint,
     events,
+    log_file_uri,
+    log_binary_uri,
+    oom,
 );

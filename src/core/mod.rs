@@ -17,3 +17,6 @@ pub use engine::{
     Addressing, ApiProfile, Core, ProcessName, RuncFactory, RuntimeFactory, ShutdownPolicy,
 };
 pub use error::{Error, Kind, Result};
+
+#[cfg(test)]
+mod tests;

@@ -312,7 +312,11 @@ impl Subscription {
                 let _ = tx.send(e);
             }),
         );
-        ExitWaiter { pid, rx }
+        ExitWaiter {
+            pid,
+            rx,
+            done: None,
+        }
     }
 }
 
@@ -326,6 +330,8 @@ impl Drop for Subscription {
 pub struct ExitWaiter {
     pid: i32,
     rx: oneshot::Receiver<RawExit>,
+    /// The exit once taken out of `rx` (a oneshot yields its value once).
+    done: Option<RawExit>,
 }
 
 impl ExitWaiter {
@@ -336,29 +342,32 @@ impl ExitWaiter {
     /// The exit, if it has already been reaped (its pid may then already belong to someone
     /// else: never signal a pid for which this returns `Some`).
     pub fn try_exit(&mut self) -> Option<RawExit> {
-        self.rx.try_recv().ok()
+        if self.done.is_none() {
+            self.done = self.rx.try_recv().ok();
+        }
+        self.done
     }
 
     /// Wait for the exit without giving up the waiter (so a caller can bound the wait with a
     /// timeout and keep waiting later).
     pub async fn wait_mut(&mut self) -> io::Result<RawExit> {
-        (&mut self.rx).await.map_err(|_| {
+        if let Some(e) = self.done {
+            return Ok(e);
+        }
+        let e = (&mut self.rx).await.map_err(|_| {
             io::Error::new(
                 io::ErrorKind::BrokenPipe,
                 format!("reaper stopped before pid {} exited", self.pid),
             )
-        })
+        })?;
+        self.done = Some(e);
+        Ok(e)
     }
 
     /// Wait for the exit. The sender only disappears if the reaper itself is gone (shim
     /// shutting down); that is reported as an error rather than invented as a status.
-    pub async fn wait(self) -> io::Result<RawExit> {
-        self.rx.await.map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                format!("reaper stopped before pid {} exited", self.pid),
-            )
-        })
+    pub async fn wait(mut self) -> io::Result<RawExit> {
+        self.wait_mut().await
     }
 }
 
@@ -418,6 +427,19 @@ mod tests {
         r.deliver(ex(55, 1));
         assert_eq!(a.claim(55).wait().await.unwrap().status, 1);
         assert_eq!(b.claim(55).wait().await.unwrap().status, 1);
+    }
+
+    #[tokio::test]
+    async fn an_exit_seen_by_try_exit_is_still_returned_by_wait() {
+        let r = Reaper::new();
+        let sub = r.subscribe();
+        let mut w = sub.claim(77);
+        assert!(w.try_exit().is_none());
+        r.deliver(ex(77, 9));
+        assert_eq!(w.try_exit().unwrap().status, 9);
+        assert_eq!(w.try_exit().unwrap().status, 9);
+        assert_eq!(w.wait_mut().await.unwrap().status, 9);
+        assert_eq!(w.wait().await.unwrap().status, 9);
     }
 
     #[test]

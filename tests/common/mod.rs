@@ -12,7 +12,15 @@
 
 #![allow(dead_code)]
 
+pub mod events;
 pub mod grpc;
+pub mod pty;
+
+#[allow(unused_imports)]
+pub use pty::pty_run;
+
+#[allow(unused_imports)]
+pub use events::{Ev, Events};
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
