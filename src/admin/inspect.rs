@@ -79,7 +79,7 @@ pub fn classify_bytes(data: &[u8]) -> BinaryKind {
     // Builds from before the marker existed still carry their `-v` text.
     if find(data, b"Implementation: shimgate (Rust)").is_some() {
         return BinaryKind::Shimgate {
-            version: "unknown (build without marker)".to_string(),
+            version: "(version unknown: an early build)".to_string(),
         };
     }
     if find(data, b"github.com/containerd/containerd").is_some() {
