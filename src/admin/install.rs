@@ -377,25 +377,24 @@ fn judge(
     Ok(Action::Rename)
 }
 
-fn describe(p: &Planned, prefix: &Path, source: &Path) -> String {
+fn describe(p: &Planned, source: &Path) -> String {
     let path = p.inner.display();
     let kept = format!("{path}{KEPT_SUFFIX}");
-    let new = match &p.link {
-        Some(t) => format!("symlink {path} -> {t}"),
-        None => format!("copy {} to {path}", source.display()),
+    let then = match &p.link {
+        Some(t) => format!("link {path} -> {t}"),
+        None => format!("copy {} -> {path}", source.display()),
     };
-    let _ = prefix;
     match &p.action {
         Action::Keep => format!("ok       {path} ({} already in place)", p.what),
-        Action::Create => new,
-        Action::Update => format!(
-            "update   {path} (shimgate binary from {})",
-            source.display()
-        ),
-        Action::ReplaceSymlink(t) => format!("{new} (was a symlink to {t}; remembered)"),
-        Action::Rename => format!("keep     {path} as {kept} (rename); {new}"),
+        Action::Create => match &p.link {
+            Some(t) => format!("link     {path} -> {t}"),
+            None => format!("copy     {} -> {path}", source.display()),
+        },
+        Action::Update => format!("update   {path} from {}", source.display()),
+        Action::ReplaceSymlink(t) => format!("relink   {path} (was -> {t}; remembered), {then}"),
+        Action::Rename => format!("keep     {path} as {kept} (rename), {then}"),
         Action::Divert(pkg) => {
-            format!("divert   {path} to {kept} (dpkg-divert, package {pkg}); {new}")
+            format!("divert   {path} to {kept} (dpkg-divert, package {pkg}), {then}")
         }
     }
 }
@@ -568,7 +567,7 @@ fn install_inner(o: &Options) -> Result<(), String> {
         }
     );
     for p in &plan {
-        println!("  {}", describe(p, &layout.prefix, &source));
+        println!("  {}", describe(p, &source));
     }
     println!("  manifest {}", layout.manifest.display());
     if o.dry_run {
