@@ -403,9 +403,11 @@ pub fn gather(m: &Matrix) -> Report {
         let personality = shim_personality(&argv0).unwrap_or("other").to_string();
         let exe_link = PathBuf::from(format!("/proc/{}/exe", p.pid));
         let binary = inspect::classify(&exe_link);
+        // Only binaries known to answer `-v` and exit are run; anything else is just named.
         let binary_version = match &binary {
             BinaryKind::Shimgate { version } => Some(version.clone()),
-            _ => go_shim_version(p.pid),
+            BinaryKind::GoContainerd => go_shim_version(p.pid),
+            BinaryKind::Other => None,
         };
         let sockets = host::listening_sockets(p.pid);
         let abstract_socket = sockets.iter().any(|s| s.starts_with('@'));
@@ -1073,6 +1075,56 @@ mod tests {
             verdict: String::new(),
             exit_code: 0,
         }
+    }
+
+    #[test]
+    fn orphaned_and_abstract_shims_are_warnings() {
+        let m = Matrix::builtin().unwrap();
+        let shim = Shim {
+            pid: 42,
+            personality: "shim-v1".into(),
+            argv0: "containerd-shim".into(),
+            exe: "/usr/bin/containerd-shim".into(),
+            binary: BinaryKind::GoContainerd,
+            binary_version: None,
+            namespace: Some("moby".into()),
+            containerd_address: Some("/run/containerd/containerd.sock".into()),
+            containerd_pid: None,
+            orphaned: true,
+            sockets: vec!["@/containerd-shim/moby/c1/shim.sock".into()],
+            abstract_socket: true,
+            containers: vec!["moby/c1".into()],
+            children: 1,
+            pss_kib: Some(6000),
+        };
+        let r = Report {
+            containerd_binary: Some(Binary {
+                path: "/usr/bin/containerd".into(),
+                version: Some("1.6.20".into()),
+                series: Some("1.6".into()),
+            }),
+            stale_sockets: Vec::new(),
+            shims: vec![shim],
+            ..empty_report()
+        };
+        let f = judge(&r, &m);
+        assert!(f.iter().all(|x| x.severity <= Severity::Warn), "{f:#?}");
+        assert!(f
+            .iter()
+            .any(|x| x.severity == Severity::Warn && x.message.contains("not running")));
+        assert!(f
+            .iter()
+            .any(|x| x.severity == Severity::Warn && x.message.contains("abstract socket")));
+        assert!(f.iter().any(|x| x.step.contains("kill shim pid 42")));
+        let text = render(&Report {
+            findings: f,
+            exit_code: 1,
+            ..r
+        });
+        assert!(
+            text.contains("GONE (orphaned)") && text.contains("(ABSTRACT)"),
+            "{text}"
+        );
     }
 
     #[test]
