@@ -662,38 +662,52 @@ pub fn judge(r: &Report, m: &Matrix) -> Vec<Finding> {
         }
     }
 
-    // What new containers will run under.
+    // What new containers will run under: one line per daemon (the details are in its
+    // section), a warning only for a configured runtime with no binary at all.
     for d in &r.daemons {
+        let mut not_ours = Vec::new();
+        let mut ours = Vec::new();
         for n in &d.next_shims {
             match (&n.path, &n.binary) {
-                (None, _) => f.push(finding(
-                    if d.config.runtime_types().contains(&n.runtime) { Warn } else { Info },
+                (None, _) if d.config.runtime_types().contains(&n.runtime) => f.push(finding(
+                    Warn,
                     format!(
-                        "containerd pid {}: no binary found for runtime {} (containers of that runtime cannot start)",
+                        "containerd pid {}: no binary found for configured runtime {} (its containers cannot start)",
                         d.pid, n.runtime
                     ),
-                    if d.config.runtime_types().contains(&n.runtime) {
-                        "run shimgate install (it provides every shim name)"
-                    } else {
-                        ""
-                    },
+                    "run shimgate install (it provides every shim name)",
                 )),
-                (Some(p), Some(BinaryKind::Shimgate { version })) => f.push(finding(
-                    Info,
-                    format!("containerd pid {}: new {} containers start under shimgate {version} ({p})", d.pid, n.runtime),
-                    "",
-                )),
-                (Some(p), kind) => f.push(finding(
-                    Info,
-                    format!(
-                        "containerd pid {}: new {} containers start under {} ({p})",
-                        d.pid,
-                        n.runtime,
-                        kind.as_ref().map_or("an unknown binary".into(), BinaryKind::describe)
-                    ),
-                    "run shimgate install to switch new containers to shimgate",
+                (None, _) => {}
+                (Some(_), Some(BinaryKind::Shimgate { version })) => {
+                    ours.push(format!("{} (shimgate {version})", n.runtime));
+                }
+                (Some(p), kind) => not_ours.push(format!(
+                    "{} ({} {p})",
+                    n.runtime,
+                    kind.as_ref().map_or("unknown binary".into(), BinaryKind::describe)
                 )),
             }
+        }
+        if !not_ours.is_empty() {
+            f.push(finding(
+                Info,
+                format!(
+                    "containerd pid {}: new containers of {} do not start under shimgate",
+                    d.pid,
+                    not_ours.join(", ")
+                ),
+                "run shimgate install to switch new containers to shimgate",
+            ));
+        } else if !ours.is_empty() {
+            f.push(finding(
+                Info,
+                format!(
+                    "containerd pid {}: new containers start under shimgate: {}",
+                    d.pid,
+                    ours.join(", ")
+                ),
+                "",
+            ));
         }
     }
 
