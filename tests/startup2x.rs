@@ -97,9 +97,17 @@ impl Scratch {
         }
     }
 
+    fn bundle_path(&self, id: &str) -> PathBuf {
+        self.dir
+            .join("state/io.containerd.runtime.v2.task")
+            .join(&self.ns)
+            .join(id)
+    }
+
     /// A bundle running `sleep 300` on a private busybox rootfs, in the given group.
     fn bundle(&self, id: &str, group: Option<&str>) -> PathBuf {
-        let b = self.dir.join("bundles").join(id);
+        // Laid out as containerd lays out task bundles (the shim checks the shape).
+        let b = self.bundle_path(id);
         let rootfs = b.join("rootfs");
         for d in ["bin", "proc", "dev", "sys", "tmp"] {
             std::fs::create_dir_all(rootfs.join(d)).unwrap();
@@ -360,7 +368,7 @@ fn start_with_bootstrap_params_and_pod_containers_without_start() {
         );
         assert_eq!(st.status.value(), 2, "{id} RUNNING: {st:?}");
         // Each container's files live in its own bundle.
-        let bundle = s.dir.join("bundles").join(id);
+        let bundle = s.bundle_path(id);
         assert_eq!(
             std::fs::read_to_string(bundle.join("init.pid")).unwrap(),
             st.pid.to_string()
