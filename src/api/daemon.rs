@@ -10,6 +10,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener as StdListener;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use nix::sys::stat::SFlag;
 use tokio::signal::unix::{signal, SignalKind};
@@ -90,6 +91,32 @@ pub fn serve_on(
     Ok((listener, path))
 }
 
+/// How long a serving shim may hold no container before it concludes that containerd forgot
+/// it (default 10 minutes; `SHIMGATE_IDLE_EXIT_SECS` overrides).
+pub fn idle_exit_after() -> Duration {
+    std::env::var("SHIMGATE_IDLE_EXIT_SECS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .map_or(Duration::from_secs(600), Duration::from_secs)
+}
+
+/// End the shim once it has served nothing for [`idle_exit_after`]: containerd died between
+/// a Delete and the Shutdown that should have followed (or between `start` and the first
+/// Create), so nobody will ever stop it otherwise. Leaving its socket then lets containerd's
+/// own cleanup of a vanished shim remove what is left.
+pub fn stop_when_forgotten(core: Core, stop: watch::Sender<bool>) {
+    let after = idle_exit_after();
+    tokio::spawn(async move {
+        core.idle_for(after).await;
+        tracing::warn!(
+            idle_secs = after.as_secs(),
+            "no container for a long time and no shutdown request: exiting"
+        );
+        let _ = stop.send(true);
+    });
+}
+
 /// Turn the first SIGTERM or SIGINT into `stop = true`. Call inside the runtime.
 pub fn stop_on_signals(stop: watch::Sender<bool>) -> Result<(), String> {
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
@@ -114,6 +141,7 @@ pub fn runc_core(
     let factory = Arc::new(RuncFactory {
         spawner: spawner.clone(),
         namespace: namespace.to_string(),
+        deadlines: crate::core::runc::Deadlines::from_env(),
     });
     Core::new(profile, namespace, spawner, factory, sink)
 }

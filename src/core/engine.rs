@@ -80,6 +80,11 @@ pub struct ApiProfile {
     /// `{id}` stands for the id.
     pub missing_process: (Kind, &'static str),
     pub addressing: Addressing,
+    /// The directory containerd keeps this API's bundles in, as `<dir>/<namespace>/<id>`
+    /// (`io.containerd.runtime.v2.task`, `io.containerd.runtime.v1.linux`). A Create whose
+    /// bundle is anywhere else is refused before anything touches the filesystem. `None`
+    /// (tests) accepts any absolute path.
+    pub bundle_dir: Option<&'static str>,
 }
 
 impl ApiProfile {
@@ -107,18 +112,22 @@ pub trait RuntimeFactory: Send + Sync {
 pub struct RuncFactory {
     pub spawner: Spawner,
     pub namespace: String,
+    /// Per-call deadlines for the runtime (`Deadlines::from_env()` in the shim).
+    pub deadlines: super::runc::Deadlines,
 }
 
 impl RuntimeFactory for RuncFactory {
     fn runtime(&self, o: &RuncOptions, bundle: &Path) -> Arc<dyn OciRuntime> {
-        Arc::new(Runc::new(
+        let mut runc = Runc::new(
             self.spawner.clone(),
             o.binary(),
             Path::new(o.root_base()).join(&self.namespace),
             bundle,
             (!o.criu_path.is_empty()).then(|| o.criu_path.clone()),
             o.systemd_cgroup,
-        ))
+        );
+        runc.deadlines = self.deadlines;
+        Arc::new(runc)
     }
 }
 
@@ -131,6 +140,10 @@ pub struct Inner {
     containers: Mutex<HashMap<ContainerId, Arc<Container>>>,
     /// Ids whose Create is in progress (so two Creates of one id cannot race).
     creating: Mutex<HashSet<ContainerId>>,
+    /// Notified whenever a container is added or removed (for [`Core::idle_for`]).
+    changed: tokio::sync::Notify,
+    /// Recently deleted containers (bounded): see [`Tombstone`].
+    tombstones: Mutex<std::collections::VecDeque<Tombstone>>,
     sink: Arc<dyn EventSink>,
     exits: mpsc::UnboundedSender<ExitNote>,
 }
@@ -170,6 +183,21 @@ impl Inner {
         }
     }
 }
+
+/// What the shim remembers of a container it deleted. If containerd dies between the shim's
+/// Delete and its own bookkeeping (Shutdown, bundle removal), the restarted containerd still
+/// lists the task; answering `State` with "stopped, exit N" (instead of NOT_FOUND, which
+/// makes clients such as ctr refuse to delete it) lets it be removed the normal way, after
+/// which Delete's NOT_FOUND tells containerd it is already gone.
+#[derive(Debug, Clone)]
+struct Tombstone {
+    id: ContainerId,
+    bundle: PathBuf,
+    deleted: Deleted,
+}
+
+/// How many deleted containers are remembered.
+const TOMBSTONES: usize = 256;
 
 /// The engine. Cheap to clone.
 #[derive(Clone)]
@@ -237,6 +265,8 @@ impl Core {
             factory,
             containers: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashSet::new()),
+            tombstones: Mutex::new(std::collections::VecDeque::new()),
+            changed: tokio::sync::Notify::new(),
             sink,
             exits: tx,
         });
@@ -270,6 +300,32 @@ impl Core {
 
     pub fn container_ids(&self) -> Vec<ContainerId> {
         lock(&self.inner.containers).keys().cloned().collect()
+    }
+
+    /// Return once the shim has held no container (and created none) for `limit` without
+    /// interruption. Sleeps on a notification while containers exist, so an idle shim with
+    /// containers never wakes for it. A serving shim uses this to end itself when containerd
+    /// forgot it (containerd died between a Delete and the Shutdown that should follow, or
+    /// between `start` and the first Create).
+    pub async fn idle_for(&self, limit: std::time::Duration) {
+        loop {
+            let changed = self.inner.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let empty = self.container_count() == 0 && lock(&self.inner.creating).is_empty();
+            if !empty {
+                changed.await;
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(limit) => {
+                    if self.container_count() == 0 && lock(&self.inner.creating).is_empty() {
+                        return;
+                    }
+                }
+                _ = &mut changed => {}
+            }
+        }
     }
 
     /// Whether a `Shutdown` request should end this shim now.
@@ -325,9 +381,19 @@ impl Core {
                 }
             }
         };
+        // With no container, the one just deleted (if any) still answers for its init: see
+        // [`Tombstone`].
+        let last = || lock(&self.inner.tombstones).back().map(|t| t.id.clone());
         match (name, sole) {
-            (ProcessName::Id(id), None) => Err(profile.missing_process(id)),
-            (ProcessName::Init | ProcessName::NewExec(_), None) => Err(profile.missing_container()),
+            (ProcessName::Id(id), None) => match last() {
+                Some(t) if t.as_str() == id => Ok((t, ProcessRef::Init)),
+                _ => Err(profile.missing_process(id)),
+            },
+            (ProcessName::Init, None) => match last() {
+                Some(t) => Ok((t, ProcessRef::Init)),
+                None => Err(profile.missing_container()),
+            },
+            (ProcessName::NewExec(_), None) => Err(profile.missing_container()),
             (ProcessName::Init, Some(c)) => Ok((c, ProcessRef::Init)),
             (ProcessName::Id(id), Some(c)) if id == c.as_str() => Ok((c, ProcessRef::Init)),
             // Not a valid exec id means not one of ours; it never reaches the filesystem.
@@ -364,12 +430,12 @@ impl Core {
     // ---------------------------------------------------------------- Create
 
     pub async fn create(&self, spec: CreateSpec) -> Result<u32> {
-        if !spec.bundle.is_absolute() {
-            return Err(Error::invalid_argument(format!(
-                "bundle path {:?} is not absolute",
-                spec.bundle
-            )));
-        }
+        check_bundle(
+            &spec.bundle,
+            self.inner.profile.bundle_dir,
+            &self.inner.namespace,
+            spec.id.as_str(),
+        )?;
         {
             let (exists, held) = {
                 let containers = lock(&self.inner.containers);
@@ -390,9 +456,12 @@ impl Core {
             }
             creating.insert(spec.id.clone());
         }
+        self.inner.changed.notify_waiters();
+        lock(&self.inner.tombstones).retain(|t| t.id != spec.id);
         let id = spec.id.clone();
         let r = self.create_inner(spec).await;
         lock(&self.inner.creating).remove(&id);
+        self.inner.changed.notify_waiters();
         r
     }
 
@@ -522,6 +591,7 @@ impl Core {
         };
 
         lock(&self.inner.containers).insert(spec.id.clone(), c);
+        self.inner.changed.notify_waiters();
         self.inner.emit(Event::Create {
             container_id: spec.id.to_string(),
             bundle,
@@ -761,7 +831,11 @@ impl Core {
     // ---------------------------------------------------------------- Delete
 
     pub async fn delete(&self, id: &ContainerId, which: &ProcessRef) -> Result<Deleted> {
-        let c = self.container(id)?;
+        let c = match self.container(id) {
+            Ok(c) => c,
+            // Deleted already (containerd asks again after a restart): same answer, no event.
+            Err(e) => return self.tombstone(id, which).map(|t| t.deleted).ok_or(e),
+        };
         let p = self.process(&c, which)?;
         let _op = p.op.lock().await;
         let cur = p.st().state;
@@ -817,11 +891,23 @@ impl Core {
             e.io().close(std::time::Duration::ZERO).await;
         }
         lock(&self.inner.containers).remove(&c.id);
+        self.inner.changed.notify_waiters();
         let d = Deleted {
             pid,
             exit_status: exit.map_or(0, |e| e.status),
             exited_at: exit.map(|e| e.at),
         };
+        {
+            let mut t = lock(&self.inner.tombstones);
+            if t.len() >= TOMBSTONES {
+                t.pop_front();
+            }
+            t.push_back(Tombstone {
+                id: c.id.clone(),
+                bundle: c.bundle.clone(),
+                deleted: d,
+            });
+        }
         self.inner.emit(Event::Delete {
             container_id: c.id.to_string(),
             pid: d.pid,
@@ -1007,15 +1093,60 @@ impl Core {
 
     // ---------------------------------------------------------------- Queries
 
+    fn tombstone(&self, id: &ContainerId, which: &ProcessRef) -> Option<Tombstone> {
+        if *which != ProcessRef::Init {
+            return None;
+        }
+        lock(&self.inner.tombstones)
+            .iter()
+            .rev()
+            .find(|t| t.id == *id)
+            .cloned()
+    }
+
     pub async fn wait(&self, id: &ContainerId, which: &ProcessRef) -> Result<Exit> {
-        let c = self.container(id)?;
+        let c = match self.container(id) {
+            Ok(c) => c,
+            Err(e) => {
+                return match self.tombstone(id, which) {
+                    Some(t) => Ok(Exit {
+                        pid: t.deleted.pid,
+                        status: t.deleted.exit_status,
+                        at: t
+                            .deleted
+                            .exited_at
+                            .unwrap_or_else(std::time::SystemTime::now),
+                    }),
+                    None => Err(e),
+                }
+            }
+        };
         let p = self.process(&c, which)?;
         drop(c);
         Ok(p.wait().await)
     }
 
     pub fn state(&self, id: &ContainerId, which: &ProcessRef) -> Result<ProcessState> {
-        let c = self.container(id)?;
+        let c = match self.container(id) {
+            Ok(c) => c,
+            Err(e) => {
+                return match self.tombstone(id, which) {
+                    Some(t) => Ok(ProcessState {
+                        id: t.id.to_string(),
+                        bundle: t.bundle,
+                        pid: t.deleted.pid,
+                        status: Status::Stopped,
+                        stdio: Default::default(),
+                        exit: t.deleted.exited_at.map(|at| Exit {
+                            pid: t.deleted.pid,
+                            status: t.deleted.exit_status,
+                            at,
+                        }),
+                    }),
+                    None => Err(e),
+                }
+            }
+        };
         let p = self.process(&c, which)?;
         let (init_state, init_pausing) = {
             let st = c.init.st();
@@ -1108,6 +1239,43 @@ impl Inner {
     }
 }
 
+/// A bundle must be where containerd puts them: an absolute, `..`-free path ending in
+/// `<bundle_dir>/<namespace>/<id>`. Checked lexically (the state dir itself may sit behind a
+/// symlink such as `/var/run`).
+fn check_bundle(bundle: &Path, bundle_dir: Option<&str>, ns: &str, id: &str) -> Result<()> {
+    use std::path::Component;
+    let bad = |why: &str| {
+        Err(Error::invalid_argument(format!(
+            "bundle path {:?} {why}",
+            bundle.display().to_string()
+        )))
+    };
+    if !bundle.is_absolute() {
+        return bad("is not absolute");
+    }
+    if bundle
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return bad("contains . or .. components");
+    }
+    let Some(dir) = bundle_dir else {
+        return Ok(());
+    };
+    let names: Vec<_> = bundle
+        .components()
+        .rev()
+        .take(3)
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if names.len() < 3 || names[0] != id || names[1] != ns || names[2] != dir {
+        return bad(&format!(
+            "is not a containerd bundle (expected …/{dir}/{ns}/{id})"
+        ));
+    }
+    Ok(())
+}
+
 /// What `delete` (the cleanup action) needs to know about a bundle, whoever wrote it.
 pub fn read_bundle_options(bundle: &Path) -> RuncOptions {
     let mut o: RuncOptions = std::fs::read(bundle.join("options.json"))
@@ -1138,6 +1306,41 @@ mod tests {
             process_with_terminal(b"[1]", false).unwrap_err().kind(),
             Kind::InvalidArgument
         );
+    }
+
+    #[test]
+    fn bundles_must_be_where_containerd_puts_them() {
+        let dir = Some("io.containerd.runtime.v2.task");
+        let ok = Path::new("/run/containerd/io.containerd.runtime.v2.task/k8s.io/abc");
+        assert!(check_bundle(ok, dir, "k8s.io", "abc").is_ok());
+        for (bad, ns, id) in [
+            (
+                "relative/io.containerd.runtime.v2.task/k8s.io/abc",
+                "k8s.io",
+                "abc",
+            ),
+            ("/etc", "k8s.io", "etc"),
+            (
+                "/run/containerd/io.containerd.runtime.v2.task/k8s.io/other",
+                "k8s.io",
+                "abc",
+            ),
+            (
+                "/run/containerd/io.containerd.runtime.v2.task/default/abc",
+                "k8s.io",
+                "abc",
+            ),
+            (
+                "/run/x/io.containerd.runtime.v2.task/k8s.io/../k8s.io/abc",
+                "k8s.io",
+                "abc",
+            ),
+            ("/tmp/evil/k8s.io/abc", "k8s.io", "abc"),
+        ] {
+            let e = check_bundle(Path::new(bad), dir, ns, id).unwrap_err();
+            assert_eq!(e.kind(), Kind::InvalidArgument, "{bad}");
+        }
+        assert!(check_bundle(Path::new("/tmp/anything"), None, "ns", "x").is_ok());
     }
 
     #[test]

@@ -133,6 +133,12 @@ async fn handle_exit(inner: &Arc<Inner>, c: &Arc<Container>, p: &Arc<Process>, r
             _ => false,
         }
     };
+    if publish && is_init {
+        // Before anyone hears of it: if the shim dies now, `delete` still knows the truth.
+        if let Err(e) = super::exitfile::write(&c.bundle, &exit) {
+            tracing::warn!(id = %c.id, error = %e, "cannot record the exit in the bundle");
+        }
+    }
     p.publish_exit_to_waiters(exit);
     if publish {
         inner.emit(Event::Exit {

@@ -6,6 +6,7 @@ pub mod container;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod exitfile;
 pub mod lifecycle;
 pub mod mount;
 pub mod runc;

@@ -204,6 +204,7 @@ impl Rig {
                 missing_container: (Kind::NotFound, "container not created"),
                 missing_process: (Kind::NotFound, "process does not exist {id}"),
                 addressing: Addressing::PerRequest,
+                bundle_dir: None,
             },
             "ns",
             Spawner::new(reaper),
@@ -429,9 +430,14 @@ fn a_container_that_dies_before_start_reports_its_exit_and_delete_is_last() {
         let t = r.events();
         assert_eq!(t, ["create", "exit c1 137", "delete"]);
         assert_eq!(
-            r.core.state(&c, &ProcessRef::Init).unwrap_err().kind(),
-            Kind::NotFound
+            r.core
+                .delete(&c, &ProcessRef::Init)
+                .await
+                .unwrap()
+                .exit_status,
+            137
         );
+        assert_eq!(r.events().iter().filter(|e| *e == "delete").count(), 1);
     });
 }
 
@@ -476,5 +482,36 @@ fn wait_returns_for_every_waiter_and_after_the_fact() {
             assert_eq!(w.await.unwrap(), 5);
         }
         assert_eq!(r.core.wait(&c, &ProcessRef::Init).await.unwrap().status, 5);
+    });
+}
+
+#[test]
+fn a_deleted_container_reads_as_stopped_until_it_is_created_again() {
+    rt().block_on(async {
+        let r = Rig::new();
+        let c = r.create("c1", false).await;
+        r.core.start(&c, &ProcessRef::Init).await.unwrap();
+        r.fake.exit(r.fake.pid_of("c1"), 7);
+        r.exits(1).await;
+        r.core.delete(&c, &ProcessRef::Init).await.unwrap();
+        // containerd restarted mid-delete still asks: the answer lets it finish the removal.
+        let st = r.core.state(&c, &ProcessRef::Init).unwrap();
+        assert_eq!(
+            (st.status, st.exit.map(|e| e.status)),
+            (Status::Stopped, Some(7))
+        );
+        assert_eq!(r.core.wait(&c, &ProcessRef::Init).await.unwrap().status, 7);
+        // Deleting again answers the same, without a second event.
+        let again = r.core.delete(&c, &ProcessRef::Init).await.unwrap();
+        assert_eq!(again.exit_status, 7);
+        assert_eq!(r.events().iter().filter(|e| *e == "delete").count(), 1);
+        assert_eq!(r.core.container_count(), 0);
+        // A new container of the same id is a new container.
+        std::fs::remove_dir_all(r.dir.path().join("c1")).unwrap();
+        let c = r.create("c1", false).await;
+        assert_eq!(
+            r.core.state(&c, &ProcessRef::Init).unwrap().status,
+            Status::Created
+        );
     });
 }

@@ -1,6 +1,7 @@
 //! The ordered event queue both publishers deliver from.
 //!
-//! Concurrency: `push` (any task) encodes the event and appends it to an unbounded FIFO; one
+//! Concurrency: `push` (any task) encodes the event and appends it to a FIFO (bounded by
+//! [`MAX_QUEUED`] for all but exits and deletes); one
 //! delivery task per publisher takes events off in order and calls [`Receiver::done`] once an
 //! event is settled (delivered or given up), so delivery order equals publish order. `pending`
 //! counts events not yet settled, which is what [`Queue::flush`] waits on at shutdown.
@@ -14,6 +15,9 @@ use tokio::sync::{mpsc, Notify};
 use super::encode;
 use crate::core::event::Event;
 use crate::protos::Any;
+
+/// Most events kept while containerd cannot take them (exits and deletes are never dropped).
+pub const MAX_QUEUED: usize = 65_536;
 
 /// One event ready for the wire.
 pub struct Queued {
@@ -59,6 +63,14 @@ pub fn queue() -> (Queue, Receiver) {
 impl Queue {
     /// Encode and enqueue; never blocks. An event that cannot be encoded or queued is logged.
     pub fn push(&self, ev: Event) {
+        // Bounded: while containerd is unreachable events wait here; a flood of them must not
+        // grow without limit. Exits and deletes are what containerd cannot reconstruct, so
+        // they are always kept; anything else past the limit is dropped, loudly.
+        let essential = matches!(ev, Event::Exit { .. } | Event::Delete { .. });
+        if !essential && self.shared.pending.load(Ordering::SeqCst) >= MAX_QUEUED {
+            tracing::error!(?ev, limit = MAX_QUEUED, "event queue full; event dropped");
+            return;
+        }
         match encode(&ev) {
             Ok((topic, event)) => {
                 self.shared.pending.fetch_add(1, Ordering::SeqCst);

@@ -39,6 +39,13 @@ pub fn update_task_request(id: &str, resources_json: &str) -> Vec<u8> {
     out
 }
 
+/// `StartRequest{container_id = 1}` (containerd.services.tasks.v1).
+pub fn start_task_request(id: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    field(1, id.as_bytes(), &mut out);
+    out
+}
+
 /// Call `method` with `payload`; returns (grpc-status, grpc-message).
 pub fn unary(sock: &Path, namespace: &str, method: &str, payload: Vec<u8>) -> (i32, String) {
     let rt = tokio::runtime::Builder::new_current_thread()

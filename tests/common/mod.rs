@@ -77,6 +77,7 @@ fn unregister(pid: u32) {
 /// Become a subreaper (so shims that containerd's `start` orphaned come to us, not to a PID 1
 /// that never reaps) and reap zombie children nobody else waits for.
 pub fn reap_orphans() {
+    let _g = spawn_lock().lock().unwrap_or_else(|p| p.into_inner());
     // SAFETY: prctl with integer arguments only.
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
@@ -135,11 +136,32 @@ impl Out {
     }
 }
 
+/// Held while spawning and while sweeping zombies, so a child is always registered before the
+/// sweep could see it.
+fn spawn_lock() -> &'static Mutex<()> {
+    static L: OnceLock<Mutex<()>> = OnceLock::new();
+    L.get_or_init(|| Mutex::new(()))
+}
+
 /// Spawn and register a child (so the zombie sweep does not steal its status).
 pub fn spawn(cmd: &mut Command) -> Child {
+    let _g = spawn_lock().lock().unwrap_or_else(|p| p.into_inner());
     let c = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     register(c.id());
     c
+}
+
+/// Reap orphans continuously from a background thread (started once). A shim that outlived a
+/// containerd restart is re-parented to us (we are a subreaper); when the new containerd kills
+/// it (legacy v1 runtime) it waits for the pid to vanish, which a zombie never does.
+pub fn keep_reaping() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        std::thread::spawn(|| loop {
+            reap_orphans();
+            std::thread::sleep(Duration::from_millis(50));
+        });
+    });
 }
 
 /// Wait for a registered child, killing it after `timeout`.
@@ -303,6 +325,7 @@ pub struct Ctd {
     pub shims: PathBuf,
     proc: Option<Child>,
     ids: Mutex<HashSet<String>>,
+    env: Vec<(String, String)>,
     _tmp: tempfile::TempDir,
 }
 
@@ -332,10 +355,16 @@ impl Ctd {
 
     /// Start one running the given shims (None also when the Go shims are not installed).
     pub fn start_with(which: Shims) -> Option<Ctd> {
+        Self::start_env(which, &[])
+    }
+
+    /// As [`Ctd::start_with`], with extra environment for containerd (and so its shims).
+    pub fn start_env(which: Shims, env: &[(&str, &str)]) -> Option<Ctd> {
         if !prerequisites() {
             return None;
         }
         reap_orphans();
+        keep_reaping();
         let tmp = tempfile::Builder::new()
             .prefix("sg-ctd.")
             .tempdir_in("/tmp")
@@ -389,6 +418,10 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             shims,
             proc: None,
             ids: Mutex::new(HashSet::new()),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             _tmp: tmp,
         };
         c.launch();
@@ -411,6 +444,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                 .arg("--config")
                 .arg(self.dir.join("containerd.toml"))
                 .env("PATH", path)
+                .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
                 .stderr(log),

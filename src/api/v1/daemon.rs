@@ -106,6 +106,7 @@ async fn serve(
     let services = crate::protos::shim_v1_ttrpc::create_shim(service);
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    daemon::stop_when_forgotten(core.clone(), stop_tx.clone());
     daemon::stop_on_signals(stop_tx)?;
     tracing::info!("shim serving");
     crate::api::server::serve(listener, Arc::new(services), stop_rx).await;

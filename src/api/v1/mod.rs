@@ -10,7 +10,8 @@
 
 mod bootstrap;
 mod daemon;
-mod options;
+// Crate-visible for the request fuzzer's probe (`crate::fuzz::probe`).
+pub(crate) mod options;
 pub mod service;
 #[cfg(test)]
 mod tests;
@@ -41,6 +42,7 @@ pub fn profile() -> ApiProfile {
         missing_container: (Kind::FailedPrecondition, "container must be created"),
         missing_process: (Kind::NotFound, "process {id} does not exist"),
         addressing: Addressing::SoleContainer,
+        bundle_dir: Some("io.containerd.runtime.v1.linux"),
     }
 }
 

@@ -168,8 +168,6 @@ impl Rig {
         let c = ttrpc::r#async::Client::connect(&format!("unix://{}", sock.display()))
             .await
             .unwrap();
-        std::fs::create_dir(dir.path().join("bundle")).unwrap();
-        std::fs::write(dir.path().join("bundle/config.json"), "{}").unwrap();
         Rig {
             client: ShimClient::new(c),
             reaper,
@@ -181,8 +179,16 @@ impl Rig {
         }
     }
 
-    fn bundle(&self) -> PathBuf {
-        self.dir.path().join("bundle")
+    /// The bundle of container `id`, where containerd's v1 runtime would put it.
+    fn bundle(&self, id: &str) -> PathBuf {
+        let b = self
+            .dir
+            .path()
+            .join("io.containerd.runtime.v1.linux/ns1")
+            .join(id);
+        std::fs::create_dir_all(&b).unwrap();
+        std::fs::write(b.join("config.json"), "{}").unwrap();
+        b
     }
 
     fn exit(&self, pid: u32, status: u32) {
@@ -201,7 +207,7 @@ impl Rig {
         };
         let req = CreateTaskRequest {
             id: id.into(),
-            bundle: self.bundle().display().to_string(),
+            bundle: self.bundle(id).display().to_string(),
             runtime: "crun".into(),
             options: Some(any_bare(&options).unwrap()).into(),
             ..Default::default()
@@ -329,7 +335,7 @@ async fn lifecycle_addressing_pids_and_exits() {
     assert_eq!(st.id, "c1");
     assert_eq!(st.pid, init_pid);
     assert_eq!(st.status.enum_value(), Ok(Status::CREATED));
-    assert_eq!(st.bundle, r.bundle().display().to_string());
+    assert_eq!(st.bundle, r.bundle("c1").display().to_string());
     assert_eq!(st.exited_at.seconds, time::GO_ZERO_SECONDS);
 
     // Exec ids share a namespace with the container id.
@@ -490,9 +496,17 @@ async fn lifecycle_addressing_pids_and_exits() {
     assert_eq!(status(r.state("e1").await), missing("e1"));
     let d = c.delete(ctx(), &e).await.unwrap();
     assert_eq!((d.pid, d.exit_status), (init_pid, 137));
-    // Deleted: back to "nothing created".
-    assert_eq!(status(r.state("c1").await), missing("c1"));
-    assert_eq!(status(c.delete(ctx(), &e).await), must_create());
+    // Deleted: the container is gone, but a containerd that restarted in the middle of the
+    // removal still reads it as stopped and can delete it again (same answer, no event).
+    let st = r.state("c1").await.unwrap();
+    assert_eq!(
+        (st.status.enum_value(), st.exit_status),
+        (Ok(Status::STOPPED), 137)
+    );
+    let again = c.delete(ctx(), &e).await.unwrap();
+    assert_eq!((again.pid, again.exit_status), (init_pid, 137));
+    // Processes that never existed are still unknown.
+    assert_eq!(status(r.state("e9").await), missing("e9"));
 
     // Only exits were published, the exec's before init's, with v1's ids.
     let events = r.sink.0.lock().unwrap().clone();
@@ -535,7 +549,7 @@ async fn one_container_per_shim() {
     // A wrong options type is the caller's error, not ours.
     let bad = CreateTaskRequest {
         id: "c3".into(),
-        bundle: r.bundle().display().to_string(),
+        bundle: r.bundle("c3").display().to_string(),
         options: Some(crate::protos::Any {
             type_url: "containerd.runc.v1.Options".into(),
             ..Default::default()

@@ -89,6 +89,7 @@ async fn serve(flavor: &Flavor, args: &ShimV2Args, listener: StdListener) -> Res
     let services =
         crate::protos::create_task_v2_and_v3(TaskService::new(core.clone(), stop_tx.clone()));
 
+    daemon::stop_when_forgotten(core.clone(), stop_tx.clone());
     daemon::stop_on_signals(stop_tx)?;
 
     tracing::info!(id = %args.id, pid = std::process::id(), "shim serving");

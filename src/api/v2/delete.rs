@@ -95,10 +95,16 @@ pub fn delete(args: &ShimV2Args) -> Result<Vec<u8>, String> {
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
         .unwrap_or(0);
+    // The real exit when the container had already ended before its shim died (recorded by
+    // the shim); otherwise the container was killed here: 137, now.
+    let (status, at) = match crate::core::exitfile::read(&bundle) {
+        Some(r) if r.pid == pid && pid != 0 => (r.status, r.exited_at()),
+        _ => (DEAD_SHIM_STATUS, SystemTime::now()),
+    };
     let resp = DeleteResponse {
         pid,
-        exit_status: DEAD_SHIM_STATUS,
-        exited_at: Some(time::timestamp(SystemTime::now())).into(),
+        exit_status: status,
+        exited_at: Some(time::timestamp(at)).into(),
         ..Default::default()
     };
     resp.write_to_bytes()

@@ -66,6 +66,7 @@ impl Flavor {
             missing_container: (Kind::NotFound, "container not created"),
             missing_process: (Kind::NotFound, "process does not exist {id}"),
             addressing: Addressing::PerRequest,
+            bundle_dir: Some("io.containerd.runtime.v2.task"),
         }
     }
 }

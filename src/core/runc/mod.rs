@@ -29,6 +29,26 @@ pub struct Deadlines {
     pub short: Duration,
 }
 
+impl Deadlines {
+    /// The defaults, overridden by `SHIMGATE_RUNTIME_TIMEOUT` (seconds, for calls that start
+    /// processes or run CRIU) and `SHIMGATE_RUNTIME_SHORT_TIMEOUT` (seconds, for calls that
+    /// only signal or read state), read from the shim's environment (containerd's).
+    pub fn from_env() -> Deadlines {
+        let secs = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs)
+        };
+        let d = Deadlines::default();
+        Deadlines {
+            long: secs("SHIMGATE_RUNTIME_TIMEOUT").unwrap_or(d.long),
+            short: secs("SHIMGATE_RUNTIME_SHORT_TIMEOUT").unwrap_or(d.short),
+        }
+    }
+}
+
 impl Default for Deadlines {
     fn default() -> Self {
         Deadlines {
