@@ -1,0 +1,179 @@
+//! Leak soak: many `run --rm`, then thousands of execs on one container, for every
+//! personality. Afterwards sockets, mounts, cgroups, runc state, zombies are back to where
+//! they started, and the long-lived shim's fd count and memory did not grow. CI runs a reduced
+//! size; `SHIMGATE_SOAK_FULL=1` (see `scripts/soak.sh`) the full one.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+fn full() -> bool {
+    std::env::var_os("SHIMGATE_SOAK_FULL").is_some()
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Things that must come back to baseline.
+#[derive(Debug, PartialEq, Eq)]
+struct Residue {
+    sockets: usize,
+    mounts: usize,
+    cgroups: usize,
+    runc_state: usize,
+    zombies: usize,
+}
+
+fn residue(c: &Ctd, ids: &[String]) -> Residue {
+    let sockets = ids.iter().filter(|id| c.socket_for(id).exists()).count();
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let prefix = c.dir.display().to_string();
+    let mounts = mi
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(4)
+                .is_some_and(|m| m.starts_with(&prefix))
+        })
+        .count();
+    let cgroups = std::fs::read_dir("/sys/fs/cgroup")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path().join(&c.ns))
+                .filter_map(|p| std::fs::read_dir(p).ok())
+                .map(|d| d.flatten().filter(|e| e.path().is_dir()).count())
+                .sum()
+        })
+        .unwrap_or(0);
+    let runc_state = std::fs::read_dir(Path::new("/run/containerd/runc").join(&c.ns))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let zombies = c.shim_pids().iter().map(|p| zombie_children(*p)).sum();
+    Residue {
+        sockets,
+        mounts,
+        cgroups,
+        runc_state,
+        zombies,
+    }
+}
+
+fn zombie_children(parent: u32) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rsplit_once(')').map(|x| x.1) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.len() > 2 && f[0] == "Z" && f[1] == parent.to_string() {
+            n += 1;
+        }
+    }
+    n
+}
+
+fn soak(rt: Runtime) {
+    let Some(c) = Ctd::start() else { return };
+    let runs = if full() { 500 } else { 40 };
+    let execs = if full() { 3000 } else { 300 };
+    let empty = Residue {
+        sockets: 0,
+        mounts: 0,
+        cgroups: 0,
+        runc_state: 0,
+        zombies: 0,
+    };
+
+    // Phase 1: containers come and go.
+    let mut ids = Vec::new();
+    for i in 0..runs {
+        let id = c.id("soak");
+        let r = c.run(rt, &id, &["--rm"], &["sh", "-c", "echo x"]);
+        assert!(r.code == 0 && r.stdout == b"x\n", "run {i}: {}", r.brief());
+        ids.push(id);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    reap_orphans();
+    assert!(c.shim_pids().is_empty(), "shims left: {:?}", c.shim_pids());
+    assert_eq!(residue(&c, &ids), empty, "after {runs} runs");
+
+    // Phase 2: one long-lived container, many execs; its shim must not grow.
+    let id = c.id("soakhold");
+    c.run_detached(rt, &id, &[], &["sleep", "3600"]);
+    let shim = c.shim_pids()[0];
+    let exec = |i: usize| {
+        let r = c.ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            &format!("e{i}"),
+            &id,
+            "sh",
+            "-c",
+            "echo y",
+        ]);
+        assert!(r.code == 0 && r.stdout == b"y\n", "exec {i}: {}", r.brief());
+    };
+    for i in 0..20 {
+        exec(i);
+    }
+    let (fd0, rss0) = (fd_count(shim), rss_kib(shim));
+    for i in 20..execs {
+        exec(i);
+    }
+    let (fd1, rss1) = (fd_count(shim), rss_kib(shim));
+    eprintln!(
+        "{}: {runs} runs, {execs} execs; shim fds {fd0} -> {fd1}, RSS {rss0} -> {rss1} KiB",
+        rt.short
+    );
+    assert_eq!(fd1, fd0, "fd leak over {execs} execs");
+    assert!(
+        rss1 <= rss0 + 512,
+        "RSS grew {rss0} -> {rss1} KiB over {execs} execs"
+    );
+    assert_eq!(zombie_children(shim), 0);
+    c.ctr(&["task", "kill", "-s", "SIGKILL", &id]);
+    assert!(c.wait_status(&id, "STOPPED", Duration::from_secs(10)));
+    c.ctr(&["task", "rm", &id]);
+    c.ctr(&["c", "rm", &id]);
+    std::thread::sleep(Duration::from_secs(1));
+    ids.push(id);
+    assert_eq!(residue(&c, &ids), empty, "after the exec soak");
+    c.assert_clean();
+}
+
+#[test]
+fn soak_runcv1() {
+    soak(RUNC_V1);
+}
+
+#[test]
+fn soak_runcv2() {
+    soak(RUNC_V2);
+}
+
+#[test]
+fn soak_v1linux() {
+    soak(V1_LINUX);
+}
