@@ -24,7 +24,8 @@ use ttrpc::{Code, MessageHeader, Request, Response};
 
 /// Largest frame payload ttrpc allows.
 pub const MAX_MESSAGE: usize = 4 << 20;
-const HEADER_LEN: usize = 10;
+/// Size of the fixed frame header (length, stream id, type, flags).
+pub const HEADER_LEN: usize = 10;
 const TYPE_REQUEST: u8 = 1;
 const TYPE_RESPONSE: u8 = 2;
 /// Requests a single connection may have in flight; more wait (TCP-style back-pressure on the
@@ -69,7 +70,122 @@ pub async fn serve(listener: UnixListener, services: Services, mut stop: watch::
     }
 }
 
-fn header_bytes(len: usize, stream_id: u32, kind: u8) -> [u8; HEADER_LEN] {
+/// The fixed header of an inbound frame. The decoding steps of the connection loop are pure
+/// functions ([`FrameHeader::parse`], [`FrameHeader::check_len`], [`decode_frame`]) so the
+/// fuzzer (`crate::fuzz`) drives the very code the loop runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// Payload length announced by the peer (not yet checked against [`MAX_MESSAGE`]).
+    pub len: usize,
+    pub stream_id: u32,
+    pub kind: u8,
+    pub flags: u8,
+}
+
+impl FrameHeader {
+    pub fn parse(hdr: &[u8; HEADER_LEN]) -> FrameHeader {
+        FrameHeader {
+            len: u32::from_be_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as usize,
+            stream_id: u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]),
+            kind: hdr[8],
+            flags: hdr[9],
+        }
+    }
+
+    /// An oversized frame is refused before its payload is read: the loop discards the
+    /// payload unbuffered and answers with this error, keeping the connection (Go does too).
+    pub fn check_len(&self) -> Result<(), FrameError> {
+        if self.len > MAX_MESSAGE {
+            return Err(FrameError {
+                stream_id: self.stream_id,
+                code: Code::RESOURCE_EXHAUSTED,
+                message: format!(
+                    "message length {} exceed maximum message size of {MAX_MESSAGE}",
+                    self.len
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A complete inbound frame the loop accepts.
+#[derive(Debug)]
+pub enum Frame {
+    /// A unary request to dispatch.
+    Request {
+        header: MessageHeader,
+        request: Request,
+    },
+    /// Data frames belong to streaming RPCs, which no shim API has; ignored like ttrpc 1.1
+    /// ignores unknown types.
+    Ignored,
+}
+
+/// A frame refused with a status answered on its stream; the connection stays up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError {
+    pub stream_id: u32,
+    pub code: Code,
+    pub message: String,
+}
+
+impl FrameError {
+    pub fn response(&self) -> Response {
+        status_response(self.code, self.message.clone())
+    }
+}
+
+/// Decode a complete frame (header and its payload of `header.len` bytes) the way the
+/// connection loop does, with the Go server's stream id rules. `last_stream` is the
+/// connection's highest accepted stream id; it advances once a frame passes those rules, even
+/// if its envelope then fails to decode (the id is used up either way).
+pub fn decode_frame(
+    header: &FrameHeader,
+    payload: &[u8],
+    last_stream: &mut u32,
+) -> Result<Frame, FrameError> {
+    let stream_id = header.stream_id;
+    let refuse = |code: Code, message: String| FrameError {
+        stream_id,
+        code,
+        message,
+    };
+    if header.kind != TYPE_REQUEST {
+        return Ok(Frame::Ignored);
+    }
+    if stream_id % 2 == 0 {
+        return Err(refuse(
+            Code::INVALID_ARGUMENT,
+            "StreamID must be odd for client initiated streams".into(),
+        ));
+    }
+    if stream_id <= *last_stream {
+        return Err(refuse(
+            Code::INVALID_ARGUMENT,
+            "StreamID cannot be re-used and must increment".into(),
+        ));
+    }
+    *last_stream = stream_id;
+    let request = Request::parse_from_bytes(payload).map_err(|e| {
+        refuse(
+            Code::INVALID_ARGUMENT,
+            format!("invalid request envelope: {e}"),
+        )
+    })?;
+    Ok(Frame::Request {
+        header: MessageHeader {
+            length: header.len as u32,
+            stream_id,
+            type_: header.kind,
+            flags: header.flags,
+        },
+        request,
+    })
+}
+
+/// The header of an outbound frame.
+pub(crate) fn header_bytes(len: usize, stream_id: u32, kind: u8) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[0..4].copy_from_slice(&(len as u32).to_be_bytes());
     h[4..8].copy_from_slice(&stream_id.to_be_bytes());
@@ -86,7 +202,7 @@ fn status_response(code: Code, msg: impl Into<String>) -> Response {
 
 /// Encode a response frame; a response too large for the wire becomes an error response
 /// (Go would close the whole connection, failing every other call on it).
-fn encode_response(stream_id: u32, resp: Response) -> Vec<u8> {
+pub(crate) fn encode_response(stream_id: u32, resp: Response) -> Vec<u8> {
     let mut body = resp.write_to_bytes().unwrap_or_default();
     if body.len() > MAX_MESSAGE {
         let n = body.len();
@@ -103,7 +219,13 @@ fn encode_response(stream_id: u32, resp: Response) -> Vec<u8> {
     frame
 }
 
-async fn connection(stream: UnixStream, services: Services, mut stop: watch::Receiver<bool>) {
+/// Serve one accepted connection until the peer closes it or `stop` turns true. Crate-visible
+/// so the fuzzer can run it over a socket pair.
+pub(crate) async fn connection(
+    stream: UnixStream,
+    services: Services,
+    mut stop: watch::Receiver<bool>,
+) {
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
     let writer = tokio::spawn(async move {
@@ -124,12 +246,10 @@ async fn connection(stream: UnixStream, services: Services, mut stop: watch::Rec
         if read.is_err() {
             break; // peer closed (or reset): nothing to answer
         }
-        let len = u32::from_be_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as usize;
-        let stream_id = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
-        let kind = hdr[8];
-        if len > MAX_MESSAGE {
+        let frame = FrameHeader::parse(&hdr);
+        if let Err(refused) = frame.check_len() {
             // Skip the payload without buffering it, answer, and keep the connection.
-            let mut left = len as u64;
+            let mut left = frame.len as u64;
             let mut sink = tokio::io::sink();
             match tokio::io::copy(&mut (&mut rd).take(left), &mut sink).await {
                 Ok(n) => left -= n,
@@ -138,61 +258,39 @@ async fn connection(stream: UnixStream, services: Services, mut stop: watch::Rec
             if left > 0 {
                 break;
             }
-            let resp = status_response(
-                Code::RESOURCE_EXHAUSTED,
-                format!("message length {len} exceed maximum message size of {MAX_MESSAGE}"),
-            );
-            if tx.send(encode_response(stream_id, resp)).await.is_err() {
+            if tx
+                .send(encode_response(refused.stream_id, refused.response()))
+                .await
+                .is_err()
+            {
                 break;
             }
             continue;
         }
-        let mut payload = vec![0u8; len];
+        let mut payload = vec![0u8; frame.len];
         if rd.read_exact(&mut payload).await.is_err() {
             break;
         }
-        if kind != TYPE_REQUEST {
-            // Data frames belong to streaming RPCs, which no shim API has; ignore like ttrpc
-            // 1.1 ignores unknown types.
-            tracing::debug!(kind, stream_id, "ignoring non-request frame");
-            continue;
-        }
-        if stream_id % 2 == 0 {
-            let resp = status_response(
-                Code::INVALID_ARGUMENT,
-                "StreamID must be odd for client initiated streams",
-            );
-            let _ = tx.send(encode_response(stream_id, resp)).await;
-            continue;
-        }
-        if stream_id <= last_stream {
-            let resp = status_response(
-                Code::INVALID_ARGUMENT,
-                "StreamID cannot be re-used and must increment",
-            );
-            let _ = tx.send(encode_response(stream_id, resp)).await;
-            continue;
-        }
-        last_stream = stream_id;
-        let req = match Request::parse_from_bytes(&payload) {
-            Ok(r) => r,
-            Err(e) => {
-                let resp = status_response(
-                    Code::INVALID_ARGUMENT,
-                    format!("invalid request envelope: {e}"),
+        let (header, req) = match decode_frame(&frame, &payload, &mut last_stream) {
+            Ok(Frame::Request { header, request }) => (header, request),
+            Ok(Frame::Ignored) => {
+                tracing::debug!(
+                    kind = frame.kind,
+                    stream_id = frame.stream_id,
+                    "ignoring non-request frame"
                 );
-                let _ = tx.send(encode_response(stream_id, resp)).await;
+                continue;
+            }
+            Err(refused) => {
+                let _ = tx
+                    .send(encode_response(refused.stream_id, refused.response()))
+                    .await;
                 continue;
             }
         };
+        let stream_id = header.stream_id;
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             break;
-        };
-        let header = MessageHeader {
-            length: len as u32,
-            stream_id,
-            type_: kind,
-            flags: hdr[9],
         };
         let services = services.clone();
         let tx = tx.clone();
