@@ -9,6 +9,9 @@ pub mod cli;
 pub mod compat;
 pub mod core;
 pub mod events;
+/// Fuzz target bodies, shared by `fuzz/` and `tests/fuzz_corpus.rs`; not an API.
+#[doc(hidden)]
+pub mod fuzz;
 pub mod io;
 pub mod logging;
 pub mod protos;
