@@ -28,9 +28,15 @@ pub const MAX_MESSAGE: usize = 4 << 20;
 pub const HEADER_LEN: usize = 10;
 const TYPE_REQUEST: u8 = 1;
 const TYPE_RESPONSE: u8 = 2;
-/// Requests a single connection may have in flight; more wait (TCP-style back-pressure on the
-/// socket) instead of queueing without bound.
+/// Requests a single connection may have in flight; more wait (back-pressure on the socket)
+/// instead of queueing without bound. `Wait` is not counted: containerd keeps one open per
+/// live process for as long as it lives (a container with a thousand execs has a thousand),
+/// and each costs only a parked task.
 const MAX_IN_FLIGHT: usize = 256;
+/// Connections served at once. containerd opens one per task (plus short-lived ones); beyond
+/// this a new connection is closed at once, so idle or abandoned sockets cannot exhaust the
+/// shim's descriptors.
+const MAX_CONNECTIONS: usize = 4096;
 
 pub type Services = Arc<HashMap<String, Service>>;
 
@@ -40,6 +46,7 @@ pub async fn serve(listener: UnixListener, services: Services, mut stop: watch::
         nix::unistd::geteuid().as_raw(),
         nix::unistd::getegid().as_raw(),
     );
+    let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         tokio::select! {
             r = listener.accept() => match r {
@@ -55,7 +62,15 @@ pub async fn serve(listener: UnixListener, services: Services, mut stop: watch::
                             continue;
                         }
                     }
-                    tokio::spawn(connection(stream, services.clone(), stop.clone()));
+                    let Ok(slot) = open.clone().try_acquire_owned() else {
+                        tracing::warn!(limit = MAX_CONNECTIONS, "too many connections; closing a new one");
+                        continue;
+                    };
+                    let (services, stop) = (services.clone(), stop.clone());
+                    tokio::spawn(async move {
+                        connection(stream, services, stop).await;
+                        drop(slot);
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -289,8 +304,13 @@ pub(crate) async fn connection(
             }
         };
         let stream_id = header.stream_id;
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            break;
+        let permit = if req.method == "Wait" {
+            None
+        } else {
+            match in_flight.clone().acquire_owned().await {
+                Ok(p) => Some(p),
+                Err(_) => break,
+            }
         };
         let services = services.clone();
         let tx = tx.clone();

@@ -54,7 +54,10 @@ fn percent_decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+                // Two hex digits exactly (from_str_radix alone would take "+1").
+                let hex = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()));
                 match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                     Some(v) => {
                         out.push(v);
@@ -203,6 +206,14 @@ mod tests {
                 stdin: None
             }
         );
+    }
+
+    #[test]
+    fn percent_escapes_need_two_hex_digits() {
+        assert_eq!(percent_decode("a%20b%2"), "a b%2");
+        // Not byte 0x01: the "%" stays, and "+" is a query space as usual.
+        assert_eq!(percent_decode("%+1x"), "% 1x");
+        assert_eq!(percent_decode("%zz"), "%zz");
     }
 
     #[test]
