@@ -184,6 +184,7 @@ impl Runc {
     ) -> Result<()> {
         if timed_out {
             let detail = last_error_since(&self.log, log_offset)
+                .map(cap_text)
                 .or_else(|| nonempty_text(stderr))
                 .map(|m| format!(": {m}"))
                 .unwrap_or_default();
@@ -196,6 +197,7 @@ impl Runc {
             return Ok(());
         }
         let msg = last_error_since(&self.log, log_offset)
+            .map(cap_text)
             .or_else(|| nonempty_text(stderr))
             .unwrap_or_else(|| {
                 format!(
@@ -207,9 +209,25 @@ impl Runc {
     }
 }
 
+/// Most of a runtime's own text that goes into an error message: enough for any real
+/// diagnostic, small enough for a reply frame (a flooding runtime must not produce an error
+/// that cannot be sent).
+const MESSAGE_CAP: usize = 4096;
+
 fn nonempty_text(b: &[u8]) -> Option<String> {
     let s = String::from_utf8_lossy(b).trim().to_string();
-    (!s.is_empty()).then_some(s)
+    (!s.is_empty()).then(|| cap_text(s))
+}
+
+fn cap_text(s: String) -> String {
+    if s.len() <= MESSAGE_CAP {
+        return s;
+    }
+    let cut = (0..=MESSAGE_CAP)
+        .rev()
+        .find(|i| s.is_char_boundary(*i))
+        .unwrap_or(0);
+    format!("{}… ({} more bytes)", &s[..cut], s.len() - cut)
 }
 
 fn to_stdio(fd: Option<OwnedFd>) -> Stdio {

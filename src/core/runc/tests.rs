@@ -253,7 +253,11 @@ fn hung_runtime_hits_the_deadline() {
 fn flooding_runtime_is_capped_and_reported() {
     let f = Fake::new("flood");
     let e = rt().block_on(f.runc().resume("c1")).unwrap_err();
-    assert!(e.message().len() <= OUTPUT_CAP + 100);
+    assert!(
+        e.message().len() <= MESSAGE_CAP + 100,
+        "{}",
+        e.message().len()
+    );
     assert!(e.message().starts_with("OCI runtime resume failed: xxx"));
 }
 
