@@ -4,7 +4,7 @@
  *   gcc -static -nostdlib -fno-stack-protector -fno-builtin -O2 -s \
  *       -DREAL='"/usr/bin/x"' -DPROCS='"/sys/fs/cgroup/cpuacct/g/cgroup.procs"' \
  *       [-DLOG='"/tmp/w/invocations.log"'] wrapper.c
- * The log line (pid and argv) is written after the move, so it is charged to the measured
+ * The log line (pid, CLOCK_MONOTONIC time, argv) is written after the move, so it is charged to the measured
  * cgroup; the bench measures the whole wrapper cost (bench/README.md). x86_64 and aarch64;
  * wrapper_libc.c is the portable fallback. */
 #if defined(__x86_64__)
@@ -14,6 +14,7 @@
 #define NR_execve 59
 #define NR_exit 60
 #define NR_openat 257
+#define NR_clock_gettime 228
 static long sys3(long n, long a, long b, long c) {
     long r;
     __asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
@@ -33,6 +34,7 @@ __asm__(".text\n.globl _start\n_start:\n mov %rsp,%rdi\n and $-16,%rsp\n call wm
 #define NR_execve 221
 #define NR_exit 93
 #define NR_openat 56
+#define NR_clock_gettime 113
 static long sys4(long n, long a, long b, long c, long d) {
     register long x8 __asm__("x8") = n;
     register long x0 __asm__("x0") = a;
@@ -85,7 +87,17 @@ __attribute__((used, noreturn)) void wmain(long *sp) {
     {
         static char line[4096];
         unsigned long len = 0;
+        long ts[2] = {0, 0}; /* CLOCK_MONOTONIC, as Python's time.monotonic() */
+        sys3(NR_clock_gettime, 1, (long)ts, 0);
         for (const char *s = pid + i; *s; s++) line[len++] = *s;
+        line[len++] = ' ';
+        char num[24];
+        int k = 23;
+        num[k] = 0;
+        do { num[--k] = (char)('0' + ts[0] % 10); ts[0] /= 10; } while (ts[0]);
+        for (const char *s = num + k; *s; s++) line[len++] = *s;
+        line[len++] = '.';
+        for (long div = 100000000; div; div /= 10) line[len++] = (char)('0' + (ts[1] / div) % 10);
         for (long a = 0; a < argc; a++) {
             line[len++] = ' ';
             for (const char *s = argv[a]; *s && len < sizeof line - 2; s++) line[len++] = *s;

@@ -1,10 +1,11 @@
 /* Portable fallback of wrapper.c (used on architectures without its raw-syscall start-up;
  * libc start-up makes it a few hundred microseconds costlier, which the calibration reports).
- * Same behaviour: join the cgroup, log pid and argv, exec the real binary with the same argv. */
+ * Same behaviour: join the cgroup, log pid, time and argv, exec the real binary with the same argv. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static void say(const char *a, const char *b) {
@@ -25,7 +26,9 @@ int main(int argc, char **argv) {
 #ifdef LOG
     {
         static char line[4096];
-        size_t len = (size_t)snprintf(line, sizeof line, "%s", pid);
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        size_t len = (size_t)snprintf(line, sizeof line, "%s %ld.%09ld", pid, (long)ts.tv_sec, ts.tv_nsec);
         for (int i = 0; i < argc; i++) {
             line[len++] = ' ';
             for (const char *s = argv[i]; *s && len < sizeof line - 2; s++) line[len++] = *s;
