@@ -65,60 +65,75 @@ def settle(e: envmod.Env, seconds=1.5):
     time.sleep(seconds)
 
 
-def bench_env(e: envmod.Env, a, first_round: bool) -> dict:
+def bench_env(e: envmod.Env, a) -> dict:
     res = {}
     for rt in a.runtimes:
         r = res[rt] = {}
-        log(f"  {rt}: {a.n} x run --rm /bin/true")
-        r.update(m.lifecycles(e, rt, a.n))
-        log(f"  {rt}: memory and idle CPU, 1 and 20 containers")
-        c1 = e.start_many(rt, 1, "m")
-        settle(e)
-        r["mem_1"] = m.memory(e, 1, detail=True)
-        r["idle_1"] = m.idle(e, a.idle)
-        rest = e.start_many(rt, 19, "m")
-        settle(e, 2)
-        r["mem_20"] = m.memory(e, 20)
-        r["idle_20"] = m.idle(e, a.idle)
-        r["validation"] = m.validate(e, c1 + rest)
-        e.remove(c1 + rest)
-        e.wait_shims(0)
-        log(f"  {rt}: {a.n} x exec /bin/true")
-        cx = e.start_many(rt, 1, "x")
-        settle(e, 0.5)
-        r.update(m.execs(e, cx[0], a.n))
-        if rt == a.runtimes[0]:
-            log(f"  bare runc run, {a.n} x")
-            r.update(m.runc_baseline(e, e.bundle_config(cx[0]), a.n))
-        e.remove(cx)
-        e.wait_shims(0)
-        if rt == "runc.v2":
-            log(f"  {rt}: 20 containers in one group")
-            g = e.start_many(rt, 20, "g", group=e.new_id("grp"))
-            settle(e, 2)
-            r["mem_20g"] = m.memory(e, 1, detail=True)
-            r["idle_20g"] = m.idle(e, a.idle)
-            e.remove(g)
-            e.wait_shims(0)
-            if a.scale:
-                log(f"  {rt}: 100 containers, separate")
-                ids = e.start_many(rt, 100, "s")
-                settle(e, 3)
-                r["mem_100"] = m.memory(e, 100)
-                r["idle_100"] = m.idle(e, a.idle)
-                e.remove(ids)
-                e.wait_shims(0, timeout=60)
-                log(f"  {rt}: 100 containers in one group")
-                ids = e.start_many(rt, 100, "h", group=e.new_id("grp"))
-                settle(e, 3)
-                r["mem_100g"] = m.memory(e, 1)
-                r["idle_100g"] = m.idle(e, a.idle)
-                e.remove(ids)
-                e.wait_shims(0, timeout=60)
-        log(f"  {rt}: 256 MiB through stdout")
-        r["stdout_ctr"] = [m.stdout_via_ctr(e, rt) for _ in range(a.tp_reps)]
-        r["stdout_direct"] = [m.stdout_direct(e, rt) for _ in range(a.tp_reps)]
+        try:
+            bench_runtime(e, a, rt, r)
+        except KeyboardInterrupt:
+            raise
+        except Exception:
+            # Keep what was measured, clear the namespace, go on with the next runtime.
+            r["error"] = traceback.format_exc()
+            log(f"  {rt}: FAILED\n{r['error']}")
+            e.remove_all()
+            e.wait_shims(0, timeout=30)
     return res
+
+
+def bench_runtime(e: envmod.Env, a, rt: str, r: dict) -> None:
+    """Everything for one runtime, in an order that keeps each measurement alone: lifecycles
+    with no other shim alive, exec on a lone container, memory/idle on settled shims."""
+    log(f"  {rt}: {a.n} x run --rm /bin/true")
+    r.update(m.lifecycles(e, rt, a.n))
+    log(f"  {rt}: memory and idle CPU, 1 and 20 containers")
+    c1 = e.start_many(rt, 1, "m")
+    settle(e)
+    r["mem_1"] = m.memory(e, rt, 1, detail=True)
+    r["idle_1"] = m.idle(e, a.idle)
+    rest = e.start_many(rt, 19, "m")
+    settle(e, 2)
+    r["mem_20"] = m.memory(e, rt, 20)
+    r["idle_20"] = m.idle(e, a.idle)
+    r["validation"] = m.validate(e, c1 + rest)
+    e.remove(c1 + rest)
+    e.wait_shims(0)
+    log(f"  {rt}: {a.n} x exec /bin/true")
+    cx = e.start_many(rt, 1, "x")
+    settle(e, 0.5)
+    r.update(m.execs(e, cx[0], a.n))
+    if rt == a.runtimes[0]:
+        log(f"  bare runc run, {a.n} x")
+        r.update(m.runc_baseline(e, e.bundle_config(cx[0]), a.n))
+    e.remove(cx)
+    e.wait_shims(0)
+    if rt == "runc.v2":
+        log(f"  {rt}: 20 containers in one group")
+        g = e.start_many(rt, 20, "g", group=e.new_id("grp"))
+        settle(e, 2)
+        r["mem_20g"] = m.memory(e, rt, 1, detail=True)
+        r["idle_20g"] = m.idle(e, a.idle)
+        e.remove(g)
+        e.wait_shims(0)
+        if a.scale:
+            log(f"  {rt}: 100 containers, separate")
+            ids = e.start_many(rt, 100, "s")
+            settle(e, 3)
+            r["mem_100"] = m.memory(e, rt, 100)
+            r["idle_100"] = m.idle(e, a.idle)
+            e.remove(ids)
+            e.wait_shims(0, timeout=60)
+            log(f"  {rt}: 100 containers in one group")
+            ids = e.start_many(rt, 100, "h", group=e.new_id("grp"))
+            settle(e, 3)
+            r["mem_100g"] = m.memory(e, rt, 1)
+            r["idle_100g"] = m.idle(e, a.idle)
+            e.remove(ids)
+            e.wait_shims(0, timeout=60)
+    log(f"  {rt}: 256 MiB through stdout")
+    r["stdout_ctr"] = [m.stdout_via_ctr(e, rt) for _ in range(a.tp_reps)]
+    r["stdout_direct"] = [m.stdout_direct(e, rt) for _ in range(a.tp_reps)]
 
 
 def worker(a) -> int:
@@ -148,11 +163,12 @@ def worker(a) -> int:
         "versions": {},
         "binaries": {},
         "load_start": proc.loadavg(),
+        "shimgate": shimgate,
     }
     for cmd in (["containerd", "--version"], ["runc", "--version"], ["ctr", "--version"]):
         meta["versions"][cmd[0]] = proc.run(cmd).out.decode().strip().splitlines()[0]
     try:
-        meta["shimgate_git"] = subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty"],
+        meta["bench_git"] = subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty"],
                                               capture_output=True, text=True).stdout.strip()
     except OSError:
         pass
@@ -183,7 +199,7 @@ def worker(a) -> int:
                 t0 = time.time()
                 try:
                     e.start()
-                    entry["results"] = bench_env(e, a, rnd == 1)
+                    entry["results"] = bench_env(e, a)
                 finally:
                     entry["leaks"] = e.close()
                     entry["load_after"] = proc.loadavg()

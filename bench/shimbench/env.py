@@ -222,6 +222,12 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         with cf.ThreadPoolExecutor(parallel) as ex:
             list(ex.map(rm, ids))
 
+    def remove_all(self) -> None:
+        for what in ("task", "container"):
+            r = self.ctr(what, "ls", "-q", timeout=30)
+            if r.rc == 0 and r.out.split():
+                self.remove(r.out.decode().split())
+
     def bundle_config(self, cid: str) -> dict:
         for sub in ("io.containerd.runtime.v2.task", "io.containerd.runtime.v1.linux"):
             p = os.path.join(self.work, "state", sub, self.ns, cid, "config.json")

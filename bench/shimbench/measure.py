@@ -13,7 +13,7 @@ import time
 from collections import Counter
 
 from . import cgroup, proc
-from .env import Env
+from .env import RUNTIMES, Env
 
 F_SETPIPE_SZ = 1031
 MIB = 1 << 20
@@ -35,7 +35,7 @@ def _inv_counts(lines) -> dict:
     runc create/start/exec/delete/..., containerd publish)."""
     c = Counter()
     for line in lines:
-        argv = line.split()[1:]
+        argv = line.split()[2:]  # pid, CLOCK_MONOTONIC time, argv
         if not argv:
             continue
         prog = os.path.basename(argv[0])
@@ -60,9 +60,10 @@ def lifecycles(env: Env, rt: str, n: int, warm: int = 2) -> dict:
     env.wait_shims(0)
     inv0 = len(env.invocations())
     u0 = env.usage()
-    walls, ctr_cpu, shim_each = [], [], []
+    walls, ctr_cpu, shim_each, starts = [], [], [], []
     for _ in range(n):
         s0 = env.cg["shim"].usage_ns()
+        starts.append(time.monotonic())
         r = proc.run(env.run_argv(rt, env.new_id("life"), ["/bin/true"])).check()
         walls.append(r.wall * 1e3)
         ctr_cpu.append(r.cpu_ns / 1e6)
@@ -79,6 +80,9 @@ def lifecycles(env: Env, rt: str, n: int, warm: int = 2) -> dict:
         "publish_cpu_lifecycle_ms": (u1["publish"] - u0["publish"]) / n / 1e6,
         "invocations_per_lifecycle": {k: v / n for k, v in _inv_counts(inv).items()},
         "shims_left_after": len(left),
+        # timeline: ctr start times (CLOCK_MONOTONIC) and the wrapper log lines (pid, time, argv)
+        "ctr_starts": starts,
+        "invocation_log": inv,
     }
 
 
@@ -121,10 +125,14 @@ def execs(env: Env, cid: str, n: int, warm: int = 2) -> dict:
     }
 
 
-def memory(env: Env, expect: int, detail: bool = False) -> dict:
+def memory(env: Env, rt: str, expect: int, detail: bool = False) -> dict:
     pids = env.wait_shims(expect)
     if len(pids) != expect:
         raise RuntimeError(f"expected {expect} shim processes, found {len(pids)}")
+    want = os.path.realpath(env.shims[RUNTIMES[rt][1]])
+    exes = {proc.exe_of(p) for p in pids}
+    if exes != {want}:
+        raise RuntimeError(f"shim processes run {exes}, expected {want}")
     per = []
     for p in pids:
         r = proc.smaps_rollup(p)
