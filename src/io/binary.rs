@@ -118,6 +118,18 @@ pub async fn start(
 }
 
 impl Logger {
+    /// The logger's pid while it is ours to stop.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.pid)
+    }
+
+    /// Take over a logger started by a previous image of this shim (live upgrade).
+    pub fn adopt(spawner: &Spawner, pid: u32) -> Logger {
+        Logger {
+            child: Some(spawner.adopt(pid)),
+        }
+    }
+
     /// SIGTERM, wait up to the grace period, then SIGKILL; always collects the exit.
     pub async fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {

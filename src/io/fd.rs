@@ -83,6 +83,20 @@ impl PollFd {
         read_raw(self.fd.get_ref().as_fd(), buf)
     }
 
+    /// One successful write (waiting for room as needed); returns how much was written.
+    /// Cancel-safe: nothing is written unless it returns.
+    pub async fn write_some(&self, data: &[u8]) -> io::Result<usize> {
+        loop {
+            let mut g = self.fd.writable().await?;
+            match g.try_io(|fd| nix::unistd::write(fd.get_ref(), data).map_err(io::Error::from)) {
+                Ok(Ok(n)) => return Ok(n),
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => continue,
+            }
+        }
+    }
+
     pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
             let mut g = self.fd.writable().await?;
@@ -133,6 +147,19 @@ impl Sink {
         match self {
             Sink::Poll(p, _) => p.write_all(data).await,
             Sink::File(f) => (&**f).write_all(data),
+        }
+    }
+
+    /// One write; see [`PollFd::write_some`]. Files take it at once.
+    pub async fn write_some(&self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Poll(p, _) => p.write_some(data).await,
+            Sink::File(f) => loop {
+                match (&**f).write(data) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    r => return r,
+                }
+            },
         }
     }
 }
@@ -196,12 +223,21 @@ fn writable_now(fd: BorrowedFd<'_>) -> bool {
 /// How bytes are moved from a source to a sink: `splice(2)` keeps them in the kernel (pipe to
 /// pipe or pipe to file); when either end cannot splice (a pty, an odd file) the mover falls
 /// back, once and for good, to read/write through a buffer.
+///
+/// Cancel safety: bytes read but not yet written live in the mover (not in a future's
+/// locals), and every await sits either before a read or between two writes whose progress
+/// is recorded. So a step may be dropped at any await without losing a byte, and
+/// [`Mover::take_pending`] hands over what is still unwritten (a live upgrade does that).
 pub struct Mover {
     splice: bool,
     buf: Vec<u8>,
+    /// `buf[start..end]` was read and is not written yet.
+    start: usize,
+    end: usize,
 }
 
 /// One step of a [`Mover`].
+#[derive(Debug)]
 pub enum Moved {
     Bytes(usize),
     /// The source reached end of stream.
@@ -215,16 +251,48 @@ impl Default for Mover {
         Mover {
             splice: true,
             buf: Vec::new(),
+            start: 0,
+            end: 0,
         }
     }
 }
 
 impl Mover {
+    /// A mover that first writes `pending` (bytes a previous owner had read but not written).
+    pub fn with_pending(pending: Vec<u8>) -> Mover {
+        let end = pending.len();
+        Mover {
+            splice: end == 0,
+            buf: pending,
+            start: 0,
+            end,
+        }
+    }
+
+    /// Bytes read but not written yet (empty in splice mode).
+    pub fn take_pending(&mut self) -> Vec<u8> {
+        let v = self.buf[self.start..self.end].to_vec();
+        self.start = 0;
+        self.end = 0;
+        v
+    }
+
     fn buffer(&mut self) -> &mut [u8] {
-        if self.buf.is_empty() {
-            self.buf = vec![0u8; 64 * 1024];
+        if self.buf.len() < 64 * 1024 {
+            self.buf.resize(64 * 1024, 0);
         }
         &mut self.buf
+    }
+
+    /// Write what is pending, recording progress after every write.
+    async fn flush(&mut self, sink: &Sink) -> io::Result<()> {
+        while self.start < self.end {
+            let n = sink.write_some(&self.buf[self.start..self.end]).await?;
+            self.start += n;
+        }
+        self.start = 0;
+        self.end = 0;
+        Ok(())
     }
 
     /// Move one chunk from `src` to `sink`. With `wait_for_data` false it does not wait for
@@ -235,6 +303,11 @@ impl Mover {
         sink: &Sink,
         wait_for_data: bool,
     ) -> io::Result<Moved> {
+        if self.start < self.end {
+            let n = self.end - self.start;
+            self.flush(sink).await?;
+            return Ok(Moved::Bytes(n));
+        }
         loop {
             if self.splice {
                 let dst = match sink {
@@ -305,7 +378,9 @@ impl Mover {
                 Err(e) if !wait_for_data && would_block(&e) => return Ok(Moved::Empty),
                 Err(e) => return Err(e),
             };
-            sink.write_all(&self.buf[..n]).await?;
+            self.start = 0;
+            self.end = n;
+            self.flush(sink).await?;
             return Ok(Moved::Bytes(n));
         }
     }

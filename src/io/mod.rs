@@ -103,9 +103,24 @@ struct StdinSide {
     pipe_w: Option<OwnedFd>,
 }
 
-/// Control handle of one output pump.
+/// What a pump can be asked between two moves.
+enum Ctl {
+    /// Move everything the source holds right now, then acknowledge.
+    Drain(oneshot::Sender<()>),
+    /// Stop and hand back the ends and any unwritten bytes (live upgrade).
+    Freeze(oneshot::Sender<PumpParts>),
+}
+
+/// A pump's ends, as a freeze returns them.
+struct PumpParts {
+    src: Arc<PollFd>,
+    sink: Sink,
+    pending: Vec<u8>,
+}
+
+/// Control handle of one pump.
 struct Pump {
-    drain: mpsc::UnboundedSender<oneshot::Sender<()>>,
+    ctl: mpsc::UnboundedSender<Ctl>,
     task: JoinHandle<()>,
 }
 
@@ -113,10 +128,139 @@ struct Pump {
 struct Live {
     pending: Option<Pending>,
     pumps: Vec<Pump>,
-    stdin_task: Option<JoinHandle<()>>,
+    stdin_pump: Option<Pump>,
     stdin_keepalive: Option<OwnedFd>,
     master: Option<Arc<PollFd>>,
     logger: Option<binary::Logger>,
+}
+
+/// A process's IO in a form that survives `execve` (live upgrade): descriptor numbers, kept
+/// open, and the bytes a pump had read but not yet written.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct IoSnap {
+    pub outputs: Vec<PumpSnap>,
+    pub stdin: Option<PumpSnap>,
+    pub stdin_keepalive: Option<i32>,
+    pub master: Option<i32>,
+    pub logger_pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PumpSnap {
+    pub src: i32,
+    pub sink: SinkSnap,
+    pub pending: Vec<u8>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum SinkSnap {
+    Poll { fd: i32, keep: Option<i32> },
+    File { fd: i32 },
+}
+
+/// A frozen [`ProcessIo`]: the snapshot, and the objects that keep its descriptors open
+/// until the `execve` (or until a failed upgrade thaws them again).
+pub struct Frozen {
+    pub snap: IoSnap,
+    _keep: Vec<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl Frozen {
+    /// Every descriptor the snapshot names (to clear close-on-exec on).
+    pub fn fds(&self) -> Vec<i32> {
+        let mut v = Vec::new();
+        let s = &self.snap;
+        for p in s.outputs.iter().chain(s.stdin.iter()) {
+            v.push(p.src);
+            match p.sink {
+                SinkSnap::Poll { fd, keep } => {
+                    v.push(fd);
+                    v.extend(keep);
+                }
+                SinkSnap::File { fd } => v.push(fd),
+            }
+        }
+        v.extend(s.stdin_keepalive);
+        v.extend(s.master);
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
+
+fn raw(fd: &impl std::os::fd::AsRawFd) -> i32 {
+    fd.as_raw_fd()
+}
+
+fn sink_snap(sink: &Sink) -> SinkSnap {
+    match sink {
+        Sink::Poll(p, keep) => SinkSnap::Poll {
+            fd: p.raw(),
+            keep: keep.as_ref().map(raw),
+        },
+        Sink::File(f) => SinkSnap::File { fd: raw(&**f) },
+    }
+}
+
+/// Descriptors handed over across `execve`, each taken into ownership exactly once.
+struct Adopted {
+    fds: std::collections::HashMap<i32, OwnedFd>,
+    polls: std::collections::HashMap<i32, Arc<PollFd>>,
+    files: std::collections::HashMap<i32, Arc<File>>,
+}
+
+impl Adopted {
+    fn owned(&mut self, fd: i32) -> Result<OwnedFd, IoError> {
+        if let Some(o) = self.fds.remove(&fd) {
+            return Ok(o);
+        }
+        // Is it open at all? (A hand-over naming a closed descriptor is refused, not trusted.)
+        // SAFETY: F_GETFD only inspects the descriptor number.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(IoError::Os {
+                what: format!("handed-over descriptor {fd}"),
+                source: stdio::Error::last_os_error(),
+            });
+        }
+        // SAFETY: the previous image of this process passed `fd` across execve for us; the
+        // hand-over names each descriptor once per role and this map takes each exactly once.
+        let o = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let _ = nix::fcntl::fcntl(
+            o.as_fd(),
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+        Ok(o)
+    }
+
+    fn poll(&mut self, fd: i32) -> Result<Arc<PollFd>, IoError> {
+        if let Some(p) = self.polls.get(&fd) {
+            return Ok(p.clone());
+        }
+        let p = Arc::new(PollFd::new(self.owned(fd)?).map_err(os("register handed-over fd"))?);
+        self.polls.insert(fd, p.clone());
+        Ok(p)
+    }
+
+    fn sink(&mut self, s: &SinkSnap) -> Result<Sink, IoError> {
+        Ok(match *s {
+            SinkSnap::Poll { fd, keep } => {
+                let keep = match keep {
+                    Some(k) => Some(self.owned(k)?),
+                    None => None,
+                };
+                Sink::Poll(self.poll(fd)?, keep)
+            }
+            SinkSnap::File { fd } => {
+                if let Some(f) = self.files.get(&fd) {
+                    Sink::File(f.clone())
+                } else {
+                    let f = Arc::new(File::from(self.owned(fd)?));
+                    self.files.insert(fd, f.clone());
+                    Sink::File(f)
+                }
+            }
+        })
+    }
 }
 
 /// The stdio of one process (init or exec).
@@ -315,12 +459,12 @@ impl ProcessIo {
             .flatten()
         {
             let src = PollFd::new(src).map_err(os("register output pipe"))?;
-            pumps.push(spawn_output_pump(Arc::new(src), sink));
+            pumps.push(spawn_pump(Arc::new(src), sink, Mover::default(), true));
         }
         if let (Some(m), Some(sink)) = (&master, pending.tty_out.take()) {
-            pumps.push(spawn_output_pump(m.clone(), sink));
+            pumps.push(spawn_pump(m.clone(), sink, Mover::default(), true));
         }
-        let stdin_task = match pending.stdin.take() {
+        let stdin_pump = match pending.stdin.take() {
             Some(side) => {
                 let dst = match (side.pipe_w, &master) {
                     (Some(w), _) => {
@@ -331,8 +475,13 @@ impl ProcessIo {
                 };
                 match dst {
                     Some(dst) => {
-                        let reader = side.reader;
-                        Some(tokio::spawn(stdin_pump(reader, dst)))
+                        let reader = PollFd::new(side.reader).map_err(os("register stdin"))?;
+                        Some(spawn_pump(
+                            Arc::new(reader),
+                            Sink::Poll(dst, None),
+                            Mover::default(),
+                            false,
+                        ))
                     }
                     None => None,
                 }
@@ -341,7 +490,7 @@ impl ProcessIo {
         };
         let mut live = lock(&self.live);
         live.pumps = pumps;
-        live.stdin_task = stdin_task;
+        live.stdin_pump = stdin_pump;
         live.master = master;
         Ok(())
     }
@@ -355,7 +504,7 @@ impl ProcessIo {
                 .iter()
                 .filter_map(|p| {
                     let (tx, rx) = oneshot::channel();
-                    p.drain.send(tx).ok().map(|_| rx)
+                    p.ctl.send(Ctl::Drain(tx)).ok().map(|_| rx)
                 })
                 .collect()
         };
@@ -370,6 +519,118 @@ impl ProcessIo {
                 "output consumer stalled; publishing the exit before all output was delivered"
             );
         }
+    }
+
+    /// Stop every pump at a safe point and hand back the IO as a snapshot (live upgrade). The
+    /// process keeps running; its output waits in the kernel's pipes meanwhile.
+    pub async fn freeze(&self) -> Result<Frozen, IoError> {
+        let (pumps, stdin_pump, keepalive, master, logger) = {
+            let mut live = lock(&self.live);
+            if live.pending.is_some() {
+                return Err(IoError::InvalidUri(
+                    "process IO is being set up; try again".into(),
+                ));
+            }
+            (
+                std::mem::take(&mut live.pumps),
+                live.stdin_pump.take(),
+                live.stdin_keepalive.take(),
+                live.master.take(),
+                live.logger.take(),
+            )
+        };
+        let mut keep: Vec<Box<dyn std::any::Any + Send + Sync>> = Vec::new();
+        let mut snap = IoSnap {
+            stdin_keepalive: keepalive.as_ref().map(raw),
+            master: master.as_ref().map(|m| m.raw()),
+            logger_pid: logger.as_ref().and_then(|l| l.pid()),
+            ..IoSnap::default()
+        };
+        let freeze = |p: Pump| async move {
+            let (tx, rx) = oneshot::channel();
+            if p.ctl.send(Ctl::Freeze(tx)).is_err() {
+                return None;
+            }
+            // A pump that already ended (end of stream) owns nothing any more.
+            rx.await.ok()
+        };
+        for p in pumps {
+            if let Some(parts) = freeze(p).await {
+                snap.outputs.push(PumpSnap {
+                    src: parts.src.raw(),
+                    sink: sink_snap(&parts.sink),
+                    pending: parts.pending,
+                });
+                keep.push(Box::new((parts.src, parts.sink)));
+            }
+        }
+        if let Some(p) = stdin_pump {
+            if let Some(parts) = freeze(p).await {
+                snap.stdin = Some(PumpSnap {
+                    src: parts.src.raw(),
+                    sink: sink_snap(&parts.sink),
+                    pending: parts.pending,
+                });
+                keep.push(Box::new((parts.src, parts.sink)));
+            }
+        }
+        keep.push(Box::new((keepalive, master, logger)));
+        Ok(Frozen { snap, _keep: keep })
+    }
+
+    /// Rebuild a frozen process IO in a new image (live upgrade) and start its pumps again.
+    /// Call inside the runtime, before the reaper's first sweep (the logger is re-claimed).
+    pub fn thaw(snap: &IoSnap, spawner: &Spawner) -> Result<ProcessIo, IoError> {
+        let mut a = Adopted {
+            fds: Default::default(),
+            polls: Default::default(),
+            files: Default::default(),
+        };
+        let master = match snap.master {
+            Some(m) => Some(a.poll(m)?),
+            None => None,
+        };
+        let mut pumps = Vec::new();
+        for p in &snap.outputs {
+            let src = a.poll(p.src)?;
+            let sink = a.sink(&p.sink)?;
+            pumps.push(spawn_pump(
+                src,
+                sink,
+                Mover::with_pending(p.pending.clone()),
+                true,
+            ));
+        }
+        let stdin_pump = match &snap.stdin {
+            Some(p) => {
+                let src = a.poll(p.src)?;
+                let sink = a.sink(&p.sink)?;
+                Some(spawn_pump(
+                    src,
+                    sink,
+                    Mover::with_pending(p.pending.clone()),
+                    false,
+                ))
+            }
+            None => None,
+        };
+        let stdin_keepalive = match snap.stdin_keepalive {
+            Some(k) => Some(a.owned(k)?),
+            None => None,
+        };
+        let logger = snap
+            .logger_pid
+            .map(|pid| binary::Logger::adopt(spawner, pid));
+        Ok(ProcessIo {
+            live: Mutex::new(Live {
+                pending: None,
+                pumps,
+                stdin_pump,
+                stdin_keepalive,
+                master,
+                logger,
+            }),
+        })
     }
 
     /// `CloseIO`: drop the stdin keep-alive writer. Bytes already in the FIFO still reach the
@@ -389,14 +650,14 @@ impl ProcessIo {
     /// Close everything: wait (at most `wait`) for output pumps to finish on their own, then
     /// stop them, stop a logging binary, and release every fd.
     pub async fn close(&self, wait: Duration) {
-        let (pumps, stdin_task, logger) = {
+        let (pumps, stdin_pump, logger) = {
             let mut live = lock(&self.live);
             live.stdin_keepalive = None;
             live.pending = None;
             live.master = None;
             (
                 std::mem::take(&mut live.pumps),
-                live.stdin_task.take(),
+                live.stdin_pump.take(),
                 live.logger.take(),
             )
         };
@@ -407,8 +668,8 @@ impl ProcessIo {
                 task.abort();
             }
         }
-        if let Some(t) = stdin_task {
-            t.abort();
+        if let Some(p) = stdin_pump {
+            p.task.abort();
         }
         if let Some(mut l) = logger {
             l.stop().await;
@@ -416,53 +677,68 @@ impl ProcessIo {
     }
 }
 
-fn spawn_output_pump(src: Arc<PollFd>, sink: Sink) -> Pump {
+fn spawn_pump(src: Arc<PollFd>, sink: Sink, mover: Mover, output: bool) -> Pump {
     let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(output_pump(src, sink, rx));
-    Pump { drain: tx, task }
+    let task = tokio::spawn(pump(src, sink, mover, rx, output));
+    Pump { ctl: tx, task }
 }
 
-/// Copy `src` to `sink` until end of stream. A drain request makes it move everything that
-/// is in the source right now, then acknowledge.
-async fn output_pump(
+/// Copy `src` to `sink` until end of stream: container output to a FIFO or file (`output`),
+/// or a client's stdin FIFO into the container (the container's end is closed at end of file
+/// when the pump drops it; a shared pty master stays open for output).
+///
+/// Between moves it takes requests: a drain (output only) moves everything that is in the
+/// source right now, then acknowledges; a freeze hands the ends and any unwritten bytes back.
+/// A move interrupted by a request loses nothing (see [`Mover`]).
+async fn pump(
     src: Arc<PollFd>,
     sink: Sink,
-    mut drain: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+    mut mover: Mover,
+    mut ctl: mpsc::UnboundedReceiver<Ctl>,
+    output: bool,
 ) {
-    let mut mover = Mover::default();
-    let mut drain_open = true;
+    let mut ctl_open = true;
     loop {
         tokio::select! {
             biased;
-            req = drain.recv(), if drain_open => {
-                let Some(ack) = req else { drain_open = false; continue };
-                let eof = loop {
-                    match mover.step(&src, &sink, false).await {
-                        Ok(Moved::Bytes(_)) => {}
-                        Ok(Moved::Empty) => break false,
-                        Ok(Moved::Eof) | Err(_) => break true,
-                    }
-                };
-                if let Sink::Poll(fifo, _) = &sink {
-                    wait_for_consumer(fifo).await;
-                }
-                let _ = ack.send(());
-                if eof {
+            req = ctl.recv(), if ctl_open => match req {
+                None => ctl_open = false,
+                Some(Ctl::Freeze(reply)) => {
+                    let pending = mover.take_pending();
+                    let _ = reply.send(PumpParts { src, sink, pending });
                     return;
                 }
-            }
+                Some(Ctl::Drain(ack)) => {
+                    let eof = loop {
+                        match mover.step(&src, &sink, false).await {
+                            Ok(Moved::Bytes(_)) => {}
+                            Ok(Moved::Empty) => break false,
+                            Ok(Moved::Eof) | Err(_) => break true,
+                        }
+                    };
+                    if let Sink::Poll(fifo, _) = &sink {
+                        wait_for_consumer(fifo).await;
+                    }
+                    let _ = ack.send(());
+                    if eof {
+                        return;
+                    }
+                }
+            },
             r = mover.step(&src, &sink, true) => match r {
                 Ok(Moved::Bytes(_)) | Ok(Moved::Empty) => {}
                 Ok(Moved::Eof) => {
                     // The process side is done. Drains that come now wait for this pump to
                     // end, so let the reader take what is still in the FIFO first.
-                    if let Sink::Poll(fifo, _) = &sink {
+                    if let (true, Sink::Poll(fifo, _)) = (output, &sink) {
                         wait_for_consumer(fifo).await;
                     }
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "copying container output stopped");
+                    if output {
+                        tracing::warn!(error = %e, "copying container output stopped");
+                    }
                     return;
                 }
             },
@@ -489,22 +765,6 @@ async fn wait_for_consumer(fifo: &PollFd) {
         }
         level = now;
     }
-}
-
-/// Copy the client's stdin FIFO into the container until end of file (all writers, including
-/// our keep-alive, closed), then close the container's side (dropping `dst` when it is the
-/// pipe; a pty master stays open for output).
-async fn stdin_pump(reader: OwnedFd, dst: Arc<PollFd>) {
-    let reader = match PollFd::new(reader) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(error = %e, "stdin is not pollable");
-            return;
-        }
-    };
-    let sink = Sink::Poll(dst, None);
-    let mut mover = Mover::default();
-    while let Ok(Moved::Bytes(_)) = mover.step(&reader, &sink, true).await {}
 }
 
 #[cfg(test)]

@@ -68,7 +68,12 @@ fn pump_through(target: &Path, data: Vec<u8>) {
     rt().block_on(async {
         let sink = open_output(target, false, &mut None).unwrap();
         let (r, w) = fd::pipe().unwrap();
-        let pump = spawn_output_pump(Arc::new(PollFd::new(r).unwrap()), sink);
+        let pump = spawn_pump(
+            Arc::new(PollFd::new(r).unwrap()),
+            sink,
+            Mover::default(),
+            true,
+        );
         let writer = std::thread::spawn(move || {
             let mut f = std::fs::File::from(w);
             f.write_all(&data).unwrap();
@@ -126,7 +131,12 @@ fn pty_source_falls_back_to_copying() {
     let d2 = data.clone();
     rt().block_on(async move {
         let sink = open_output(&path, false, &mut None).unwrap();
-        let pump = spawn_output_pump(Arc::new(PollFd::new(pty.master).unwrap()), sink);
+        let pump = spawn_pump(
+            Arc::new(PollFd::new(pty.master).unwrap()),
+            sink,
+            Mover::default(),
+            true,
+        );
         let slave = pty.slave;
         let writer = std::thread::spawn(move || {
             let mut f = std::fs::File::from(slave);
@@ -155,9 +165,12 @@ fn drain_moves_everything_buffered_while_the_writer_is_still_open() {
     rt().block_on(async {
         let io = ProcessIo::none();
         let sink = open_output(&path, false, &mut None).unwrap();
-        lock(&io.live)
-            .pumps
-            .push(spawn_output_pump(Arc::new(PollFd::new(r).unwrap()), sink));
+        lock(&io.live).pumps.push(spawn_pump(
+            Arc::new(PollFd::new(r).unwrap()),
+            sink,
+            Mover::default(),
+            true,
+        ));
         tokio::time::timeout(Duration::from_secs(10), io.drain(Duration::from_secs(10)))
             .await
             .expect("drain returned");
@@ -183,9 +196,12 @@ fn drain_gives_up_on_a_stalled_consumer_without_losing_bytes() {
         // Nobody reads the FIFO (only our keep-alive holds it): the pump fills it and waits.
         let sink = open_output(&path, false, &mut None).unwrap();
         fd::grow_pipe(sink.as_fd(), 65536);
-        lock(&io.live)
-            .pumps
-            .push(spawn_output_pump(Arc::new(PollFd::new(r).unwrap()), sink));
+        lock(&io.live).pumps.push(spawn_pump(
+            Arc::new(PollFd::new(r).unwrap()),
+            sink,
+            Mover::default(),
+            true,
+        ));
         let t = std::time::Instant::now();
         io.drain(Duration::from_millis(300)).await;
         assert!(
@@ -206,4 +222,58 @@ fn drain_gives_up_on_a_stalled_consumer_without_losing_bytes() {
         assert_eq!(got.len(), data.len());
         assert!(got == data);
     });
+}
+
+#[test]
+fn freeze_and_thaw_across_runtimes_loses_no_byte() {
+    // A live upgrade in miniature: pumps frozen in one runtime, the runtime torn down (as
+    // execve would), the same descriptors adopted by a new runtime, copying resumes.
+    let data = pattern(3 << 20);
+    let (c, path) = Consumer::new(4096, Duration::from_micros(20));
+    let (r, w) = fd::pipe().unwrap();
+    let half = data.len() / 2;
+    // The first half is written while runtime A pumps, the rest while runtime B does.
+    let (go_on_tx, go_on_rx) = std::sync::mpsc::channel::<()>();
+    let d2 = data.clone();
+    let writer = std::thread::spawn(move || {
+        let mut wf = std::fs::File::from(w);
+        wf.write_all(&d2[..half]).unwrap();
+        go_on_rx.recv().unwrap();
+        wf.write_all(&d2[half..]).unwrap();
+    });
+    let snap = {
+        let rt_a = rt();
+        let snap = rt_a.block_on(async {
+            let io = ProcessIo::none();
+            let sink = open_output(&path, false, &mut None).unwrap();
+            lock(&io.live).pumps.push(spawn_pump(
+                Arc::new(PollFd::new(r).unwrap()),
+                sink,
+                Mover::default(),
+                true,
+            ));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let frozen = io.freeze().await.unwrap();
+            let snap = frozen.snap.clone();
+            assert_eq!(snap.outputs.len(), 1);
+            // As across execve: the descriptors stay open, their old owners vanish unseen.
+            std::mem::forget(frozen);
+            snap
+        });
+        drop(rt_a);
+        snap
+    };
+    let rt_b = rt();
+    rt_b.block_on(async {
+        let reaper = crate::reaper::Reaper::new();
+        let io = ProcessIo::thaw(&snap, &crate::reaper::Spawner::new(reaper)).unwrap();
+        go_on_tx.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(30), io.close(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        writer.join().unwrap();
+    });
+    let got = c.collected();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data);
 }

@@ -109,6 +109,21 @@ impl Spawner {
         Ok(child)
     }
 
+    /// Take over a child a previous image of this shim started (live upgrade): its exit now
+    /// comes to the returned handle. Call before the reaper's first sweep in the new image,
+    /// so an exit that happened during the hand-over is still routed here.
+    pub fn adopt(&self, pid: u32) -> Child {
+        let sub = self.reaper.subscribe();
+        let exit = sub.claim(pid as i32);
+        Child {
+            pid,
+            stdin: None,
+            stdout: None,
+            stderr: None,
+            exit,
+        }
+    }
+
     /// Run `cmd` to completion, feeding `input` on stdin and collecting stdout and stderr.
     /// When `deadline` passes the child is SIGKILLed; its exit is still collected (never
     /// abandoned), and `timed_out` is set. Output beyond `cap` bytes per stream is discarded so
