@@ -37,6 +37,9 @@ pub struct ProcState {
     pub stashed_exit: Option<RawExit>,
     /// `runc pause` is running: State reports PAUSING.
     pub pausing: bool,
+    /// The exit as reaped, recorded synchronously at reap time (before the lifecycle has
+    /// handled it): a live upgrade that happens in between hands it over to be handled.
+    pub reaped_exit: Option<RawExit>,
 }
 
 /// An init or exec process.
@@ -72,6 +75,7 @@ impl Process {
                 starting: false,
                 stashed_exit: None,
                 pausing: false,
+                reaped_exit: None,
             }),
             reaped: AtomicBool::new(false),
             pidfd: Mutex::new(None),
@@ -139,6 +143,10 @@ impl Process {
 
     pub fn set_gate_count(&self) {
         self.gate_counted.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_gate_counted(&self) -> bool {
+        self.gate_counted.load(Ordering::SeqCst)
     }
 
     /// Clear the gate count; true if it was set (so the caller decrements exactly once).

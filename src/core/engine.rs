@@ -135,17 +135,17 @@ pub struct Inner {
     pub profile: ApiProfile,
     pub namespace: String,
     pub shim_pid: u32,
-    spawner: Spawner,
-    factory: Arc<dyn RuntimeFactory>,
-    containers: Mutex<HashMap<ContainerId, Arc<Container>>>,
+    pub(super) spawner: Spawner,
+    pub(super) factory: Arc<dyn RuntimeFactory>,
+    pub(super) containers: Mutex<HashMap<ContainerId, Arc<Container>>>,
     /// Ids whose Create is in progress (so two Creates of one id cannot race).
-    creating: Mutex<HashSet<ContainerId>>,
+    pub(super) creating: Mutex<HashSet<ContainerId>>,
     /// Notified whenever a container is added or removed (for [`Core::idle_for`]).
     changed: tokio::sync::Notify,
     /// Recently deleted containers (bounded): see [`Tombstone`].
-    tombstones: Mutex<std::collections::VecDeque<Tombstone>>,
+    pub(super) tombstones: Mutex<std::collections::VecDeque<Tombstone>>,
     sink: Arc<dyn EventSink>,
-    exits: mpsc::UnboundedSender<ExitNote>,
+    pub(super) exits: mpsc::UnboundedSender<ExitNote>,
 }
 
 impl Inner {
@@ -190,10 +190,10 @@ impl Inner {
 /// makes clients such as ctr refuse to delete it) lets it be removed the normal way, after
 /// which Delete's NOT_FOUND tells containerd it is already gone.
 #[derive(Debug, Clone)]
-struct Tombstone {
-    id: ContainerId,
-    bundle: PathBuf,
-    deleted: Deleted,
+pub(super) struct Tombstone {
+    pub(super) id: ContainerId,
+    pub(super) bundle: PathBuf,
+    pub(super) deleted: Deleted,
 }
 
 /// How many deleted containers are remembered.
@@ -408,7 +408,7 @@ impl Core {
     }
 
     /// Route the future exit of `pid` (claimed inside `sub`) to the lifecycle.
-    fn claim(&self, sub: &Subscription, pid: u32, c: &Arc<Container>, p: &Arc<Process>) {
+    pub(super) fn claim(&self, sub: &Subscription, pid: u32, c: &Arc<Container>, p: &Arc<Process>) {
         let tx = self.inner.exits.clone();
         let (wc, wp): (Weak<Container>, Weak<Process>) = (Arc::downgrade(c), Arc::downgrade(p));
         let pidfd = sub.claim_with_pidfd(
@@ -416,6 +416,7 @@ impl Core {
             Box::new(move |exit| {
                 if let (Some(container), Some(process)) = (wc.upgrade(), wp.upgrade()) {
                     process.mark_reaped();
+                    process.st().reaped_exit = Some(exit);
                     let _ = tx.send(ExitNote {
                         container,
                         process,
@@ -641,7 +642,7 @@ impl Core {
                 st.state = State::Running;
             }
         }
-        self.watch_cgroup(c, pid);
+        self.watch_cgroup(c, pid, true);
         self.inner.emit(Event::Start {
             container_id: c.id.to_string(),
             pid,
@@ -797,7 +798,9 @@ impl Core {
     }
 
     /// After init started: find its cgroup (for Stats) and watch it for OOM kills.
-    fn watch_cgroup(&self, c: &Arc<Container>, pid: u32) {
+    /// `fresh`: start counting OOM kills from now (a new container); otherwise keep the count
+    /// the container already has (adopted in a live upgrade).
+    pub(super) fn watch_cgroup(&self, c: &Arc<Container>, pid: u32, fresh: bool) {
         let cg = match Cgroup::for_pid(pid) {
             Ok(cg) => Arc::new(cg),
             Err(e) => {
@@ -810,7 +813,9 @@ impl Core {
         }
         *lock(&c.cgroup) = Some(cg.clone());
         // Kills before the watch started are not this container's news.
-        *lock(&c.oom_seen) = cg.oom_kill_count();
+        if fresh {
+            *lock(&c.oom_seen) = cg.oom_kill_count();
+        }
         match cg.watch_oom() {
             Ok(mut w) => {
                 let inner = Arc::downgrade(&self.inner);

@@ -18,7 +18,7 @@ use nix::mount::{MntFlags, MsFlags};
 use thiserror::Error;
 
 /// One rootfs mount as containerd sends it (`containerd.types.Mount`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct MountSpec {
     /// Filesystem type (`overlay`, `bind`, `tmpfs`, …).
     pub kind: String,

@@ -10,7 +10,7 @@ use super::error::Error;
 /// States of a process. Init uses all of them; an exec never is `Paused` or
 /// `CreatedCheckpoint` (an exec *reports* paused while its container is, but that is a view,
 /// not its state).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum State {
     Created,
     /// Created from a checkpoint: runc has not run yet; Start restores.

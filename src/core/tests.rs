@@ -515,3 +515,55 @@ fn a_deleted_container_reads_as_stopped_until_it_is_created_again() {
         );
     });
 }
+
+/// A live upgrade of the core in miniature: capture in one core, thaw into a fresh one (new
+/// reaper, new event sink), and the processes carry on: their exits arrive once, in order,
+/// including an init exit that was reaped but not yet handled when the snapshot was taken.
+#[test]
+fn capture_and_thaw_carry_processes_and_unhandled_exits() {
+    rt().block_on(async {
+        let a = Rig::new();
+        let c = a.create("c1", false).await;
+        a.core.start(&c, &ProcessRef::Init).await.unwrap();
+        let e1 = a.add_exec(&c, "e1").await;
+        a.core.start(&c, &e1).await.unwrap();
+        let e2 = a.add_exec(&c, "e2").await;
+        a.core.start(&c, &e2).await.unwrap();
+        // e2 finishes before the upgrade; init dies during it, while e1 still runs: its exit
+        // handler waits for e1, so init is reaped but unhandled at capture.
+        a.fake.exit(a.fake.pid_of("e2"), 2);
+        a.exits(1).await;
+        a.fake.exit(a.fake.pid_of("c1"), 137);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let frozen = a.core.freeze_io().await.unwrap();
+        let snap = a.core.capture(&frozen);
+        let json = serde_json::to_string(&snap).unwrap();
+        let snap: handover::CoreSnap = serde_json::from_str(&json).unwrap();
+        let init = &snap.containers[0].init;
+        assert_eq!(init.reaped_exit.map(|e| e.status), Some(137));
+        assert_eq!(init.state, state::State::Running);
+
+        // The new image.
+        let b = Rig::new();
+        let core = Core::thaw(
+            &snap,
+            b.core.profile().clone(),
+            "ns",
+            Spawner::new(b.fake.reaper.clone()),
+            Arc::new(Factory(b.fake.clone())),
+            b.sink.clone(),
+        )
+        .unwrap();
+        // Finished processes read as finished, with their status.
+        assert_eq!(core.wait(&c, &e2).await.unwrap().status, 2);
+        assert_eq!(core.state(&c, &e1).unwrap().status, Status::Running);
+        // e1's pid was re-claimed in the new image: its exit arrives there, then init's.
+        let e1_pid = a.fake.pid_of("e1");
+        b.fake.exit(e1_pid, 137);
+        let t = b.exits(2).await;
+        assert_eq!(t, ["exit e1 137", "exit c1 137"], "{t:?}");
+        assert_eq!(core.wait(&c, &ProcessRef::Init).await.unwrap().status, 137);
+        let d = core.delete(&c, &ProcessRef::Init).await.unwrap();
+        assert_eq!(d.exit_status, 137);
+    });
+}

@@ -105,7 +105,7 @@ impl ProcessRef {
 
 /// The stdio strings of a Create or Exec, exactly as containerd sent them. `io::StdioSpec`
 /// parses them once into something typed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StdioRequest {
     pub stdin: String,
     pub stdout: String,
@@ -197,7 +197,7 @@ pub struct ExecSpec {
 
 /// How a process ended: the status containerd reports (exit code, or 128+signal) and when the
 /// shim reaped it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exit {
     pub pid: u32,
     pub status: u32,
@@ -252,7 +252,7 @@ pub struct CheckpointSpec {
 }
 
 /// `Delete`'s answer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Deleted {
     pub pid: u32,
     pub exit_status: u32,
