@@ -17,6 +17,16 @@ const PROTO_DIR: &str = "protos";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    // The version this build reports: the package version, unless SHIMGATE_VERSION overrides
+    // it (tests build a second, differently-versioned binary to upgrade to).
+    println!("cargo:rerun-if-env-changed=SHIMGATE_VERSION");
+    let version = std::env::var("SHIMGATE_VERSION")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| {
+            std::env::var("CARGO_PKG_VERSION").expect("cargo sets CARGO_PKG_VERSION")
+        });
+    println!("cargo:rustc-env=SHIMGATE_VERSION={version}");
     println!("cargo:rerun-if-changed={PROTO_DIR}");
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));

@@ -22,7 +22,7 @@ use std::ffi::OsString;
 use cli::Personality;
 
 /// This build's version.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const VERSION: &str = env!("SHIMGATE_VERSION");
 /// The source revision, when the build knew it.
 pub const REVISION: &str = match option_env!("SHIMGATE_REVISION") {
     Some(r) => r,
@@ -33,7 +33,7 @@ pub const REVISION: &str = match option_env!("SHIMGATE_REVISION") {
 /// executable (and its version) from a Go shim by reading the file, without running it.
 /// The operator tool's file inspection (`admin::inspect`) uses it at run time, which keeps it
 /// in every build.
-pub const BINARY_MARKER: &str = concat!("shimgate-binary-marker/", env!("CARGO_PKG_VERSION"), "/");
+pub const BINARY_MARKER: &str = concat!("shimgate-binary-marker/", env!("SHIMGATE_VERSION"), "/");
 
 /// The `-v` text, in the layout the Go shims print (containerd does not parse it).
 pub fn version_block(argv0: &str) -> String {

@@ -76,6 +76,11 @@ impl ExecPublisher {
         Arc::new(ExecPublisher { queue })
     }
 
+    /// The ordered queue (live upgrade freezes and preloads it).
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
     /// Wait until every queued event was delivered or given up, at most `limit`.
     pub async fn flush(&self, limit: Duration) -> bool {
         self.queue.flush(limit).await
@@ -94,16 +99,16 @@ async fn deliver(spawner: Spawner, cmd: PublishCommand, retry: Retry, mut rx: Re
         for attempt in 1..=retry.attempts.max(1) {
             match publish_once(&spawner, &cmd, &q, retry.attempt_timeout).await {
                 Ok(()) => {
-                    tracing::debug!(topic = q.topic, attempt, "event published");
+                    tracing::debug!(topic = %q.topic, attempt, "event published");
                     break;
                 }
                 Err(e) if attempt < retry.attempts => {
-                    tracing::warn!(topic = q.topic, attempt, error = %e, "publishing event failed; retrying");
+                    tracing::warn!(topic = %q.topic, attempt, error = %e, "publishing event failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(retry.backoff_max);
                 }
                 Err(e) => {
-                    tracing::error!(topic = q.topic, attempt, error = %e, "publishing event failed; event dropped");
+                    tracing::error!(topic = %q.topic, attempt, error = %e, "publishing event failed; event dropped");
                 }
             }
         }
@@ -133,7 +138,7 @@ async fn publish_once(
         .arg(&cmd.address)
         .arg("publish")
         .arg("--topic")
-        .arg(q.topic)
+        .arg(&q.topic)
         .arg("--namespace")
         .arg(&cmd.namespace)
         .stdin(Stdio::piped())

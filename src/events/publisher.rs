@@ -38,6 +38,11 @@ impl TtrpcPublisher {
         Arc::new(TtrpcPublisher { queue })
     }
 
+    /// The ordered queue (live upgrade freezes and preloads it).
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
     /// Wait until every queued event was delivered, at most `limit`.
     pub async fn flush(&self, limit: Duration) -> bool {
         self.queue.flush(limit).await
@@ -57,7 +62,7 @@ async fn forward_loop(path: String, namespace: String, mut rx: Receiver) {
             envelope: Some(Envelope {
                 timestamp: Some(time::timestamp(q.at)).into(),
                 namespace: namespace.clone(),
-                topic: q.topic.to_string(),
+                topic: q.topic.clone(),
                 event: Some(q.event).into(),
                 ..Default::default()
             })
@@ -73,7 +78,7 @@ async fn forward_loop(path: String, namespace: String, mut rx: Receiver) {
                     Ok(c) => client = Some(EventsClient::new(c)),
                     Err(e) => {
                         if attempts == 1 || attempts % 20 == 0 {
-                            tracing::warn!(topic = q.topic, error = %e, attempts, "cannot reach containerd to publish event; retrying");
+                            tracing::warn!(topic = %q.topic, error = %e, attempts, "cannot reach containerd to publish event; retrying");
                         }
                     }
                 }
@@ -88,13 +93,13 @@ async fn forward_loop(path: String, namespace: String, mut rx: Receiver) {
                         // waiting forever; give it a few tries (it may be restarting), then
                         // report loudly and move on so later events are not held back.
                         if attempts >= REFUSED_ATTEMPTS {
-                            tracing::error!(topic = q.topic, code = st.code.value(), message = %st.message, "containerd refused event; dropped");
+                            tracing::error!(topic = %q.topic, code = st.code.value(), message = %st.message, "containerd refused event; dropped");
                             break;
                         }
                     }
                     Err(e) => {
                         if attempts == 1 || attempts % 20 == 0 {
-                            tracing::warn!(topic = q.topic, error = %e, attempts, "publishing event failed; retrying");
+                            tracing::warn!(topic = %q.topic, error = %e, attempts, "publishing event failed; retrying");
                         }
                         // Reconnect next time: the connection may be dead (containerd restart).
                         client = None;
@@ -104,7 +109,7 @@ async fn forward_loop(path: String, namespace: String, mut rx: Receiver) {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
-        tracing::debug!(topic = q.topic, "event published");
+        tracing::debug!(topic = %q.topic, "event published");
         rx.done();
     }
 }

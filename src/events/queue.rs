@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::encode;
 use crate::core::event::Event;
@@ -20,8 +20,10 @@ use crate::protos::Any;
 pub const MAX_QUEUED: usize = 65_536;
 
 /// One event ready for the wire.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Queued {
-    pub topic: &'static str,
+    pub topic: String,
+    #[serde(with = "any_bytes")]
     pub event: Any,
     /// When it was published (the envelope timestamp of the ttrpc publisher).
     pub at: SystemTime,
@@ -30,6 +32,28 @@ pub struct Queued {
 struct Shared {
     pending: AtomicUsize,
     settled: Notify,
+    /// A freeze waiting for the delivery task (see [`Queue::freeze`]).
+    freeze: std::sync::Mutex<Option<oneshot::Sender<mpsc::UnboundedReceiver<Queued>>>>,
+    freeze_asked: Notify,
+}
+
+/// `Any` as (type URL, bytes) for the hand-over file.
+mod any_bytes {
+    use crate::protos::Any;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(a: &Any, s: S) -> Result<S::Ok, S::Error> {
+        (&a.type_url, &a.value).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Any, D::Error> {
+        let (type_url, value) = <(String, Vec<u8>)>::deserialize(d)?;
+        Ok(Any {
+            type_url,
+            value,
+            ..Default::default()
+        })
+    }
 }
 
 /// The sending side, held by the publisher.
@@ -40,8 +64,25 @@ pub struct Queue {
 
 /// The delivering side, owned by the publisher's delivery task.
 pub struct Receiver {
-    rx: mpsc::UnboundedReceiver<Queued>,
+    rx: Option<mpsc::UnboundedReceiver<Queued>>,
     shared: Arc<Shared>,
+}
+
+/// A frozen queue (live upgrade): the events not delivered yet, still in order. More may be
+/// pushed until the last moment; [`FrozenQueue::take_all`] collects them all.
+pub struct FrozenQueue {
+    rx: mpsc::UnboundedReceiver<Queued>,
+}
+
+impl FrozenQueue {
+    /// Everything queued so far, in order (synchronous: called right before `execve`).
+    pub fn take_all(&mut self) -> Vec<Queued> {
+        let mut v = Vec::new();
+        while let Ok(q) = self.rx.try_recv() {
+            v.push(q);
+        }
+        v
+    }
 }
 
 /// A new queue and the receiver its delivery task drains.
@@ -50,13 +91,18 @@ pub fn queue() -> (Queue, Receiver) {
     let shared = Arc::new(Shared {
         pending: AtomicUsize::new(0),
         settled: Notify::new(),
+        freeze: std::sync::Mutex::new(None),
+        freeze_asked: Notify::new(),
     });
     (
         Queue {
             tx,
             shared: shared.clone(),
         },
-        Receiver { rx, shared },
+        Receiver {
+            rx: Some(rx),
+            shared,
+        },
     )
 }
 
@@ -75,7 +121,7 @@ impl Queue {
             Ok((topic, event)) => {
                 self.shared.pending.fetch_add(1, Ordering::SeqCst);
                 let q = Queued {
-                    topic,
+                    topic: topic.to_string(),
                     event,
                     at: SystemTime::now(),
                 };
@@ -86,6 +132,27 @@ impl Queue {
             }
             Err(e) => tracing::error!(error = %e, ?ev, "cannot encode event"),
         }
+    }
+
+    /// Put events carried over from a previous image first in line (live upgrade; call before
+    /// anything else is pushed).
+    pub fn preload(&self, events: Vec<Queued>) {
+        for q in events {
+            self.shared.pending.fetch_add(1, Ordering::SeqCst);
+            if self.tx.send(q).is_err() {
+                self.shared.pending.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Stop delivery between two events and take the queue over (live upgrade). The event
+    /// being delivered is finished first (bounded by the publisher's own per-attempt
+    /// deadline and retries), so nothing is delivered twice by the next image.
+    pub async fn freeze(&self) -> Option<FrozenQueue> {
+        let (tx, rx) = oneshot::channel();
+        *self.shared.freeze.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        self.shared.freeze_asked.notify_one();
+        rx.await.ok().map(|rx| FrozenQueue { rx })
     }
 
     /// Wait until every queued event is settled, at most `limit`. False if some were not.
@@ -104,9 +171,31 @@ impl Queue {
 }
 
 impl Receiver {
-    /// The next event, in publish order; `None` once every sender is gone.
+    /// The next event, in publish order; `None` once every sender is gone, or when the queue
+    /// was frozen (the delivery task then ends).
     pub async fn next(&mut self) -> Option<Queued> {
-        self.rx.recv().await
+        loop {
+            let rx = self.rx.as_mut()?;
+            tokio::select! {
+                biased;
+                _ = self.shared.freeze_asked.notified() => {
+                    let reply = self
+                        .shared
+                        .freeze
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .take();
+                    if let (Some(reply), Some(rx)) = (reply, self.rx.take()) {
+                        match reply.send(rx) {
+                            Ok(()) => return None,
+                            // The freeze was abandoned (an upgrade that gave up): carry on.
+                            Err(rx) => self.rx = Some(rx),
+                        }
+                    }
+                }
+                q = rx.recv() => return q,
+            }
+        }
     }
 
     /// The event last taken is delivered or given up.
@@ -147,5 +236,54 @@ mod tests {
             })
             .collect();
         assert_eq!(pids, [1, 2, 3]);
+    }
+}
+
+#[cfg(test)]
+mod freeze_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn freeze_takes_over_undelivered_events_in_order() {
+        let (q, mut rx) = queue();
+        let delivered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let d2 = delivered.clone();
+        let task = tokio::spawn(async move {
+            while let Some(e) = rx.next().await {
+                d2.lock().unwrap().push(e.topic.clone());
+                rx.done();
+                // Slow delivery: most events are still queued when the freeze comes.
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        });
+        for pid in 0..10 {
+            q.push(Event::Start {
+                container_id: format!("c{pid}"),
+                pid,
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        let mut frozen = q.freeze().await.unwrap();
+        task.await.unwrap();
+        // Pushed after the freeze: still collected, after the rest.
+        q.push(Event::Oom {
+            container_id: "late".into(),
+        });
+        let rest = frozen.take_all();
+        let n_delivered = delivered.lock().unwrap().len();
+        assert!(n_delivered >= 1 && n_delivered < 10);
+        assert_eq!(n_delivered + rest.len(), 11);
+        assert_eq!(rest.last().unwrap().topic, "/tasks/oom");
+        // Through the hand-over file and into a new queue, first in line.
+        let json = serde_json::to_string(&rest).unwrap();
+        let back: Vec<Queued> = serde_json::from_str(&json).unwrap();
+        let (q2, mut rx2) = queue();
+        q2.preload(back);
+        q2.push(Event::Oom {
+            container_id: "new".into(),
+        });
+        let first = rx2.next().await.unwrap();
+        assert_eq!(first.topic, "/tasks/start");
+        assert_eq!(first.event.type_url, "containerd.events.TaskStart");
     }
 }

@@ -57,8 +57,9 @@ mod generated {
 }
 
 pub use generated::{
-    bootstrap, cgroups_v1, cgroups_v2, events, introspection, mount, runc_linux, runc_options,
-    shim_v1, shim_v1_ttrpc, task, task_ttrpc, task_types, ttrpc_events, ttrpc_events_ttrpc,
+    admin, admin_ttrpc, bootstrap, cgroups_v1, cgroups_v2, events, introspection, mount,
+    runc_linux, runc_options, shim_v1, shim_v1_ttrpc, task, task_ttrpc, task_types, ttrpc_events,
+    ttrpc_events_ttrpc,
 };
 
 /// ttrpc service name of the shim v2 task API.
@@ -67,6 +68,8 @@ pub const TASK_V2_SERVICE: &str = "containerd.task.v2.Task";
 pub const TASK_V3_SERVICE: &str = "containerd.task.v3.Task";
 /// ttrpc service name of the legacy v1 shim API.
 pub const SHIM_V1_SERVICE: &str = "containerd.runtime.linux.shim.v1.Shim";
+/// ttrpc service name of shimgate's own control service (live upgrade, info).
+pub const ADMIN_SERVICE: &str = "shimgate.admin.v1.Admin";
 /// ttrpc service name of containerd's event intake (the shim is the client).
 pub const EVENTS_SERVICE: &str = "containerd.services.events.ttrpc.v1.Events";
 
