@@ -179,8 +179,16 @@ def worker(a) -> int:
         tools.prepare()
         sg_copy = os.path.join(base, "shimgate")
         shutil.copy2(shimgate, sg_copy)
+        # Private copies of the Go shims too: file-backed pages of a binary are shared (and
+        # their PSS divided) with every other process mapping the same file, e.g. Go shims
+        # that other work on the machine runs from /usr/bin.
+        go_copies = {}
+        for n, p in go.items():
+            go_copies[n] = os.path.join(base, "go", n)
+            os.makedirs(os.path.dirname(go_copies[n]), exist_ok=True)
+            shutil.copy2(p, go_copies[n])
         sides = {
-            "go": dict(go),
+            "go": go_copies,
             "shimgate": {n: sg_copy for n in envmod.SHIM_NAMES},
         }
         for n, p in go.items():
