@@ -1,11 +1,14 @@
 //! Plumbing every serving shim needs, whichever API it speaks: adopting the listening socket
 //! containerd (or our own `start`) left on fd 3, the process-wide signal dispositions, the
-//! runtime the daemon runs on, the reaper, and turning SIGTERM/SIGINT into "stop serving".
+//! runtime the daemon runs on, the reaper, turning SIGTERM/SIGINT into "stop serving", and
+//! the serving itself with the admin service, fresh or adopted from a previous image (live
+//! upgrade, see `api::upgrade`).
 //!
 //! The daemons run on a single-threaded runtime: a shim's work is waiting, one thread keeps
 //! memory small, and `PR_SET_PDEATHSIG` on runtime children fires when the *thread* that forked
 //! them exits, so every child must be forked from one long-lived thread (see `reaper::spawner`).
 
+use std::collections::HashMap;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener as StdListener;
 use std::path::PathBuf;
@@ -15,9 +18,14 @@ use std::time::Duration;
 use nix::sys::stat::SFlag;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
+use ttrpc::r#async::Service;
 
+use super::admin::AdminService;
+use super::server::{self, Control, Services};
+use super::upgrade::{self, Handover, Upgrader};
 use crate::core::event::EventSink;
 use crate::core::{ApiProfile, Core, RuncFactory};
+use crate::events::queue::Queue;
 use crate::reaper::{Reaper, Spawner};
 
 /// The descriptor on which the listening socket is inherited.
@@ -64,25 +72,37 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("start runtime: {e}"))
 }
 
-/// Start the one reaper (before anything is spawned) and the spawner every child goes through.
-/// Call inside the runtime.
-pub fn spawner() -> Result<Spawner, String> {
+/// The one reaper and the spawner every child goes through. The reaper is started with
+/// [`start_reaper`] once the core exists: an adopted core must claim its live pids before the
+/// first sweep, and nothing is spawned before then.
+pub fn reaper_and_spawner() -> (Reaper, Spawner) {
     let reaper = Reaper::new();
-    reaper
-        .start()
-        .map_err(|e| format!("install SIGCHLD handler: {e}"))?;
-    Ok(Spawner::new(reaper))
+    let spawner = Spawner::new(reaper.clone());
+    (reaper, spawner)
 }
 
-/// Hand a bound listener to the runtime; also returns its filesystem path, if it has one (an
-/// inherited or abstract socket may not), so the caller can remove it at exit.
+/// Install the SIGCHLD handler and sweep. Call inside the runtime, as the last step before
+/// serving: after it, exits are collected, and (when adopting) a rollback could lose them.
+pub fn start_reaper(reaper: &Reaper) -> Result<(), String> {
+    reaper
+        .start()
+        .map_err(|e| format!("install SIGCHLD handler: {e}"))
+}
+
+/// A listener's filesystem path, if it has one (an abstract socket does not), so the caller
+/// can remove it at exit.
+pub fn socket_path(listener: &StdListener) -> Option<PathBuf> {
+    listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(|p| p.to_path_buf()))
+}
+
+/// Hand a bound listener to the runtime; also returns its [`socket_path`].
 pub fn serve_on(
     listener: StdListener,
 ) -> Result<(tokio::net::UnixListener, Option<PathBuf>), String> {
-    let path = listener
-        .local_addr()
-        .ok()
-        .and_then(|a| a.as_pathname().map(|p| p.to_path_buf()));
+    let path = socket_path(&listener);
     listener
         .set_nonblocking(true)
         .map_err(|e| format!("listener: {e}"))?;
@@ -131,17 +151,121 @@ pub fn stop_on_signals(stop: watch::Sender<bool>) -> Result<(), String> {
     Ok(())
 }
 
-/// The engine of a serving shim: `profile`'s API over the runc CLI, events into `sink`.
+/// The engine of a serving shim: `profile`'s API over the runc CLI, events into `sink`
+/// (whose queue is `queue`). Adopting, it is rebuilt from the hand-over, and the events the
+/// previous image had not delivered are queued first, ahead of anything the rebuilt core
+/// emits.
 pub fn runc_core(
     profile: ApiProfile,
     namespace: &str,
     spawner: Spawner,
     sink: Arc<dyn EventSink>,
-) -> Core {
+    queue: &Queue,
+    from: Option<&Handover>,
+) -> Result<Core, String> {
     let factory = Arc::new(RuncFactory {
         spawner: spawner.clone(),
         namespace: namespace.to_string(),
         deadlines: crate::core::runc::Deadlines::from_env(),
     });
-    Core::new(profile, namespace, spawner, factory, sink)
+    match from {
+        None => Ok(Core::new(profile, namespace, spawner, factory, sink)),
+        Some(doc) => {
+            queue.preload(doc.events.clone());
+            doc.or_roll_back(
+                Core::thaw(&doc.core, profile, namespace, spawner, factory, sink)
+                    .map_err(|e| format!("rebuild the shim's state: {e}")),
+            )
+        }
+    }
+}
+
+/// The hand-over this process was started with, checked for this personality: `Ok(None)` for
+/// an ordinary start. A document that is announced but unusable is rolled back at once.
+pub fn handover(personality: &str) -> Result<Option<Handover>, String> {
+    match upgrade::take_handover() {
+        None => Ok(None),
+        Some(Err(e)) => Err(e),
+        Some(Ok(doc)) => {
+            doc.or_roll_back(
+                doc.check(personality)
+                    .and_then(|()| doc.check_fds())
+                    .and_then(|()| doc.injected_faults()),
+            )?;
+            Ok(Some(doc))
+        }
+    }
+}
+
+/// What the serving daemons share after their core exists: the admin service next to their
+/// API, the reaper started, then either a fresh listener served or everything a previous image
+/// handed over adopted (any failure before serving rolls back to the previous binary).
+pub struct Serving {
+    pub core: Core,
+    pub spawner: Spawner,
+    pub queue: Queue,
+    pub personality: &'static str,
+    pub services: HashMap<String, Service>,
+    pub stop: watch::Receiver<bool>,
+}
+
+impl Serving {
+    pub async fn serve(
+        self,
+        reaper: &Reaper,
+        listener: StdListener,
+        from: Option<&Handover>,
+    ) -> Result<(), String> {
+        let Serving {
+            core,
+            spawner,
+            queue,
+            personality,
+            mut services,
+            stop,
+        } = self;
+        let ctl = Control::new();
+        let upgrader = Upgrader::new(
+            core.clone(),
+            ctl.clone(),
+            queue,
+            spawner,
+            personality,
+            stop.clone(),
+        );
+        services.extend(crate::protos::admin_ttrpc::create_admin(AdminService::new(
+            upgrader,
+        )));
+        let services: Services = Arc::new(services);
+        let (listener, _) = serve_on(listener)?;
+        if let Some(doc) = from {
+            let reply = super::admin::upgrade_reply(doc, core.container_count());
+            doc.or_roll_back(server::adopt_connections(
+                &doc.server.conns,
+                &services,
+                &ctl,
+                &stop,
+                &reply,
+            ))?;
+        }
+        start_reaper(reaper)?;
+        if let Some(doc) = from {
+            doc.release_old_binary();
+            match &doc.rollback {
+                None => tracing::info!(
+                    from = %doc.written_by,
+                    to = crate::VERSION,
+                    handover_micros = doc.elapsed_micros(),
+                    containers = core.container_count(),
+                    "upgraded: serving with the state of the previous binary"
+                ),
+                Some(why) => tracing::warn!(
+                    error = %why,
+                    "upgrade rolled back: serving again with the previous binary"
+                ),
+            }
+        }
+        server::serve(listener, services, ctl, stop).await;
+        Ok(())
+    }
 }

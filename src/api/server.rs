@@ -4,23 +4,41 @@
 //! does not have: an unknown service must answer UNIMPLEMENTED (it answers INVALID_ARGUMENT),
 //! only peers with our uid/gid may connect, an oversized frame must be answered
 //! RESOURCE_EXHAUSTED without dropping the connection, and a request deadline must not cancel
-//! a handler halfway through a runtime call (a half-done Create would leave state behind). We
-//! keep the crate's codec, envelope types and generated handlers, and own only the loop.
+//! a handler halfway through a runtime call (a half-done Create would leave state behind). A
+//! live upgrade also needs what no off-the-shelf server offers: stop between two requests and
+//! hand every socket, half-read frame and parked request to a new program image. We keep the
+//! crate's codec, envelope types and generated handlers, and own only the loop.
 //!
-//! Concurrency: each connection has a reader (this task) and a writer task; each request runs
+//! Concurrency: each connection has a reader (its task) and a writer task; each request runs
 //! in its own task, so a blocking `Wait` does not hold up `State` on the same connection, and
 //! responses go out in completion order. In-flight requests per connection are bounded.
+//!
+//! Hand-over ([`Control`]): `quiesce` stops accepting and reading and waits until no request
+//! but the parked kinds (`Wait`, which may run for the life of a process, and the `Upgrade`
+//! asking for the hand-over) is running; `hand_over` then makes every connection finish its
+//! queued writes and give back its socket, unparsed bytes and parked requests, and the accept
+//! loop give back the listener. The new image replays parked `Wait`s on the same stream ids
+//! ([`adopt_connections`]), so the caller sees one slow answer, never an error. Invariant that makes
+//! this exact: a request's in-flight entry is removed in the same poll that queues its answer
+//! (the response channel is unbounded, so queueing never waits), and the daemons run on one
+//! thread, so a request is either answered on the wire or handed over, never both or neither.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use protobuf::Message;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::AbortHandle;
 use ttrpc::r#async::{Service, TtrpcContext};
 use ttrpc::{Code, MessageHeader, Request, Response};
+
+use crate::protos::ADMIN_SERVICE;
 
 /// Largest frame payload ttrpc allows.
 pub const MAX_MESSAGE: usize = 4 << 20;
@@ -29,25 +47,254 @@ pub const HEADER_LEN: usize = 10;
 const TYPE_REQUEST: u8 = 1;
 const TYPE_RESPONSE: u8 = 2;
 /// Requests a single connection may have in flight; more wait (back-pressure on the socket)
-/// instead of queueing without bound. `Wait` is not counted: containerd keeps one open per
-/// live process for as long as it lives (a container with a thousand execs has a thousand),
-/// and each costs only a parked task.
+/// instead of queueing without bound. Parked kinds (`Wait`) are not counted: containerd keeps
+/// one open per live process for as long as it lives (a container with a thousand execs has a
+/// thousand), and each costs only a parked task.
 const MAX_IN_FLIGHT: usize = 256;
 /// Connections served at once. containerd opens one per task (plus short-lived ones); beyond
 /// this a new connection is closed at once, so idle or abandoned sockets cannot exhaust the
 /// shim's descriptors.
 const MAX_CONNECTIONS: usize = 4096;
+/// Read granularity of a connection's buffer.
+const READ_CHUNK: usize = 16 << 10;
 
 pub type Services = Arc<HashMap<String, Service>>;
 
+/// What the server is doing; changed only through [`Control`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Serving,
+    /// Not accepting, not reading: requests already running finish.
+    Quiesced,
+    /// Giving every socket back for a new image; never left.
+    HandingOver,
+}
+
+/// How a request is treated across a hand-over: this table is the only place that knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Park {
+    /// Runs to completion before a hand-over may start (counted by quiesce).
+    No,
+    /// May wait indefinitely; the new image runs it again on the same stream id.
+    Replay,
+    /// The `Upgrade` that asked for the hand-over: the new image answers it with the outcome.
+    UpgradeReply,
+}
+
+fn parking(req: &Request) -> Park {
+    match (req.service.as_str(), req.method.as_str()) {
+        (ADMIN_SERVICE, "Upgrade") => Park::UpgradeReply,
+        (_, "Wait") => Park::Replay,
+        _ => Park::No,
+    }
+}
+
+/// A parked request as the new image replays it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ParkedRequest {
+    pub stream_id: u32,
+    pub flags: u8,
+    /// The request envelope as it came off the wire.
+    pub payload: Vec<u8>,
+}
+
+/// One connection as the new image adopts it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConnSnap {
+    /// The socket (same number in the new image: descriptors survive `execve`).
+    pub fd: i32,
+    /// Bytes read but not yet parsed (a partial frame, or frames read while quiesced).
+    pub buffered: Vec<u8>,
+    /// Payload bytes of a refused oversized frame still to be discarded.
+    pub skip: u64,
+    pub last_stream: u32,
+    pub replay: Vec<ParkedRequest>,
+    /// Stream ids of `Upgrade` requests to answer with the hand-over's outcome.
+    pub upgrade_replies: Vec<u32>,
+}
+
+/// The whole server as the new image adopts it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ServerSnap {
+    pub listener: i32,
+    pub conns: Vec<ConnSnap>,
+}
+
+/// What [`Control::hand_over`] returns: the snapshot, and the descriptors it names, kept open
+/// until the `execve`.
+pub struct HandedOver {
+    pub snap: ServerSnap,
+    fds: Vec<OwnedFd>,
+}
+
+impl HandedOver {
+    /// Every descriptor that must survive the `execve`.
+    pub fn fds(&self) -> Vec<i32> {
+        self.fds.iter().map(|f| f.as_raw_fd()).collect()
+    }
+}
+
+/// What the accept loop and the connections have given back so far.
+#[derive(Default)]
+struct Handed {
+    listener: Option<OwnedFd>,
+    conns: Vec<(OwnedFd, ConnSnap)>,
+}
+
+struct CtlInner {
+    phase: watch::Sender<Phase>,
+    /// Requests running that a hand-over must wait for ([`Park::No`]).
+    busy: watch::Sender<usize>,
+    /// The accept loop and connections that have not ended or handed over yet.
+    live: watch::Sender<usize>,
+    handed: Mutex<Handed>,
+    connections: Arc<Semaphore>,
+}
+
+/// The handle through which the upgrade orchestration stops and hands over the server.
+#[derive(Clone)]
+pub struct Control {
+    inner: Arc<CtlInner>,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control::new()
+    }
+}
+
+/// Counts one running request or live connection while it exists.
+struct Count {
+    of: watch::Sender<usize>,
+}
+
+impl Count {
+    fn new(of: &watch::Sender<usize>) -> Count {
+        of.send_modify(|n| *n += 1);
+        Count { of: of.clone() }
+    }
+}
+
+impl Drop for Count {
+    fn drop(&mut self) {
+        self.of.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Control {
+    pub fn new() -> Control {
+        Control {
+            inner: Arc::new(CtlInner {
+                phase: watch::Sender::new(Phase::Serving),
+                busy: watch::Sender::new(0),
+                live: watch::Sender::new(0),
+                handed: Mutex::new(Handed::default()),
+                connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            }),
+        }
+    }
+
+    /// Stop accepting and reading, and wait (at most `limit`) until every request that is not
+    /// parked has been answered. On timeout the server serves again and the error says how
+    /// many were still running.
+    pub async fn quiesce(&self, limit: Duration) -> Result<(), String> {
+        if *self.inner.phase.borrow() != Phase::Serving {
+            return Err("the server is already quiesced".into());
+        }
+        self.inner.phase.send_replace(Phase::Quiesced);
+        let mut busy = self.inner.busy.subscribe();
+        if tokio::time::timeout(limit, busy.wait_for(|n| *n == 0))
+            .await
+            .is_err()
+        {
+            let n = *self.inner.busy.borrow();
+            self.resume();
+            return Err(format!(
+                "{n} request(s) still running after {} ms",
+                limit.as_millis()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Serve again after [`Control::quiesce`] (an abandoned upgrade).
+    pub fn resume(&self) {
+        self.inner.phase.send_if_modified(|p| {
+            let was = *p == Phase::Quiesced;
+            if was {
+                *p = Phase::Serving;
+            }
+            was
+        });
+    }
+
+    /// Take every socket back (after [`Control::quiesce`]). There is no way back to serving
+    /// in this image afterwards: the caller must `execve`.
+    pub async fn hand_over(&self) -> HandedOver {
+        self.inner.phase.send_replace(Phase::HandingOver);
+        let mut live = self.inner.live.subscribe();
+        let _ = live.wait_for(|n| *n == 0).await;
+        let Handed { listener, conns } = std::mem::take(&mut *lock(&self.inner.handed));
+        let mut fds = Vec::new();
+        let mut snap = ServerSnap {
+            listener: -1,
+            conns: Vec::new(),
+        };
+        if let Some(l) = listener {
+            snap.listener = l.as_raw_fd();
+            fds.push(l);
+        }
+        for (fd, c) in conns {
+            snap.conns.push(c);
+            fds.push(fd);
+        }
+        HandedOver { snap, fds }
+    }
+
+    fn phase(&self) -> watch::Receiver<Phase> {
+        self.inner.phase.subscribe()
+    }
+}
+
 /// Serve `listener` until `stop` turns true. Existing connections are closed when it does.
-pub async fn serve(listener: UnixListener, services: Services, mut stop: watch::Receiver<bool>) {
+/// After a hand-over this never returns (the image is about to be replaced, and the caller's
+/// teardown, such as killing containers, must not run).
+pub async fn serve(
+    listener: UnixListener,
+    services: Services,
+    ctl: Control,
+    mut stop: watch::Receiver<bool>,
+) {
+    let live = Count::new(&ctl.inner.live);
     let (me_uid, me_gid) = (
         nix::unistd::geteuid().as_raw(),
         nix::unistd::getegid().as_raw(),
     );
-    let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut phase = ctl.phase();
     loop {
+        let now = *phase.borrow_and_update();
+        match now {
+            Phase::HandingOver => {
+                match listener.into_std() {
+                    Ok(l) => lock(&ctl.inner.handed).listener = Some(OwnedFd::from(l)),
+                    Err(e) => tracing::error!(error = %e, "hand-over: listener"),
+                }
+                drop(live);
+                std::future::pending::<()>().await;
+                return;
+            }
+            Phase::Quiesced => {
+                tokio::select! {
+                    _ = phase.changed() => continue,
+                    _ = stop.changed() => return,
+                }
+            }
+            Phase::Serving => {}
+        }
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, _)) => {
@@ -62,15 +309,12 @@ pub async fn serve(listener: UnixListener, services: Services, mut stop: watch::
                             continue;
                         }
                     }
-                    let Ok(slot) = open.clone().try_acquire_owned() else {
+                    let Ok(slot) = ctl.inner.connections.clone().try_acquire_owned() else {
                         tracing::warn!(limit = MAX_CONNECTIONS, "too many connections; closing a new one");
                         continue;
                     };
-                    let (services, stop) = (services.clone(), stop.clone());
-                    tokio::spawn(async move {
-                        connection(stream, services, stop).await;
-                        drop(slot);
-                    });
+                    Conn::new(stream, services.clone(), ctl.clone(), ConnSnap::default())
+                        .spawn(stop.clone(), slot);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -78,11 +322,100 @@ pub async fn serve(listener: UnixListener, services: Services, mut stop: watch::
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            _ = stop.changed() => {
-                if *stop.borrow() { return; }
-            }
+            _ = phase.changed() => {}
+            _ = stop.changed() => return,
         }
     }
+}
+
+/// Adopt the connections a previous image handed over (after [`adopt_listener`]; serve the
+/// listener with [`serve`] afterwards). Every descriptor is checked before any is taken, so a
+/// failure leaves them all open for a rollback. Each `Upgrade` that asked for the hand-over is
+/// answered with `upgrade_reply` first; parked requests are replayed on their stream ids.
+pub fn adopt_connections(
+    conns: &[ConnSnap],
+    services: &Services,
+    ctl: &Control,
+    stop: &watch::Receiver<bool>,
+    upgrade_reply: &Response,
+) -> Result<(), String> {
+    if conns.len() > MAX_CONNECTIONS {
+        return Err("hand-over: too many connections".into());
+    }
+    let mut parked = Vec::new();
+    for c in conns {
+        check_socket(c.fd)?;
+        for p in &c.replay {
+            let request = Request::parse_from_bytes(&p.payload)
+                .map_err(|e| format!("hand-over: parked request {}: {e}", p.stream_id))?;
+            parked.push(request);
+        }
+    }
+    let mut parked = parked.into_iter();
+    for c in conns {
+        let Ok(slot) = ctl.inner.connections.clone().try_acquire_owned() else {
+            return Err("hand-over: too many connections".into());
+        };
+        let stream = adopt_stream(c.fd)?;
+        let conn = Conn::new(stream, services.clone(), ctl.clone(), c.clone());
+        for sid in &c.upgrade_replies {
+            conn.send(*sid, upgrade_reply.clone());
+        }
+        for p in &c.replay {
+            let Some(request) = parked.next() else { break };
+            let header = MessageHeader {
+                length: p.payload.len() as u32,
+                stream_id: p.stream_id,
+                type_: TYPE_REQUEST,
+                flags: p.flags,
+            };
+            conn.dispatch(header, request, Park::Replay, p.payload.clone(), None);
+        }
+        conn.spawn(stop.clone(), slot);
+    }
+    Ok(())
+}
+
+fn check_socket(fd: i32) -> Result<(), String> {
+    // SAFETY: only borrowed for fstat; ownership is taken by the caller once checked.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let st =
+        nix::sys::stat::fstat(borrowed).map_err(|e| format!("hand-over: descriptor {fd}: {e}"))?;
+    let kind =
+        nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT;
+    if kind != nix::sys::stat::SFlag::S_IFSOCK {
+        return Err(format!("hand-over: descriptor {fd} is not a socket"));
+    }
+    nix::fcntl::fcntl(
+        borrowed,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(|e| format!("hand-over: descriptor {fd}: {e}"))?;
+    Ok(())
+}
+
+/// Take the listening socket a previous image handed over.
+pub fn adopt_listener(snap: &ServerSnap) -> Result<std::os::unix::net::UnixListener, String> {
+    let fd = snap.listener;
+    if fd < 0 {
+        return Err("hand-over: no listening socket".into());
+    }
+    check_socket(fd)?;
+    for c in &snap.conns {
+        check_socket(c.fd)?;
+    }
+    // SAFETY: `fd` was handed over by the previous image for exactly this, checked to be an
+    // open socket, and nothing else in this image owns it.
+    Ok(unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) })
+}
+
+fn adopt_stream(fd: i32) -> Result<UnixStream, String> {
+    check_socket(fd)?;
+    // SAFETY: as in `adopt_listener`: a handed-over, checked, unowned socket.
+    let s = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+    s.set_nonblocking(true)
+        .map_err(|e| format!("hand-over: connection: {e}"))?;
+    UnixStream::from_std(s).map_err(|e| format!("hand-over: connection: {e}"))
 }
 
 /// The fixed header of an inbound frame. The decoding steps of the connection loop are pure
@@ -234,103 +567,372 @@ pub(crate) fn encode_response(stream_id: u32, resp: Response) -> Vec<u8> {
     frame
 }
 
-/// Serve one accepted connection until the peer closes it or `stop` turns true. Crate-visible
-/// so the fuzzer can run it over a socket pair.
-pub(crate) async fn connection(
-    stream: UnixStream,
+/// What a connection's writer task is asked to do.
+enum Out {
+    Frame(Vec<u8>),
+    /// Write everything queued before this, then give the write half back (hand-over).
+    Finish(oneshot::Sender<OwnedWriteHalf>),
+}
+
+/// A request being served on a connection.
+struct InFlight {
+    park: Park,
+    flags: u8,
+    /// The envelope, kept for replay ([`Park::Replay`] only).
+    payload: Vec<u8>,
+    task: Option<AbortHandle>,
+}
+
+type InFlightMap = Arc<Mutex<HashMap<u32, InFlight>>>;
+
+/// One connection's reading side and what its requests share.
+struct Conn {
     services: Services,
-    mut stop: watch::Receiver<bool>,
-) {
-    let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            if wr.write_all(&frame).await.is_err() {
-                return;
+    ctl: Control,
+    rd: OwnedReadHalf,
+    writer: tokio::task::JoinHandle<()>,
+    tx: mpsc::UnboundedSender<Out>,
+    in_flight: InFlightMap,
+    permits: Arc<Semaphore>,
+    /// Read but not yet parsed.
+    buf: Vec<u8>,
+    /// Payload bytes of a refused oversized frame still to discard.
+    skip: u64,
+    last_stream: u32,
+    live: Count,
+}
+
+/// What the parser found at the front of the buffer.
+enum Next {
+    /// A complete request, not yet consumed.
+    Request {
+        header: MessageHeader,
+        request: Request,
+        len: usize,
+        last_stream: u32,
+    },
+    /// Consumed; nothing to dispatch.
+    Consumed,
+    /// Need `n` more bytes at least.
+    More(usize),
+}
+
+impl Conn {
+    fn new(stream: UnixStream, services: Services, ctl: Control, from: ConnSnap) -> Conn {
+        let (rd, mut wr) = stream.into_split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
+        let writer = tokio::spawn(async move {
+            while let Some(out) = rx.recv().await {
+                match out {
+                    Out::Frame(frame) => {
+                        if wr.write_all(&frame).await.is_err() {
+                            return;
+                        }
+                    }
+                    Out::Finish(back) => {
+                        let _ = wr.flush().await;
+                        let _ = back.send(wr);
+                        return;
+                    }
+                }
+            }
+        });
+        let live = Count::new(&ctl.inner.live);
+        Conn {
+            services,
+            ctl,
+            rd,
+            writer,
+            tx,
+            in_flight: Arc::new(Mutex::new(HashMap::new())),
+            permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            buf: from.buffered,
+            skip: from.skip,
+            last_stream: from.last_stream,
+            live,
+        }
+    }
+
+    fn spawn(self, stop: watch::Receiver<bool>, slot: OwnedSemaphorePermit) {
+        tokio::spawn(async move {
+            self.run(stop).await;
+            drop(slot);
+        });
+    }
+
+    fn send(&self, stream_id: u32, resp: Response) {
+        let _ = self.tx.send(Out::Frame(encode_response(stream_id, resp)));
+    }
+
+    /// Parse (without consuming a request) what is at the front of the buffer.
+    fn next(&mut self) -> Next {
+        if self.skip > 0 {
+            let n = (self.skip as usize).min(self.buf.len());
+            self.buf.drain(..n);
+            self.skip -= n as u64;
+            if self.skip > 0 {
+                return Next::More(READ_CHUNK);
             }
         }
-    });
-    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let mut last_stream = 0u32;
-    loop {
-        let mut hdr = [0u8; HEADER_LEN];
-        let read = tokio::select! {
-            r = rd.read_exact(&mut hdr) => r,
-            _ = stop.changed() => break,
+        let Some(hdr) = self.buf.first_chunk::<HEADER_LEN>() else {
+            return Next::More(HEADER_LEN - self.buf.len());
         };
-        if read.is_err() {
-            break; // peer closed (or reset): nothing to answer
-        }
-        let frame = FrameHeader::parse(&hdr);
+        let frame = FrameHeader::parse(hdr);
         if let Err(refused) = frame.check_len() {
-            // Skip the payload without buffering it, answer, and keep the connection.
-            let mut left = frame.len as u64;
-            let mut sink = tokio::io::sink();
-            match tokio::io::copy(&mut (&mut rd).take(left), &mut sink).await {
-                Ok(n) => left -= n,
-                Err(_) => break,
-            }
-            if left > 0 {
-                break;
-            }
-            if tx
-                .send(encode_response(refused.stream_id, refused.response()))
-                .await
-                .is_err()
-            {
-                break;
-            }
-            continue;
+            // Answer now and discard the payload as it arrives, keeping the connection.
+            self.buf.drain(..HEADER_LEN);
+            self.skip = frame.len as u64;
+            self.send(refused.stream_id, refused.response());
+            return Next::Consumed;
         }
-        let mut payload = vec![0u8; frame.len];
-        if rd.read_exact(&mut payload).await.is_err() {
-            break;
+        let total = HEADER_LEN + frame.len;
+        if self.buf.len() < total {
+            return Next::More(total - self.buf.len());
         }
-        let (header, req) = match decode_frame(&frame, &payload, &mut last_stream) {
-            Ok(Frame::Request { header, request }) => (header, request),
+        let mut last_stream = self.last_stream;
+        match decode_frame(&frame, &self.buf[HEADER_LEN..total], &mut last_stream) {
+            Ok(Frame::Request { header, request }) => Next::Request {
+                header,
+                request,
+                len: total,
+                last_stream,
+            },
             Ok(Frame::Ignored) => {
                 tracing::debug!(
                     kind = frame.kind,
                     stream_id = frame.stream_id,
                     "ignoring non-request frame"
                 );
-                continue;
+                self.last_stream = last_stream;
+                self.buf.drain(..total);
+                Next::Consumed
             }
             Err(refused) => {
-                let _ = tx
-                    .send(encode_response(refused.stream_id, refused.response()))
-                    .await;
-                continue;
+                self.last_stream = last_stream;
+                self.buf.drain(..total);
+                self.send(refused.stream_id, refused.response());
+                Next::Consumed
             }
-        };
+        }
+    }
+
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut phase = self.ctl.phase();
+        loop {
+            let now = *phase.borrow_and_update();
+            match now {
+                Phase::HandingOver => {
+                    self.hand_over().await;
+                    return;
+                }
+                Phase::Quiesced => {
+                    tokio::select! {
+                        _ = phase.changed() => continue,
+                        _ = stop.changed() => break,
+                    }
+                }
+                Phase::Serving => {}
+            }
+            let want = match self.next() {
+                Next::Consumed => continue,
+                Next::Request {
+                    header,
+                    request,
+                    len,
+                    last_stream,
+                } => {
+                    let park = parking(&request);
+                    let permit = if park == Park::No {
+                        match self.permits.clone().try_acquire_owned() {
+                            Ok(p) => Some(p),
+                            Err(_) => {
+                                // Back-pressure: leave the frame in the buffer until a
+                                // request finishes (or the server is stopped or handed over).
+                                let permits = self.permits.clone();
+                                tokio::select! {
+                                    _ = permits.acquire() => {}
+                                    _ = phase.changed() => {}
+                                    _ = stop.changed() => break,
+                                }
+                                continue;
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    let payload = if park == Park::Replay {
+                        self.buf[HEADER_LEN..len].to_vec()
+                    } else {
+                        Vec::new()
+                    };
+                    self.last_stream = last_stream;
+                    self.buf.drain(..len);
+                    self.dispatch(header, request, park, payload, permit);
+                    continue;
+                }
+                Next::More(n) => n,
+            };
+            if self.buf.is_empty() && self.buf.capacity() > 4 * READ_CHUNK {
+                self.buf = Vec::new(); // a large frame's buffer is not kept around
+            }
+            self.buf
+                .reserve(want.clamp(READ_CHUNK, MAX_MESSAGE + HEADER_LEN));
+            tokio::select! {
+                r = self.rd.read_buf(&mut self.buf) => match r {
+                    Ok(0) | Err(_) => break, // peer closed (or reset): nothing to answer
+                    Ok(_) => {}
+                },
+                _ = phase.changed() => {}
+                _ = stop.changed() => break,
+            }
+        }
+        // Let responses already queued go out; the writer ends when every sender is gone.
+        let Conn { tx, writer, .. } = self;
+        drop(tx);
+        let _ = writer.await;
+    }
+
+    /// Run one request in its own task; the in-flight entry lives until its answer is queued.
+    fn dispatch(
+        &self,
+        header: MessageHeader,
+        request: Request,
+        park: Park,
+        payload: Vec<u8>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
         let stream_id = header.stream_id;
-        let permit = if req.method == "Wait" {
-            None
-        } else {
-            match in_flight.clone().acquire_owned().await {
-                Ok(p) => Some(p),
-                Err(_) => break,
-            }
-        };
-        let services = services.clone();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let resp = dispatch(&services, header, req).await;
-            let _ = tx.send(encode_response(stream_id, resp)).await;
+        let flags = header.flags;
+        lock(&self.in_flight).insert(
+            stream_id,
+            InFlight {
+                park,
+                flags,
+                payload,
+                task: None,
+            },
+        );
+        let busy = (park == Park::No).then(|| Count::new(&self.ctl.inner.busy));
+        let (services, tx, in_flight) = (
+            self.services.clone(),
+            self.tx.clone(),
+            self.in_flight.clone(),
+        );
+        let task = tokio::spawn(async move {
+            let (resp, busy) = dispatch(&services, header, request, busy).await;
+            // Same poll: the entry goes and the answer is queued (see the module docs).
+            lock(&in_flight).remove(&stream_id);
+            let _ = tx.send(Out::Frame(encode_response(stream_id, resp)));
+            drop(busy);
             drop(permit);
         });
+        if let Some(e) = lock(&self.in_flight).get_mut(&stream_id) {
+            e.task = Some(task.abort_handle());
+        }
     }
-    drop(tx);
-    // Let responses already queued go out; the writer ends when every sender is gone.
-    let _ = writer.await;
+
+    /// Give this connection back for a new image: stop parked requests (their answers will
+    /// come from the new image), flush queued answers, return the socket.
+    async fn hand_over(self) {
+        let Conn {
+            rd,
+            writer,
+            tx,
+            in_flight,
+            buf,
+            skip,
+            last_stream,
+            live,
+            ctl,
+            ..
+        } = self;
+        let mut snap = ConnSnap {
+            fd: -1,
+            buffered: buf,
+            skip,
+            last_stream,
+            replay: Vec::new(),
+            upgrade_replies: Vec::new(),
+        };
+        let entries: Vec<(u32, InFlight)> = lock(&in_flight).drain().collect();
+        for (stream_id, e) in entries {
+            if let Some(t) = &e.task {
+                t.abort();
+            }
+            match e.park {
+                Park::Replay => snap.replay.push(ParkedRequest {
+                    stream_id,
+                    flags: e.flags,
+                    payload: e.payload,
+                }),
+                Park::UpgradeReply => snap.upgrade_replies.push(stream_id),
+                Park::No => {
+                    tracing::error!(stream_id, "hand-over: a request was still running");
+                }
+            }
+        }
+        snap.replay.sort_by_key(|p| p.stream_id);
+        let (back_tx, back_rx) = oneshot::channel();
+        let _ = tx.send(Out::Finish(back_tx));
+        drop(tx);
+        let wr = back_rx.await;
+        let _ = writer.await;
+        let Ok(wr) = wr else {
+            // The writer failed: the peer is gone, and so is everything it waited for.
+            tracing::debug!("hand-over: connection already broken; dropped");
+            drop(live);
+            return;
+        };
+        let stream = match rd.reunite(wr) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "hand-over: connection halves");
+                drop(live);
+                return;
+            }
+        };
+        match stream.into_std() {
+            Ok(s) => {
+                let fd = OwnedFd::from(s);
+                snap.fd = fd.as_raw_fd();
+                lock(&ctl.inner.handed).conns.push((fd, snap));
+            }
+            Err(e) => tracing::error!(error = %e, "hand-over: connection"),
+        }
+        drop(live);
+    }
 }
 
-async fn dispatch(services: &Services, header: MessageHeader, req: Request) -> Response {
+/// Serve one accepted connection until the peer closes it or `stop` turns true, outside any
+/// accept loop. Crate-visible so the fuzzer can run it over a socket pair.
+pub(crate) async fn connection(
+    stream: UnixStream,
+    services: Services,
+    stop: watch::Receiver<bool>,
+) {
+    let conn = Conn::new(stream, services, Control::new(), ConnSnap::default());
+    conn.run(stop).await;
+}
+
+/// Run one request and return its answer, and the request's busy count once it is really
+/// done (a handler outliving its deadline keeps counting until it ends).
+async fn dispatch(
+    services: &Services,
+    header: MessageHeader,
+    req: Request,
+    busy: Option<Count>,
+) -> (Response, Option<Count>) {
     let Some(service) = services.get(&req.service) else {
-        return status_response(Code::UNIMPLEMENTED, format!("service {}", req.service));
+        return (
+            status_response(Code::UNIMPLEMENTED, format!("service {}", req.service)),
+            busy,
+        );
     };
     let Some(method) = service.methods.get(&req.method) else {
-        return status_response(Code::UNIMPLEMENTED, format!("method {}", req.method));
+        return (
+            status_response(Code::UNIMPLEMENTED, format!("method {}", req.method)),
+            busy,
+        );
     };
     let mut metadata: HashMap<String, Vec<String>> = HashMap::new();
     for kv in &req.metadata {
@@ -361,7 +963,8 @@ async fn dispatch(services: &Services, header: MessageHeader, req: Request) -> R
             return;
         };
         let r = m.handler(ctx, req).await;
-        let _ = done_tx.send(r);
+        // Nobody waits any more (deadline passed): the count ends here, with the work.
+        let _ = done_tx.send((r, busy));
     });
     let _ = method;
     let result = match timeout {
@@ -369,26 +972,35 @@ async fn dispatch(services: &Services, header: MessageHeader, req: Request) -> R
             Ok(r) => r,
             Err(_) => {
                 tracing::warn!(method = %path, "deadline passed; the operation continues in the background");
-                return status_response(
-                    Code::DEADLINE_EXCEEDED,
-                    format!("{path}: context deadline exceeded"),
+                return (
+                    status_response(
+                        Code::DEADLINE_EXCEEDED,
+                        format!("{path}: context deadline exceeded"),
+                    ),
+                    None,
                 );
             }
         },
         None => done_rx.await,
     };
     match result {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(ttrpc::Error::RpcStatus(s))) => Response {
-            status: Some(s).into(),
-            ..Default::default()
-        },
+        Ok((Ok(resp), busy)) => (resp, busy),
+        Ok((Err(ttrpc::Error::RpcStatus(s)), busy)) => (
+            Response {
+                status: Some(s).into(),
+                ..Default::default()
+            },
+            busy,
+        ),
         // The generated code reports an undecodable payload (or an unencodable reply) as a
         // plain error; Go's server calls that INTERNAL.
-        Ok(Err(e)) => status_response(Code::INTERNAL, format!("ttrpc: {e}")),
-        Err(_) => status_response(
-            Code::INTERNAL,
-            format!("{path}: handler ended without a reply"),
+        Ok((Err(e), busy)) => (status_response(Code::INTERNAL, format!("ttrpc: {e}")), busy),
+        Err(_) => (
+            status_response(
+                Code::INTERNAL,
+                format!("{path}: handler ended without a reply"),
+            ),
+            None,
         ),
     }
 }

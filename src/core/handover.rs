@@ -77,6 +77,17 @@ pub struct CoreSnap {
     pub tombstones: Vec<TombstoneSnap>,
 }
 
+impl CoreSnap {
+    /// Every descriptor the snapshot names (to keep across `execve`).
+    pub fn fds(&self) -> Vec<i32> {
+        self.containers
+            .iter()
+            .flat_map(|c| std::iter::once(&c.init).chain(c.execs.iter()))
+            .flat_map(|p| p.io.fds())
+            .collect()
+    }
+}
+
 /// The frozen IO of every process, keyed by (container, exec), kept alive until the `execve`.
 pub struct FrozenIo {
     ios: Vec<(String, Option<String>, Frozen)>,
@@ -134,9 +145,12 @@ impl Core {
         Ok(())
     }
 
-    /// Step 1: stop every process's pumps at a safe point and collect their descriptors.
-    pub async fn freeze_io(&self) -> Result<FrozenIo> {
-        self.can_hand_over()?;
+    /// Step 1: stop every process's pumps at a safe point and collect their descriptors. Call
+    /// after [`Core::can_hand_over`] with no request running (the server quiesced): then no
+    /// process has IO being set up and nothing here can fail. A process whose IO still
+    /// refuses is logged and handed over without IO rather than abandoning the descriptors
+    /// already frozen (there is no way back for those but the new image).
+    pub async fn freeze_io(&self) -> FrozenIo {
         let containers: Vec<_> = lock(&self.inner().containers).values().cloned().collect();
         let mut ios = Vec::new();
         for c in containers {
@@ -144,19 +158,22 @@ impl Core {
                 .chain(lock(&c.execs).values().cloned())
                 .collect();
             for p in procs {
-                let f = p
-                    .io()
-                    .freeze()
-                    .await
-                    .map_err(|e| Error::failed_precondition(e.to_string()))?;
-                ios.push((
-                    c.id.to_string(),
-                    p.exec_id.as_ref().map(|e| e.to_string()),
-                    f,
-                ));
+                match p.io().freeze().await {
+                    Ok(f) => ios.push((
+                        c.id.to_string(),
+                        p.exec_id.as_ref().map(|e| e.to_string()),
+                        f,
+                    )),
+                    Err(e) => tracing::error!(
+                        id = %c.id,
+                        exec_id = p.exec_id.as_ref().map(|e| e.as_str()).unwrap_or(""),
+                        error = %e,
+                        "hand-over: process IO could not be frozen; it is not carried over"
+                    ),
+                }
             }
         }
-        Ok(FrozenIo { ios })
+        FrozenIo { ios }
     }
 
     /// Step 2 (synchronous, right before `execve`): the state of every container.

@@ -535,7 +535,7 @@ fn capture_and_thaw_carry_processes_and_unhandled_exits() {
         a.exits(1).await;
         a.fake.exit(a.fake.pid_of("c1"), 137);
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let frozen = a.core.freeze_io().await.unwrap();
+        let frozen = a.core.freeze_io().await;
         let snap = a.core.capture(&frozen);
         let json = serde_json::to_string(&snap).unwrap();
         let snap: handover::CoreSnap = serde_json::from_str(&json).unwrap();

@@ -56,7 +56,8 @@ mod any_bytes {
     }
 }
 
-/// The sending side, held by the publisher.
+/// The sending side, held by the publisher (and, for a live upgrade, the orchestration).
+#[derive(Clone)]
 pub struct Queue {
     tx: mpsc::UnboundedSender<Queued>,
     shared: Arc<Shared>,
@@ -271,7 +272,7 @@ mod freeze_tests {
         });
         let rest = frozen.take_all();
         let n_delivered = delivered.lock().unwrap().len();
-        assert!(n_delivered >= 1 && n_delivered < 10);
+        assert!((1..10).contains(&n_delivered));
         assert_eq!(n_delivered + rest.len(), 11);
         assert_eq!(rest.last().unwrap().topic, "/tasks/oom");
         // Through the hand-over file and into a new queue, first in line.

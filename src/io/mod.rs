@@ -168,9 +168,15 @@ pub struct Frozen {
 impl Frozen {
     /// Every descriptor the snapshot names (to clear close-on-exec on).
     pub fn fds(&self) -> Vec<i32> {
+        self.snap.fds()
+    }
+}
+
+impl IoSnap {
+    /// Every descriptor this snapshot names.
+    pub fn fds(&self) -> Vec<i32> {
         let mut v = Vec::new();
-        let s = &self.snap;
-        for p in s.outputs.iter().chain(s.stdin.iter()) {
+        for p in self.outputs.iter().chain(self.stdin.iter()) {
             v.push(p.src);
             match p.sink {
                 SinkSnap::Poll { fd, keep } => {
@@ -180,8 +186,8 @@ impl Frozen {
                 SinkSnap::File { fd } => v.push(fd),
             }
         }
-        v.extend(s.stdin_keepalive);
-        v.extend(s.master);
+        v.extend(self.stdin_keepalive);
+        v.extend(self.master);
         v.sort_unstable();
         v.dedup();
         v

@@ -80,3 +80,85 @@ pub fn pty_run_with(mut cmd: Command, input: &[u8], limit: Duration, raw: bool) 
     let (code, _) = finish(child, Duration::from_secs(10));
     (code, out)
 }
+
+/// An interactive session on a pty that stays open across steps of a test: type, wait for
+/// output, type again, then collect the exit code.
+pub struct PtySession {
+    child: std::process::Child,
+    master: std::fs::File,
+    out: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PtySession {
+    pub fn start(mut cmd: Command) -> PtySession {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let slave = pty.slave;
+        let fd = slave.as_raw_fd();
+        // SAFETY: in the child before exec: setsid and TIOCSCTTY on its own fds only.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::setsid();
+                libc::ioctl(fd, libc::TIOCSCTTY, 0);
+                Ok(())
+            });
+        }
+        let dup = |f: &OwnedFd| Stdio::from(f.try_clone().unwrap());
+        cmd.stdin(dup(&slave))
+            .stdout(dup(&slave))
+            .stderr(dup(&slave));
+        let child = spawn(&mut cmd);
+        drop(cmd);
+        drop(slave);
+        let master = std::fs::File::from(pty.master);
+        let mut rd = master.try_clone().unwrap();
+        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = out.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                match rd.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => sink.lock().unwrap().extend_from_slice(&buf[..n]),
+                }
+            }
+        });
+        PtySession {
+            child,
+            master,
+            out,
+            reader: Some(reader),
+        }
+    }
+
+    pub fn write(&mut self, b: &[u8]) {
+        self.master.write_all(b).unwrap();
+    }
+
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned()
+    }
+
+    /// Wait until the output contains `needle`.
+    pub fn wait_for(&self, needle: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.output().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Wait for the command to end; its exit code and everything it showed.
+    pub fn finish(mut self, limit: Duration) -> (i32, String) {
+        let (code, _) = finish(self.child, limit);
+        drop(self.master);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        let out = String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned();
+        (code, out)
+    }
+}

@@ -181,7 +181,7 @@ fn shim_personality(argv0: &str) -> Option<&'static str> {
     }
 }
 
-fn is_serving_shim(p: &Proc) -> bool {
+pub fn is_serving_shim(p: &Proc) -> bool {
     // The `start`/`delete` helpers end with their action word; `-info`/`-v` runs are
     // one-shot too. Everything else named like a shim is a serving daemon.
     shim_personality(p.argv0_base()).is_some()

@@ -14,7 +14,6 @@
 //! events still queued (bounded), exit: what `containerd-shim` does.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -23,6 +22,9 @@ use super::bootstrap::{self, ListenSpec};
 use super::options::Settings;
 use super::service::ShimService;
 use crate::api::daemon;
+use crate::api::server;
+use crate::api::upgrade::Handover;
+use crate::cli::Personality;
 use crate::cli::ShimV1Args;
 use crate::core::types::ProcessRef;
 use crate::core::{Core, ProcessName};
@@ -34,6 +36,8 @@ const EVENT_DRAIN: Duration = Duration::from_secs(5);
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
 pub fn run(args: &ShimV1Args) -> Result<(), String> {
+    // A live upgrade's new image: the listener and the rest are inherited.
+    let from = daemon::handover(Personality::ShimV1.binary_name())?;
     // The log FIFOs first, as the Go shim: from here on, even a fatal error lands where
     // containerd reads shim output. Without -workdir (a hand-started shim) stderr is the log.
     let logs = match &args.workdir {
@@ -51,7 +55,10 @@ pub fn run(args: &ShimV1Args) -> Result<(), String> {
     crate::core::types::validate_identifier("namespace", &args.namespace)
         .map_err(|e| e.to_string())?;
     let listen = bootstrap::listen_spec(args.socket.as_deref());
-    let listener = bootstrap::listen(args)?;
+    let listener = match &from {
+        Some(doc) => doc.or_roll_back(server::adopt_listener(&doc.server))?,
+        None => bootstrap::listen(args)?,
+    };
     let _ = crate::reaper::set_subreaper();
     daemon::ignore_sigpipe();
 
@@ -70,7 +77,7 @@ pub fn run(args: &ShimV1Args) -> Result<(), String> {
     tracing::debug!(socket = %bootstrap::display_socket(&listen), "serving api on unix socket");
 
     let rt = daemon::runtime()?;
-    let r = rt.block_on(serve(args, listener, listen));
+    let r = rt.block_on(serve(args, listener, listen, from.as_ref()));
     // Tasks still running (IO copies of a container we no longer serve) end with the runtime.
     rt.shutdown_timeout(Duration::from_millis(100));
     drop(logs);
@@ -81,11 +88,12 @@ async fn serve(
     args: &ShimV1Args,
     listener: std::os::unix::net::UnixListener,
     listen: ListenSpec,
+    from: Option<&Handover>,
 ) -> Result<(), String> {
-    let spawner = daemon::spawner()?;
-    let (listener, path) = daemon::serve_on(listener)?;
+    let (reaper, spawner) = daemon::reaper_and_spawner();
     // Only a socket file we bound is ours to remove; containerd owns the inherited one.
-    let our_socket: Option<PathBuf> = path.filter(|_| matches!(listen, ListenSpec::Path(_)));
+    let our_socket: Option<PathBuf> =
+        daemon::socket_path(&listener).filter(|_| matches!(listen, ListenSpec::Path(_)));
 
     let publisher = ExecPublisher::start(
         spawner.clone(),
@@ -99,9 +107,11 @@ async fn serve(
     let core = daemon::runc_core(
         super::profile(),
         &args.namespace,
-        spawner,
+        spawner.clone(),
         publisher.clone(),
-    );
+        publisher.queue(),
+        from,
+    )?;
     let service = ShimService::new(core.clone(), Settings::from_args(args));
     let services = crate::protos::shim_v1_ttrpc::create_shim(service);
 
@@ -109,7 +119,16 @@ async fn serve(
     daemon::stop_when_forgotten(core.clone(), stop_tx.clone());
     daemon::stop_on_signals(stop_tx)?;
     tracing::info!("shim serving");
-    crate::api::server::serve(listener, Arc::new(services), stop_rx).await;
+    daemon::Serving {
+        core: core.clone(),
+        spawner,
+        queue: publisher.queue().clone(),
+        personality: Personality::ShimV1.binary_name(),
+        services,
+        stop: stop_rx,
+    }
+    .serve(&reaper, listener, from)
+    .await?;
 
     terminate(&core).await;
     if let Some(p) = our_socket {

@@ -163,6 +163,7 @@ impl Rig {
         tokio::spawn(crate::api::server::serve(
             listener,
             Arc::new(services),
+            crate::api::server::Control::new(),
             stop_rx,
         ));
         let c = ttrpc::r#async::Client::connect(&format!("unix://{}", sock.display()))

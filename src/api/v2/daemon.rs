@@ -5,7 +5,6 @@
 
 use std::os::unix::net::UnixListener as StdListener;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -13,6 +12,8 @@ use tokio::sync::watch;
 use super::service::TaskService;
 use super::Flavor;
 use crate::api::daemon;
+use crate::api::server;
+use crate::api::upgrade::Handover;
 use crate::cli::ShimV2Args;
 use crate::events::TtrpcPublisher;
 
@@ -39,18 +40,24 @@ fn redirect_stderr_to_log_fifo() {
 }
 
 pub fn run(flavor: &Flavor, args: &ShimV2Args) -> Result<(), String> {
+    // A live upgrade's new image: the listener, the log descriptor (fd 2) and everything else
+    // are inherited from the previous image.
+    let from = daemon::handover(flavor.personality.binary_name())?;
     // fd 3 first: the runtime and the log FIFO would otherwise take low descriptor numbers.
-    let listener = match &args.socket {
-        Some(path) => {
+    let listener = match (&from, &args.socket) {
+        (Some(doc), _) => doc.or_roll_back(server::adopt_listener(&doc.server))?,
+        (None, Some(path)) => {
             let p = PathBuf::from(path.strip_prefix("unix://").unwrap_or(path));
             let _ = std::fs::remove_file(&p);
             StdListener::bind(&p).map_err(|e| format!("listen on {}: {e}", p.display()))?
         }
-        None => daemon::inherited_listener()?,
+        (None, None) => daemon::inherited_listener()?,
     };
     let _ = crate::reaper::set_subreaper();
     daemon::ignore_sigpipe();
-    redirect_stderr_to_log_fifo();
+    if from.is_none() {
+        redirect_stderr_to_log_fifo();
+    }
     crate::logging::init(
         std::io::stderr(),
         args.debug,
@@ -60,7 +67,7 @@ pub fn run(flavor: &Flavor, args: &ShimV2Args) -> Result<(), String> {
         ],
     );
     let rt = daemon::runtime()?;
-    let r = rt.block_on(serve(flavor, args, listener));
+    let r = rt.block_on(serve(flavor, args, listener, from.as_ref()));
     if let Err(e) = &r {
         tracing::error!(error = %e, "shim failed");
     }
@@ -69,9 +76,14 @@ pub fn run(flavor: &Flavor, args: &ShimV2Args) -> Result<(), String> {
     r
 }
 
-async fn serve(flavor: &Flavor, args: &ShimV2Args, listener: StdListener) -> Result<(), String> {
-    let spawner = daemon::spawner()?;
-    let (listener, socket_path) = daemon::serve_on(listener)?;
+async fn serve(
+    flavor: &Flavor,
+    args: &ShimV2Args,
+    listener: StdListener,
+    from: Option<&Handover>,
+) -> Result<(), String> {
+    let (reaper, spawner) = daemon::reaper_and_spawner();
+    let socket_path = daemon::socket_path(&listener);
 
     let ttrpc_address = std::env::var("TTRPC_ADDRESS")
         .ok()
@@ -82,9 +94,11 @@ async fn serve(flavor: &Flavor, args: &ShimV2Args, listener: StdListener) -> Res
     let core = daemon::runc_core(
         flavor.profile(),
         &args.namespace,
-        spawner,
+        spawner.clone(),
         publisher.clone(),
-    );
+        publisher.queue(),
+        from,
+    )?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let services =
         crate::protos::create_task_v2_and_v3(TaskService::new(core.clone(), stop_tx.clone()));
@@ -93,7 +107,16 @@ async fn serve(flavor: &Flavor, args: &ShimV2Args, listener: StdListener) -> Res
     daemon::stop_on_signals(stop_tx)?;
 
     tracing::info!(id = %args.id, pid = std::process::id(), "shim serving");
-    crate::api::server::serve(listener, Arc::new(services), stop_rx).await;
+    daemon::Serving {
+        core: core.clone(),
+        spawner,
+        queue: publisher.queue().clone(),
+        personality: flavor.personality.binary_name(),
+        services,
+        stop: stop_rx,
+    }
+    .serve(&reaper, listener, from)
+    .await?;
 
     if let Some(p) = socket_path {
         let _ = std::fs::remove_file(p);
