@@ -371,9 +371,8 @@ impl Upgrader {
             Ok(v) => v,
             Err(e) => return Refused(e),
         };
-        if let Err(e) = self.core.can_hand_over() {
-            return Refused(e.to_string());
-        }
+        // No early `can_hand_over` here: a create or start running now finishes while the
+        // server quiesces, so only the check after quiescing tells.
         // The old binary, open now: the file may be replaced on disk at any moment.
         let old_binary = match std::fs::File::open("/proc/self/exe") {
             Ok(f) => OwnedFd::from(f),
