@@ -728,6 +728,42 @@ pub fn judge(r: &Report, m: &Matrix) -> Vec<Finding> {
             "",
         ));
     }
+    // shimgate shims running another version than the one their containerd would start now
+    // (installed since): a live upgrade moves them without touching their containers.
+    let behind: Vec<String> = r
+        .shims
+        .iter()
+        .filter_map(|s| {
+            let BinaryKind::Shimgate { version: running } = &s.binary else {
+                return None;
+            };
+            let runtime = match s.personality.as_str() {
+                "shim-v1" => "io.containerd.runtime.v1.linux",
+                "runc-v1" => "io.containerd.runc.v1",
+                "runc-v2" => "io.containerd.runc.v2",
+                _ => return None,
+            };
+            let d = r.daemons.iter().find(|d| Some(d.pid) == s.containerd_pid)?;
+            let n = d.next_shims.iter().find(|n| n.runtime == runtime)?;
+            match &n.binary {
+                Some(BinaryKind::Shimgate { version }) if version != running => {
+                    Some(format!("pid {} runs {running}, {version} installed", s.pid))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    if !behind.is_empty() {
+        f.push(finding(
+            Info,
+            format!(
+                "{} shimgate shim(s) run an older or other build than the installed one ({})",
+                behind.len(),
+                behind.join("; ")
+            ),
+            "shimgate upgrade --all moves them onto the installed binary; their containers keep running",
+        ));
+    }
     for s in r.shims.iter().filter(|s| s.abstract_socket) {
         f.push(finding(
             Warn,
