@@ -225,8 +225,45 @@ fn keeps_everything(rt: Runtime) {
     let tasks = c.tasks();
     let exes: Vec<PathBuf> = shims.iter().map(|p| exe_of(*p)).collect();
 
+    // Requests keep coming while the shims change program: execs, one after another.
+    let busy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let load = std::thread::spawn({
+        let (busy, cmd_base, sleeper) = (busy.clone(), c.ctr_cmd(), sleeper.clone());
+        let (prog, base_args): (String, Vec<String>) = (
+            cmd_base.get_program().to_string_lossy().into_owned(),
+            cmd_base
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+        );
+        move || {
+            let mut n = 0;
+            while busy.load(std::sync::atomic::Ordering::SeqCst) || n < 3 {
+                let id = format!("bg{n}");
+                let msg = format!("x{n}");
+                let out = run_cmd(
+                    Command::new(&prog).args(&base_args).args([
+                        "task", "exec", "--exec-id", &id, &sleeper, "echo", &msg,
+                    ]),
+                    None,
+                    Duration::from_secs(60),
+                );
+                assert_eq!(
+                    (out.code, out.text()),
+                    (0, format!("{msg}\n")),
+                    "exec during the upgrade: {}",
+                    out.brief()
+                );
+                n += 1;
+            }
+            n
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
     let (out, outcomes) = upgrade(&shims, Some(&next), &[]);
-    eprintln!("{}: {}", rt.short, out.text());
+    busy.store(false, std::sync::atomic::Ordering::SeqCst);
+    let execs = load.join().unwrap();
+    eprintln!("{}: {} ({execs} execs alongside)", rt.short, out.text());
     assert_eq!(out.code, 0, "{}", out.brief());
     assert_eq!(outcomes.len(), shims.len(), "{}", out.text());
     for o in &outcomes {
@@ -296,7 +333,15 @@ fn keeps_everything(rt: Runtime) {
         exits(&ev, &sleeper).len() >= 3
     });
     std::thread::sleep(Duration::from_millis(300));
-    let mut s = exits(&ev, &sleeper);
+    // The execs run alongside the upgrade: each exited once, with 0.
+    let (bg, mut s): (Vec<_>, Vec<_>) = exits(&ev, &sleeper)
+        .into_iter()
+        .partition(|(id, _)| id.starts_with("bg"));
+    let mut want_bg: Vec<(String, u64)> = (0..execs).map(|n| (format!("bg{n}"), 0)).collect();
+    want_bg.sort();
+    let mut bg = bg;
+    bg.sort();
+    assert_eq!(bg, want_bg, "{}", ev.dump());
     s.sort();
     assert_eq!(
         s,
@@ -340,4 +385,325 @@ fn runcv1_keeps_everything() {
 #[test]
 fn v1linux_keeps_everything() {
     keeps_everything(V1_LINUX);
+}
+
+/// Host pids of the processes of `id` whose command line contains `needle`.
+fn pids_matching(c: &Ctd, id: &str, needle: &str) -> Vec<i32> {
+    c.ctr(&["task", "ps", id])
+        .text()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|b| String::from_utf8_lossy(&b).contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Processes that exit while no image serves (the new one waits before adopting, by the
+/// test-only fault knob) are reaped by the new image and their exits published once, with
+/// the right status; the client waiting on an exec gets its status.
+fn exits_during_handover(rt: Runtime) {
+    let Some(c) = Ctd::start_env(Shims::Ours, &[("SHIMGATE_UPGRADE_FAULT", "delay=1500")])
+    else {
+        return;
+    };
+    let next = next_binary().canonicalize().unwrap();
+    let ev = Events::watch(&c);
+    let ann = format!("io.containerd.runc.v2.group={}", c.id("grp"));
+    let flags: Vec<&str> = if rt.groups {
+        vec!["--annotation", &ann]
+    } else {
+        Vec::new()
+    };
+    let before = c.shim_pids();
+    let a = c.id("dies");
+    c.run_detached(rt, &a, &flags, &["sleep", "600"]);
+    let shims = new_shims(&c, &before);
+    // A second container in the same group (runc.v2 only: one shim for both).
+    let b = rt.groups.then(|| {
+        let b = c.id("dies2");
+        c.run_detached(rt, &b, &flags, &["sleep", "600"]);
+        assert_eq!(new_shims(&c, &before), shims);
+        b
+    });
+    let exec = Attached::start(
+        &c,
+        [
+            "task",
+            "exec",
+            "--exec-id",
+            "x1",
+            &a,
+            "sh",
+            "-c",
+            "trap 'exit 9' TERM; echo ready; while true; do sleep 0.05; done",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        false,
+    );
+    assert!(exec.wait_for("ready", Duration::from_secs(10)));
+    let exec_pid = pids_matching(&c, &a, "trap")[0];
+    let tasks = c.tasks();
+    let init_a = tasks[&a].0 as i32;
+    let init_b = b.as_ref().map(|b| tasks[b].0 as i32);
+
+    let shim = shims[0];
+    let upgrading = std::thread::spawn({
+        let next = next.clone();
+        move || upgrade(&[shim], Some(&next), &[])
+    });
+    // The new program is in place and waits before adopting: exit now.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while exe_of(shim) != next {
+        assert!(Instant::now() < deadline, "the shim never exec'd the new binary");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // SAFETY: signalling pids of our own containers.
+    unsafe {
+        libc::kill(exec_pid, libc::SIGTERM);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(init_a, libc::SIGKILL);
+        if let Some(p) = init_b {
+            libc::kill(p, libc::SIGKILL);
+        }
+    }
+    let (out, outcomes) = upgrading.join().unwrap();
+    assert_eq!(out.code, 0, "{}", out.brief());
+    assert_eq!(outcomes[0]["to"], NEXT_VERSION);
+    assert!(
+        outcomes[0]["handover_micros"].as_u64().unwrap() >= 1_500_000,
+        "{outcomes:?}"
+    );
+    // The client waiting on the exec gets its status (its Wait was replayed).
+    let (code, _) = exec.finish(Duration::from_secs(20));
+    assert_eq!(code, 9);
+    assert!(c.wait_status(&a, "STOPPED", Duration::from_secs(10)));
+    if let Some(b) = &b {
+        assert!(c.wait_status(b, "STOPPED", Duration::from_secs(10)));
+    }
+    ev.wait_until("the exits", Duration::from_secs(20), |_| {
+        exits(&ev, &a).len() >= 2
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mut got = exits(&ev, &a);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![(a.clone(), 137), ("x1".to_string(), 9)],
+        "{}",
+        ev.dump()
+    );
+    if let Some(b) = &b {
+        assert_eq!(exits(&ev, b), vec![(b.clone(), 137)], "{}", ev.dump());
+    }
+    for id in std::iter::once(&a).chain(b.iter()) {
+        assert_eq!(c.ctr(&["task", "rm", id]).code, 0);
+        let _ = c.ctr(&["container", "rm", id]);
+    }
+    c.assert_clean();
+}
+
+#[test]
+fn runcv2_exits_during_handover() {
+    exits_during_handover(RUNC_V2);
+}
+
+#[test]
+fn runcv1_exits_during_handover() {
+    exits_during_handover(RUNC_V1);
+}
+
+#[test]
+fn v1linux_exits_during_handover() {
+    exits_during_handover(V1_LINUX);
+}
+
+fn doctor() -> serde_json::Value {
+    let out = run_cmd(
+        Command::new(shimgate_bin()).args(["doctor", "--json"]),
+        None,
+        Duration::from_secs(60),
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Binary version a shim runs, as `shimgate doctor --json` reports it.
+fn doctor_version(pid: u32) -> String {
+    doctor()["shims"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["pid"] == pid)
+        .map(|s| s["binary_version"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default()
+}
+
+/// A new image that cannot adopt (forced by the fault knob) rolls back: the old binary serves
+/// on, with everything, and the operator gets the reason. The knob does not survive the
+/// rollback, so the next attempt goes through; `doctor` shows each step's version.
+fn failed_adoption_rolls_back(rt: Runtime) {
+    let Some(c) = Ctd::start_env(Shims::Ours, &[("SHIMGATE_UPGRADE_FAULT", "fail-adoption")])
+    else {
+        return;
+    };
+    let next = next_binary();
+    let before = c.shim_pids();
+    let echo = c.id("echo");
+    let mut echoer = Attached::start(
+        &c,
+        c.run_args(
+            rt,
+            &echo,
+            &[],
+            &["sh", "-c", "while read l; do echo got-$l; done; exit 4"],
+        ),
+        true,
+    );
+    assert!(c.wait_status(&echo, "RUNNING", Duration::from_secs(10)));
+    let shim = new_shims(&c, &before)[0];
+    let old_exe = exe_of(shim);
+    assert_eq!(doctor_version(shim), THIS_VERSION);
+
+    let (out, outcomes) = upgrade(&[shim], Some(&next), &[]);
+    assert_eq!(out.code, 1, "{}", out.brief());
+    let err = outcomes[0]["error"].as_str().unwrap_or("");
+    assert!(
+        err.contains("refused on purpose") && err.contains("serves on"),
+        "{err}"
+    );
+    assert_eq!(exe_of(shim), old_exe);
+    assert_eq!(doctor_version(shim), THIS_VERSION);
+    echoer.write(b"one\n");
+    assert!(echoer.wait_for("got-one", Duration::from_secs(10)));
+
+    let (out, outcomes) = upgrade(&[shim], Some(&next), &[]);
+    assert_eq!(out.code, 0, "{}", out.brief());
+    assert_eq!(outcomes[0]["to"], NEXT_VERSION);
+    assert_eq!(doctor_version(shim), NEXT_VERSION);
+    // It now runs another build than the one containerd would start: doctor says so.
+    let findings = doctor()["findings"].to_string();
+    assert!(
+        findings.contains(&format!("pid {shim} runs {NEXT_VERSION}, {THIS_VERSION} installed")),
+        "{findings}"
+    );
+    echoer.write(b"two\n");
+    let (code, text) = echoer.finish(Duration::from_secs(20));
+    assert_eq!((code, text.as_str()), (4, "got-one\ngot-two\n"));
+    let _ = c.ctr(&["task", "rm", &echo]);
+    let _ = c.ctr(&["container", "rm", &echo]);
+    c.assert_clean();
+}
+
+#[test]
+fn runcv2_failed_adoption_rolls_back() {
+    failed_adoption_rolls_back(RUNC_V2);
+}
+
+#[test]
+fn v1linux_failed_adoption_rolls_back() {
+    failed_adoption_rolls_back(V1_LINUX);
+}
+
+/// Binaries that cannot take over are refused before anything stops: one that is not
+/// shimgate at all (by the tool), one that speaks only a future hand-over format (by the
+/// shim). Without `--binary` a shim re-executes the binary installed under its own name.
+#[test]
+fn unusable_binaries_are_refused() {
+    let Some(c) = Ctd::start() else { return };
+    let rt = RUNC_V2;
+    let before = c.shim_pids();
+    let id = c.id("stay");
+    c.run_detached(rt, &id, &[], &["sleep", "600"]);
+    let shim = new_shims(&c, &before)[0];
+
+    let (out, _) = upgrade(&[shim], Some(Path::new("/bin/true")), &[]);
+    assert_eq!(out.code, 2, "{}", out.brief());
+    assert!(out.err().contains("not a shimgate"), "{}", out.err());
+
+    let future = c.dir.join("future-shimgate");
+    std::fs::write(
+        &future,
+        "#!/bin/sh\necho '{\"version\":\"9.0.0\",\"formats\":[2]}'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &future,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let (out, outcomes) = upgrade(&[shim], Some(&future), &[]);
+    assert_eq!(out.code, 1, "{}", out.brief());
+    let err = outcomes[0]["error"].as_str().unwrap_or("");
+    assert!(err.contains("formats [2]"), "{err}");
+    let e = c.ctr(&["task", "exec", "--exec-id", "e1", &id, "echo", "fine"]);
+    assert_eq!((e.code, e.text()), (0, "fine\n".to_string()));
+
+    // The default: the binary installed as containerd-shim-runc-v2 (this one again).
+    let (out, outcomes) = upgrade(&[shim], None, &[]);
+    assert_eq!(out.code, 0, "{}", out.brief());
+    assert_eq!(outcomes[0]["to"], THIS_VERSION);
+    let e = c.ctr(&["task", "exec", "--exec-id", "e2", &id, "echo", "fine"]);
+    assert_eq!((e.code, e.text()), (0, "fine\n".to_string()));
+    c.ctr(&["task", "kill", "-s", "SIGKILL", &id]);
+    assert!(c.wait_status(&id, "STOPPED", Duration::from_secs(10)));
+    let _ = c.ctr(&["task", "rm", &id]);
+    let _ = c.ctr(&["container", "rm", &id]);
+    c.assert_clean();
+}
+
+/// Hand-over time (quiesce to serving again, as the new image reports it) for a runc.v2 group
+/// shim holding 1 and 20 containers, upgrading to the installed binary (this one) several
+/// times. A measurement, not a check: run by `scripts/upgrade-bench.sh` on a release build.
+#[test]
+#[ignore]
+fn handover_duration() {
+    let Some(c) = Ctd::start() else { return };
+    let rt = RUNC_V2;
+    let ann = format!("io.containerd.runc.v2.group={}", c.id("grp"));
+    let before = c.shim_pids();
+    let mut ids = Vec::new();
+    let mut report = Vec::new();
+    for want in [1usize, 20] {
+        while ids.len() < want {
+            let id = c.id("bench");
+            c.run_detached(rt, &id, &["--annotation", &ann], &["sleep", "600"]);
+            ids.push(id);
+        }
+        let shim = new_shims(&c, &before)[0];
+        let mut micros = Vec::new();
+        for _ in 0..7 {
+            let (out, outcomes) = upgrade(&[shim], None, &[]);
+            assert_eq!(out.code, 0, "{}", out.brief());
+            micros.push(outcomes[0]["handover_micros"].as_u64().unwrap());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        micros.sort_unstable();
+        report.push(format!(
+            "{want} container(s): median {:.2} ms, min {:.2} ms, max {:.2} ms over {} upgrades",
+            micros[micros.len() / 2] as f64 / 1000.0,
+            micros[0] as f64 / 1000.0,
+            micros[micros.len() - 1] as f64 / 1000.0,
+            micros.len()
+        ));
+    }
+    for id in &ids {
+        c.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+    }
+    for id in &ids {
+        assert!(c.wait_status(id, "STOPPED", Duration::from_secs(10)));
+        let _ = c.ctr(&["task", "rm", id]);
+        let _ = c.ctr(&["container", "rm", id]);
+    }
+    println!("hand-over duration ({}):", shimgate_bin().display());
+    for r in report {
+        println!("  {r}");
+    }
 }
