@@ -243,7 +243,13 @@ fn keeps_everything(rt: Runtime) {
                 let msg = format!("x{n}");
                 let out = run_cmd(
                     Command::new(&prog).args(&base_args).args([
-                        "task", "exec", "--exec-id", &id, &sleeper, "echo", &msg,
+                        "task",
+                        "exec",
+                        "--exec-id",
+                        &id,
+                        &sleeper,
+                        "echo",
+                        &msg,
                     ]),
                     None,
                     Duration::from_secs(60),
@@ -406,8 +412,7 @@ fn pids_matching(c: &Ctd, id: &str, needle: &str) -> Vec<i32> {
 /// test-only fault knob) are reaped by the new image and their exits published once, with
 /// the right status; the client waiting on an exec gets its status.
 fn exits_during_handover(rt: Runtime) {
-    let Some(c) = Ctd::start_env(Shims::Ours, &[("SHIMGATE_UPGRADE_FAULT", "delay=1500")])
-    else {
+    let Some(c) = Ctd::start_env(Shims::Ours, &[("SHIMGATE_UPGRADE_FAULT", "delay=1500")]) else {
         return;
     };
     let next = next_binary().canonicalize().unwrap();
@@ -460,7 +465,10 @@ fn exits_during_handover(rt: Runtime) {
     // The new program is in place and waits before adopting: exit now.
     let deadline = Instant::now() + Duration::from_secs(20);
     while exe_of(shim) != next {
-        assert!(Instant::now() < deadline, "the shim never exec'd the new binary");
+        assert!(
+            Instant::now() < deadline,
+            "the shim never exec'd the new binary"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     // SAFETY: signalling pids of our own containers.
@@ -591,7 +599,9 @@ fn failed_adoption_rolls_back(rt: Runtime) {
     // It now runs another build than the one containerd would start: doctor says so.
     let findings = doctor()["findings"].to_string();
     assert!(
-        findings.contains(&format!("pid {shim} runs {NEXT_VERSION}, {THIS_VERSION} installed")),
+        findings.contains(&format!(
+            "pid {shim} runs {NEXT_VERSION}, {THIS_VERSION} installed"
+        )),
         "{findings}"
     );
     echoer.write(b"two\n");
@@ -634,11 +644,7 @@ fn unusable_binaries_are_refused() {
         "#!/bin/sh\necho '{\"version\":\"9.0.0\",\"formats\":[2]}'\n",
     )
     .unwrap();
-    std::fs::set_permissions(
-        &future,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    std::fs::set_permissions(&future, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let (out, outcomes) = upgrade(&[shim], Some(&future), &[]);
     assert_eq!(out.code, 1, "{}", out.brief());
     let err = outcomes[0]["error"].as_str().unwrap_or("");

@@ -1125,7 +1125,8 @@ mod tests {
         release.notify_waiters();
 
         // The "new image": adopt everything (the old owners are forgotten, as by execve).
-        let snap: ServerSnap = serde_json::from_str(&serde_json::to_string(&snap).unwrap()).unwrap();
+        let snap: ServerSnap =
+            serde_json::from_str(&serde_json::to_string(&snap).unwrap()).unwrap();
         std::mem::forget(handed);
         let new = Control::new();
         let svc = services(Waits {
