@@ -79,34 +79,7 @@ enum Cmd {
     },
     /// Move running shimgate shims onto a new binary without stopping their containers (live
     /// upgrade: same pid, same children, same sockets)
-    #[command(group(clap::ArgGroup::new("which").required(true).multiple(true)))]
-    Upgrade {
-        /// Every shimgate shim on the host
-        #[arg(long, group = "which")]
-        all: bool,
-        /// The shim with this pid (repeatable)
-        #[arg(long = "pid", value_name = "PID", group = "which")]
-        pids: Vec<u32>,
-        /// The shim serving this container (repeatable)
-        #[arg(long = "id", value_name = "ID", group = "which")]
-        ids: Vec<String>,
-        /// The binary to move to (default: each shim re-executes the binary now installed
-        /// under its own name)
-        #[arg(long, value_name = "FILE")]
-        binary: Option<PathBuf>,
-        /// How long each shim may take to finish the requests it is running, in milliseconds
-        #[arg(long, value_name = "MS", default_value_t = 10_000)]
-        timeout_ms: u32,
-        /// Carry on after a shim fails to upgrade
-        #[arg(long)]
-        keep_going: bool,
-        /// List the shims that would be upgraded
-        #[arg(long)]
-        dry_run: bool,
-        /// Machine-readable output
-        #[arg(long)]
-        json: bool,
-    },
+    Upgrade(upgrade::Options),
     /// Print the version
     Version,
     /// Which live-upgrade hand-over formats this binary adopts (asked by a running shim
@@ -145,25 +118,7 @@ pub fn main(args: Vec<String>) -> i32 {
         Some(Cmd::Install { at, binary }) => install::install(&options(at, binary)),
         Some(Cmd::Uninstall { at }) => install::uninstall(&options(at, None)),
         Some(Cmd::Doctor { json, matrix }) => doctor::main(json, matrix.as_deref()),
-        Some(Cmd::Upgrade {
-            all,
-            pids,
-            ids,
-            binary,
-            timeout_ms,
-            keep_going,
-            dry_run,
-            json,
-        }) => upgrade::main(&upgrade::Options {
-            all,
-            pids,
-            ids,
-            binary,
-            timeout_ms,
-            keep_going,
-            dry_run,
-            json,
-        }),
+        Some(Cmd::Upgrade(opts)) => upgrade::main(&opts),
         Some(Cmd::HandoverFormats) => {
             println!("{}", crate::api::upgrade::formats_answer());
             0

@@ -16,19 +16,33 @@ use crate::api::upgrade::{FormatsAnswer, FORMATS_COMMAND};
 use crate::protos::admin::{InfoRequest, UpgradeRequest};
 use crate::protos::admin_ttrpc::AdminClient;
 
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).multiple(true)))]
 pub struct Options {
-    /// Every shimgate shim.
+    /// Every shimgate shim on the host
+    #[arg(long, group = "which")]
     pub all: bool,
-    /// These shims.
+    /// The shim with this pid (repeatable)
+    #[arg(long = "pid", value_name = "PID", group = "which")]
     pub pids: Vec<u32>,
-    /// The shims serving these containers.
+    /// The shim serving this container (repeatable)
+    #[arg(long = "id", value_name = "ID", group = "which")]
     pub ids: Vec<String>,
-    /// The binary to move to (default: each shim's own name, looked up as containerd did).
+    /// The binary to move to (default: each shim re-executes the binary now installed
+    /// under its own name)
+    #[arg(long, value_name = "FILE")]
     pub binary: Option<PathBuf>,
-    /// How long each shim may take to finish running requests.
+    /// How long each shim may take to finish the requests it is running, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
     pub timeout_ms: u32,
+    /// Carry on after a shim fails to upgrade
+    #[arg(long)]
     pub keep_going: bool,
+    /// List the shims that would be upgraded
+    #[arg(long)]
     pub dry_run: bool,
+    /// Machine-readable output
+    #[arg(long)]
     pub json: bool,
 }
 
@@ -127,14 +141,18 @@ pub fn main(opts: &Options) -> i32 {
             chosen.push((t, o));
         }
     }
+    // A named shim that is not there is a failure: the operator meant something else.
+    let mut missing = false;
     for pid in &opts.pids {
         if !chosen.iter().any(|(t, _)| t.pid == *pid) {
             eprintln!("shimgate upgrade: pid {pid} is not a serving shimgate shim");
+            missing = true;
         }
     }
     for id in &opts.ids {
         if !chosen.iter().any(|(_, o)| o.containers.contains(id)) {
             eprintln!("shimgate upgrade: no shimgate shim serves container {id}");
+            missing = true;
         }
     }
     if !opts.json {
@@ -145,7 +163,14 @@ pub fn main(opts: &Options) -> i32 {
         println!("{} shimgate shim(s) to move to {to}", chosen.len());
     }
     if opts.dry_run {
-        for (t, o) in &chosen {
+        if opts.json {
+            let listed: Vec<&Outcome> = chosen.iter().map(|(_, o)| o).collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&listed).unwrap_or_default()
+            );
+        }
+        for (t, o) in chosen.iter().filter(|_| !opts.json) {
             println!(
                 "would upgrade pid {} {} {} on {} ({} container(s))",
                 t.pid,
@@ -155,7 +180,7 @@ pub fn main(opts: &Options) -> i32 {
                 o.containers.len()
             );
         }
-        return 0;
+        return i32::from(missing);
     }
     let target = binary.as_ref().map(|(b, _)| b.as_path());
     let mut outcomes = Vec::new();
@@ -184,7 +209,7 @@ pub fn main(opts: &Options) -> i32 {
             serde_json::to_string_pretty(&outcomes).unwrap_or_default()
         );
     }
-    i32::from(failed)
+    i32::from(failed || missing)
 }
 
 fn print_outcome(o: &Outcome) {
