@@ -158,17 +158,27 @@ fn new_shims(c: &Ctd, before: &[u32]) -> Vec<u32> {
     v
 }
 
+/// The annotation that puts a test's runc.v2 containers into one group.
+fn group_annotation(c: &Ctd) -> String {
+    format!("io.containerd.runc.v2.group={}", c.id("grp"))
+}
+
+/// `ctr run` flags that group containers (runc.v2), none otherwise.
+fn group_flags(rt: Runtime, ann: &str) -> Vec<&str> {
+    if rt.groups {
+        vec!["--annotation", ann]
+    } else {
+        Vec::new()
+    }
+}
+
 /// Everything keeps working across an upgrade: see the module docs.
 fn keeps_everything(rt: Runtime) {
     let Some(c) = Ctd::start() else { return };
     let next = next_binary();
     let ev = Events::watch(&c);
-    let ann = format!("io.containerd.runc.v2.group={}", c.id("grp"));
-    let flags: Vec<&str> = if rt.groups {
-        vec!["--annotation", &ann]
-    } else {
-        Vec::new()
-    };
+    let ann = group_annotation(&c);
+    let flags = group_flags(rt, &ann);
     let before = c.shim_pids();
 
     // Output that keeps coming through the hand-over.
@@ -417,12 +427,8 @@ fn exits_during_handover(rt: Runtime) {
     };
     let next = next_binary().canonicalize().unwrap();
     let ev = Events::watch(&c);
-    let ann = format!("io.containerd.runc.v2.group={}", c.id("grp"));
-    let flags: Vec<&str> = if rt.groups {
-        vec!["--annotation", &ann]
-    } else {
-        Vec::new()
-    };
+    let ann = group_annotation(&c);
+    let flags = group_flags(rt, &ann);
     let before = c.shim_pids();
     let a = c.id("dies");
     c.run_detached(rt, &a, &flags, &["sleep", "600"]);
@@ -633,6 +639,19 @@ fn unusable_binaries_are_refused() {
     let id = c.id("stay");
     c.run_detached(rt, &id, &[], &["sleep", "600"]);
     let shim = new_shims(&c, &before)[0];
+
+    // A dry run lists the shim and touches nothing; a pid that is no shim is an error.
+    let (out, listed) = upgrade(&[shim], None, &["--dry-run"]);
+    assert_eq!(out.code, 0, "{}", out.brief());
+    assert_eq!(listed.len(), 1, "{}", out.text());
+    assert_eq!(listed[0]["from"], THIS_VERSION, "{}", out.text());
+    assert_eq!(
+        listed[0]["containers"],
+        serde_json::json!([id]),
+        "{}",
+        out.text()
+    );
+    assert_eq!(upgrade(&[1], None, &["--dry-run"]).0.code, 1);
 
     let (out, _) = upgrade(&[shim], Some(Path::new("/bin/true")), &[]);
     assert_eq!(out.code, 2, "{}", out.brief());

@@ -20,7 +20,7 @@ pub fn pty_run_limit(cmd: Command, input: &[u8], limit: Duration) -> (i32, Vec<u
 
 /// As [`pty_run`]; with `raw` the outer terminal is raw too, so bytes pass unchanged both
 /// inside the container's terminal (set raw there) and on the way to us.
-pub fn pty_run_with(mut cmd: Command, input: &[u8], limit: Duration, raw: bool) -> (i32, Vec<u8>) {
+pub fn pty_run_with(cmd: Command, input: &[u8], limit: Duration, raw: bool) -> (i32, Vec<u8>) {
     let pty = nix::pty::openpty(None, None).unwrap();
     if raw {
         use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
@@ -28,25 +28,7 @@ pub fn pty_run_with(mut cmd: Command, input: &[u8], limit: Duration, raw: bool) 
         cfmakeraw(&mut t);
         tcsetattr(&pty.slave, SetArg::TCSANOW, &t).unwrap();
     }
-    let slave = pty.slave;
-    let fd = slave.as_raw_fd();
-    // SAFETY: in the child before exec: setsid and TIOCSCTTY on its own fds only.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::setsid();
-            libc::ioctl(fd, libc::TIOCSCTTY, 0);
-            Ok(())
-        });
-    }
-    let dup = |f: &OwnedFd| Stdio::from(f.try_clone().unwrap());
-    cmd.stdin(dup(&slave))
-        .stdout(dup(&slave))
-        .stderr(dup(&slave));
-    let child = spawn(&mut cmd);
-    // The Command still holds the slave copies given to the child: drop them, or the master
-    // never sees the end of the session.
-    drop(cmd);
-    drop(slave);
+    let child = spawn_on(cmd, pty.slave);
     let master = pty.master;
     let mfd = master.as_raw_fd();
     let mut out = Vec::new();
@@ -81,6 +63,29 @@ pub fn pty_run_with(mut cmd: Command, input: &[u8], limit: Duration, raw: bool) 
     (code, out)
 }
 
+/// Start `cmd` in a new session with `slave` as its controlling terminal and stdio.
+fn spawn_on(mut cmd: Command, slave: OwnedFd) -> std::process::Child {
+    let fd = slave.as_raw_fd();
+    // SAFETY: in the child before exec: setsid and TIOCSCTTY on its own fds only.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            libc::ioctl(fd, libc::TIOCSCTTY, 0);
+            Ok(())
+        });
+    }
+    let dup = |f: &OwnedFd| Stdio::from(f.try_clone().unwrap());
+    cmd.stdin(dup(&slave))
+        .stdout(dup(&slave))
+        .stderr(dup(&slave));
+    let child = spawn(&mut cmd);
+    // The Command still holds the slave copies given to the child: drop them, or the master
+    // never sees the end of the session.
+    drop(cmd);
+    drop(slave);
+    child
+}
+
 /// An interactive session on a pty that stays open across steps of a test: type, wait for
 /// output, type again, then collect the exit code.
 pub struct PtySession {
@@ -91,25 +96,9 @@ pub struct PtySession {
 }
 
 impl PtySession {
-    pub fn start(mut cmd: Command) -> PtySession {
+    pub fn start(cmd: Command) -> PtySession {
         let pty = nix::pty::openpty(None, None).unwrap();
-        let slave = pty.slave;
-        let fd = slave.as_raw_fd();
-        // SAFETY: in the child before exec: setsid and TIOCSCTTY on its own fds only.
-        unsafe {
-            cmd.pre_exec(move || {
-                libc::setsid();
-                libc::ioctl(fd, libc::TIOCSCTTY, 0);
-                Ok(())
-            });
-        }
-        let dup = |f: &OwnedFd| Stdio::from(f.try_clone().unwrap());
-        cmd.stdin(dup(&slave))
-            .stdout(dup(&slave))
-            .stderr(dup(&slave));
-        let child = spawn(&mut cmd);
-        drop(cmd);
-        drop(slave);
+        let child = spawn_on(cmd, pty.slave);
         let master = std::fs::File::from(pty.master);
         let mut rd = master.try_clone().unwrap();
         let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
