@@ -58,11 +58,15 @@ pub fn delete(args: &ShimV2Args) -> Result<Vec<u8>, String> {
     let id_ok = crate::core::types::validate_identifier("container id", &args.id).is_ok()
         && crate::core::types::validate_identifier("namespace", &args.namespace).is_ok();
 
-    if id_ok {
-        let opts = read_bundle_options(&bundle);
+    let opts = read_bundle_options(&bundle);
+    // The runtime keeps a container's state in `<root>/<namespace>/<id>` (runc, crun and youki
+    // alike). After an ordinary Delete it is gone already, and running the runtime only to
+    // hear "does not exist" would cost a process per container lifecycle.
+    let root = Path::new(opts.root_base()).join(&args.namespace);
+    if id_ok && root.join(&args.id).exists() {
         let mut cmd = Command::new(opts.binary());
         cmd.arg("--root")
-            .arg(Path::new(opts.root_base()).join(&args.namespace))
+            .arg(&root)
             .arg("--log")
             .arg(bundle.join("log.json"))
             .arg("--log-format")
@@ -80,7 +84,7 @@ pub fn delete(args: &ShimV2Args) -> Result<Vec<u8>, String> {
             }
             Err(e) => warn(format!("run {} delete: {e}", opts.binary())),
         }
-    } else {
+    } else if !id_ok {
         warn(format!(
             "refusing runc cleanup for invalid id {:?}",
             args.id
