@@ -158,6 +158,20 @@ fn new_shims(c: &Ctd, before: &[u32]) -> Vec<u32> {
     v
 }
 
+/// A container that answers each stdin line `l` with `got-l` and exits 4 at EOF.
+fn echoer(c: &Ctd, rt: Runtime, id: &str, flags: &[&str]) -> Attached {
+    Attached::start(
+        c,
+        c.run_args(
+            rt,
+            id,
+            flags,
+            &["sh", "-c", "while read l; do echo got-$l; done; exit 4"],
+        ),
+        true,
+    )
+}
+
 /// The annotation that puts a test's runc.v2 containers into one group.
 fn group_annotation(c: &Ctd) -> String {
     format!("io.containerd.runc.v2.group={}", c.id("grp"))
@@ -199,16 +213,7 @@ fn keeps_everything(rt: Runtime) {
     );
     // Stdin before and after.
     let echo = c.id("echo");
-    let mut echoer = Attached::start(
-        &c,
-        c.run_args(
-            rt,
-            &echo,
-            &flags,
-            &["sh", "-c", "while read l; do echo got-$l; done; exit 4"],
-        ),
-        true,
-    );
+    let mut echoer = echoer(&c, rt, &echo, &flags);
     assert!(
         c.wait_status(&echo, "RUNNING", Duration::from_secs(10)),
         "{:?}",
@@ -571,16 +576,7 @@ fn failed_adoption_rolls_back(rt: Runtime) {
     let next = next_binary();
     let before = c.shim_pids();
     let echo = c.id("echo");
-    let mut echoer = Attached::start(
-        &c,
-        c.run_args(
-            rt,
-            &echo,
-            &[],
-            &["sh", "-c", "while read l; do echo got-$l; done; exit 4"],
-        ),
-        true,
-    );
+    let mut echoer = echoer(&c, rt, &echo, &[]);
     assert!(c.wait_status(&echo, "RUNNING", Duration::from_secs(10)));
     let shim = new_shims(&c, &before)[0];
     let old_exe = exe_of(shim);
