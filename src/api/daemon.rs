@@ -26,6 +26,7 @@ use super::upgrade::{self, Handover, Upgrader};
 use crate::core::event::EventSink;
 use crate::core::{ApiProfile, Core, RuncFactory};
 use crate::events::queue::Queue;
+use crate::events::Publisher;
 use crate::reaper::{Reaper, Spawner};
 
 /// The descriptor on which the listening socket is inherited.
@@ -138,6 +139,15 @@ pub fn stop_when_forgotten(core: Core, stop: watch::Sender<bool>) {
 }
 
 /// Turn the first SIGTERM or SIGINT into `stop = true`. Call inside the runtime.
+/// The shim's stop signal: raised by SIGTERM/SIGINT and by [`stop_when_forgotten`]; the
+/// sender also goes to whatever else may stop the shim (the task API's Shutdown).
+pub fn stop_channel(core: &Core) -> Result<(watch::Sender<bool>, watch::Receiver<bool>), String> {
+    let (tx, rx) = watch::channel(false);
+    stop_when_forgotten(core.clone(), tx.clone());
+    stop_on_signals(tx.clone())?;
+    Ok((tx, rx))
+}
+
 pub fn stop_on_signals(stop: watch::Sender<bool>) -> Result<(), String> {
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;
@@ -155,14 +165,15 @@ pub fn stop_on_signals(stop: watch::Sender<bool>) -> Result<(), String> {
 /// (whose queue is `queue`). Adopting, it is rebuilt from the hand-over, and the events the
 /// previous image had not delivered are queued first, ahead of anything the rebuilt core
 /// emits.
-pub fn runc_core(
+pub fn runc_core<P: Publisher + 'static>(
     profile: ApiProfile,
     namespace: &str,
-    spawner: Spawner,
-    sink: Arc<dyn EventSink>,
-    queue: &Queue,
+    spawner: &Spawner,
+    publisher: &Arc<P>,
     from: Option<&Handover>,
 ) -> Result<Core, String> {
+    let (spawner, queue) = (spawner.clone(), publisher.queue());
+    let sink: Arc<dyn EventSink> = publisher.clone();
     let factory = Arc::new(RuncFactory {
         spawner: spawner.clone(),
         namespace: namespace.to_string(),

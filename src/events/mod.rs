@@ -14,6 +14,24 @@ pub mod queue;
 pub use exec_publisher::{ExecPublisher, PublishCommand, Retry};
 pub use publisher::TtrpcPublisher;
 
+/// A publisher: where the core's events go, and the ordered queue behind it (live upgrade
+/// freezes and preloads it). Both APIs' publishers are one.
+pub trait Publisher: crate::core::event::EventSink {
+    fn queue(&self) -> &queue::Queue;
+}
+
+impl Publisher for TtrpcPublisher {
+    fn queue(&self) -> &queue::Queue {
+        TtrpcPublisher::queue(self)
+    }
+}
+
+impl Publisher for ExecPublisher {
+    fn queue(&self) -> &queue::Queue {
+        ExecPublisher::queue(self)
+    }
+}
+
 use protobuf::MessageFull;
 
 use crate::core::event::Event;

@@ -16,8 +16,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::sync::watch;
-
 use super::bootstrap::{self, ListenSpec};
 use super::options::Settings;
 use super::service::ShimService;
@@ -107,17 +105,14 @@ async fn serve(
     let core = daemon::runc_core(
         super::profile(),
         &args.namespace,
-        spawner.clone(),
-        publisher.clone(),
-        publisher.queue(),
+        &spawner,
+        &publisher,
         from,
     )?;
     let service = ShimService::new(core.clone(), Settings::from_args(args));
     let services = crate::protos::shim_v1_ttrpc::create_shim(service);
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    daemon::stop_when_forgotten(core.clone(), stop_tx.clone());
-    daemon::stop_on_signals(stop_tx)?;
+    let (_, stop_rx) = daemon::stop_channel(&core)?;
     tracing::info!("shim serving");
     daemon::Serving {
         core: core.clone(),

@@ -7,8 +7,6 @@ use std::os::unix::net::UnixListener as StdListener;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::sync::watch;
-
 use super::service::TaskService;
 use super::Flavor;
 use crate::api::daemon;
@@ -94,17 +92,12 @@ async fn serve(
     let core = daemon::runc_core(
         flavor.profile(),
         &args.namespace,
-        spawner.clone(),
-        publisher.clone(),
-        publisher.queue(),
+        &spawner,
+        &publisher,
         from,
     )?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let services =
-        crate::protos::create_task_v2_and_v3(TaskService::new(core.clone(), stop_tx.clone()));
-
-    daemon::stop_when_forgotten(core.clone(), stop_tx.clone());
-    daemon::stop_on_signals(stop_tx)?;
+    let (stop_tx, stop_rx) = daemon::stop_channel(&core)?;
+    let services = crate::protos::create_task_v2_and_v3(TaskService::new(core.clone(), stop_tx));
 
     tracing::info!(id = %args.id, pid = std::process::id(), "shim serving");
     daemon::Serving {
