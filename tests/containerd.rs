@@ -1,6 +1,7 @@
 //! End-to-end scenarios through a real private containerd and real runc, run once per
 //! personality (one suite, parametrised: see `personalities!` at the bottom).
 
+#[macro_use]
 mod common;
 
 use std::io::Read;
@@ -752,14 +753,6 @@ fn oom(rt: Runtime) {
         );
     }
     c.assert_clean();
-}
-
-macro_rules! personalities {
-    ($($scenario:ident),* $(,)?) => {
-        mod runcv1 { $( #[test] fn $scenario() { super::$scenario(super::RUNC_V1) } )* }
-        mod runcv2 { $( #[test] fn $scenario() { super::$scenario(super::RUNC_V2) } )* }
-        mod v1linux { $( #[test] fn $scenario() { super::$scenario(super::V1_LINUX) } )* }
-    };
 }
 
 personalities!(

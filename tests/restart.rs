@@ -5,6 +5,7 @@
 //! be cleaned up without leaks. Also: output resumes when a client reattaches, and a SIGKILLed
 //! shim's container reports its real exit status.
 
+#[macro_use]
 mod common;
 
 use std::io::Read;
@@ -355,14 +356,6 @@ fn shim_killed_after_exit_reports_real_status(rt: Runtime) {
     c.ctr(&["task", "rm", "-f", &id]);
     c.ctr(&["c", "rm", &id]);
     c.assert_clean();
-}
-
-macro_rules! personalities {
-    ($($scenario:ident),* $(,)?) => {
-        mod runcv1 { $( #[test] fn $scenario() { super::$scenario(super::RUNC_V1) } )* }
-        mod runcv2 { $( #[test] fn $scenario() { super::$scenario(super::RUNC_V2) } )* }
-        mod v1linux { $( #[test] fn $scenario() { super::$scenario(super::V1_LINUX) } )* }
-    };
 }
 
 personalities!(

@@ -3,6 +3,7 @@
 //! byte delivered. CI runs reduced sizes; `SHIMGATE_STORM_FULL=1` (see `scripts/storms.sh`) runs
 //! the full ones.
 
+#[macro_use]
 mod common;
 
 use std::io::Write;
@@ -192,26 +193,6 @@ fn exec_storm_then_kill_init(rt: Runtime) {
     c.assert_clean();
 }
 
-fn zombie_children(parent: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rsplit_once(')').map(|x| x.1) else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.len() > 2 && f[0] == "Z" && f[1] == parent.to_string() {
-            out.push(pid);
-        }
-    }
-    out
-}
-
 /// The rootfs blob twice over: the source of every output check.
 fn blob2() -> Vec<u8> {
     let b = std::fs::read(rootfs().join("data/blob")).unwrap();
@@ -386,14 +367,6 @@ fn stdin_32mib(rt: Runtime) {
     assert_eq!(got.len(), payload.len());
     assert!(got == payload);
     c.assert_clean();
-}
-
-macro_rules! personalities {
-    ($($scenario:ident),* $(,)?) => {
-        mod runcv1 { $( #[test] fn $scenario() { super::$scenario(super::RUNC_V1) } )* }
-        mod runcv2 { $( #[test] fn $scenario() { super::$scenario(super::RUNC_V2) } )* }
-        mod v1linux { $( #[test] fn $scenario() { super::$scenario(super::V1_LINUX) } )* }
-    };
 }
 
 personalities!(

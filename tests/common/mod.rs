@@ -12,6 +12,17 @@
 
 #![allow(dead_code)]
 
+/// `personalities!(a, b)` makes test modules `runcv1`, `runcv2` and `v1linux`, each with tests
+/// `a` and `b` calling `super::a(RUNTIME)`. Needs `RUNC_V1`, `RUNC_V2`, `V1_LINUX` in scope.
+#[allow(unused_macros)]
+macro_rules! personalities {
+    ($($scenario:ident),* $(,)?) => {
+        mod runcv1 { $( #[test] fn $scenario() { super::$scenario(super::RUNC_V1) } )* }
+        mod runcv2 { $( #[test] fn $scenario() { super::$scenario(super::RUNC_V2) } )* }
+        mod v1linux { $( #[test] fn $scenario() { super::$scenario(super::V1_LINUX) } )* }
+    };
+}
+
 pub mod events;
 pub mod grpc;
 pub mod pty;
@@ -82,10 +93,24 @@ pub fn reap_orphans() {
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
-    let me = std::process::id();
+    for pid in zombie_children(std::process::id()) {
+        if own_children().lock().unwrap().contains(&pid) {
+            continue;
+        }
+        // SAFETY: waitpid on a specific zombie child of ours.
+        unsafe {
+            libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG);
+        }
+    }
+}
+
+/// Zombie processes whose parent is `parent`.
+pub fn zombie_children(parent: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return;
+        return Vec::new();
     };
+    let parent = parent.to_string();
+    let mut out = Vec::new();
     for e in dir.flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
             continue;
@@ -97,16 +122,11 @@ pub fn reap_orphans() {
             continue;
         };
         let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.len() > 2 && f[0] == "Z" && f[1] == me.to_string() {
-            if own_children().lock().unwrap().contains(&pid) {
-                continue;
-            }
-            // SAFETY: waitpid on a specific zombie child of ours.
-            unsafe {
-                libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG);
-            }
+        if f.len() > 2 && f[0] == "Z" && f[1] == parent {
+            out.push(pid);
         }
     }
+    out
 }
 
 /// Outcome of a command.
