@@ -163,14 +163,7 @@ fn drain_moves_everything_buffered_while_the_writer_is_still_open() {
     let mut wf = std::fs::File::from(w);
     wf.write_all(&data).unwrap();
     rt().block_on(async {
-        let io = ProcessIo::none();
-        let sink = open_output(&path, false, &mut None).unwrap();
-        lock(&io.live).pumps.push(spawn_pump(
-            Arc::new(PollFd::new(r).unwrap()),
-            sink,
-            Mover::default(),
-            true,
-        ));
+        let io = pumping_to(&path, r);
         tokio::time::timeout(Duration::from_secs(10), io.drain(Duration::from_secs(10)))
             .await
             .expect("drain returned");
@@ -244,14 +237,7 @@ fn freeze_and_thaw_across_runtimes_loses_no_byte() {
     let snap = {
         let rt_a = rt();
         let snap = rt_a.block_on(async {
-            let io = ProcessIo::none();
-            let sink = open_output(&path, false, &mut None).unwrap();
-            lock(&io.live).pumps.push(spawn_pump(
-                Arc::new(PollFd::new(r).unwrap()),
-                sink,
-                Mover::default(),
-                true,
-            ));
+            let io = pumping_to(&path, r);
             tokio::time::sleep(Duration::from_millis(200)).await;
             let frozen = io.freeze().await.unwrap();
             let snap = frozen.snap.clone();
@@ -276,4 +262,17 @@ fn freeze_and_thaw_across_runtimes_loses_no_byte() {
     let got = c.collected();
     assert_eq!(got.len(), data.len());
     assert!(got == data);
+}
+
+/// A process IO with one output pump from `r` to the FIFO at `path` (inside a runtime).
+fn pumping_to(path: &std::path::Path, r: OwnedFd) -> ProcessIo {
+    let io = ProcessIo::none();
+    let sink = open_output(path, false, &mut None).unwrap();
+    lock(&io.live).pumps.push(spawn_pump(
+        Arc::new(PollFd::new(r).unwrap()),
+        sink,
+        Mover::default(),
+        true,
+    ));
+    io
 }
