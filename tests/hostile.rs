@@ -6,57 +6,32 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use protobuf::Message;
 use shimgate::protos::task::*;
 use shimgate::protos::Any;
 
 const INVALID_ARGUMENT: i32 = 3;
 
-struct Raw {
-    s: UnixStream,
-    next: u32,
-}
+/// Task API v2 calls on one connection.
+struct Raw(common::raw_ttrpc::RawClient);
 
 impl Raw {
     fn connect(path: &Path) -> Raw {
-        let s = UnixStream::connect(path).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        Raw { s, next: 1 }
+        Raw(common::raw_ttrpc::RawClient::connect(
+            path,
+            Duration::from_secs(20),
+        ))
     }
 
     /// One call; returns (code, message).
     fn task(&mut self, method: &str, msg: &dyn protobuf::MessageDyn) -> (i32, String) {
-        let req = ttrpc::Request {
-            service: "containerd.task.v2.Task".into(),
-            method: method.into(),
-            payload: msg.write_to_bytes_dyn().unwrap(),
-            ..Default::default()
-        };
-        let body = req.write_to_bytes().unwrap();
-        let id = self.next;
-        self.next += 2;
-        let mut f = Vec::new();
-        f.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        f.extend_from_slice(&id.to_be_bytes());
-        f.extend_from_slice(&[1, 0]);
-        f.extend_from_slice(&body);
-        self.s.write_all(&f).unwrap();
-        let mut hdr = [0u8; 10];
-        self.s.read_exact(&mut hdr).unwrap();
-        let len = u32::from_be_bytes(hdr[0..4].try_into().unwrap()) as usize;
-        let mut b = vec![0u8; len];
-        self.s.read_exact(&mut b).unwrap();
-        let r = ttrpc::Response::parse_from_bytes(&b).unwrap();
-        r.status
-            .as_ref()
-            .map(|s| (s.code.value(), s.message.clone()))
-            .unwrap_or((0, String::new()))
+        let (code, message, _) = self.0.call("containerd.task.v2.Task", method, msg);
+        (code, message)
     }
 }
 

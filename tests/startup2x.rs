@@ -7,9 +7,10 @@
 //! Needs root, runc and /bin/busybox (fails loudly without them unless
 //! `SHIMGATE_SKIP_INTEGRATION=1`).
 
-use std::io::{Read, Write};
+mod common;
+
+use std::io::Write;
 use std::os::unix::fs::symlink;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -216,47 +217,20 @@ impl Drop for Scratch {
     }
 }
 
-/// A minimal ttrpc client: one call at a time.
-struct Client {
-    s: UnixStream,
-    next: u32,
-}
+/// Task API v3 calls on one connection.
+struct Client(common::raw_ttrpc::RawClient);
 
 impl Client {
     fn connect(path: &Path) -> Client {
-        let s = UnixStream::connect(path).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        Client { s, next: 1 }
+        Client(common::raw_ttrpc::RawClient::connect(
+            path,
+            Duration::from_secs(30),
+        ))
     }
 
-    /// Call `method` of task API v3; returns (status code, payload).
+    /// Call `method` of task API v3; returns (status code, message, payload).
     fn v3(&mut self, method: &str, msg: &dyn protobuf::MessageDyn) -> (i32, String, Vec<u8>) {
-        let req = ttrpc::Request {
-            service: "containerd.task.v3.Task".into(),
-            method: method.into(),
-            payload: msg.write_to_bytes_dyn().unwrap(),
-            ..Default::default()
-        };
-        let body = req.write_to_bytes().unwrap();
-        let id = self.next;
-        self.next += 2;
-        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-        frame.extend_from_slice(&id.to_be_bytes());
-        frame.extend_from_slice(&[1, 0]);
-        frame.extend_from_slice(&body);
-        self.s.write_all(&frame).unwrap();
-        let mut hdr = [0u8; 10];
-        self.s.read_exact(&mut hdr).unwrap();
-        assert_eq!(u32::from_be_bytes(hdr[4..8].try_into().unwrap()), id);
-        let mut body = vec![0u8; u32::from_be_bytes(hdr[..4].try_into().unwrap()) as usize];
-        self.s.read_exact(&mut body).unwrap();
-        let r = ttrpc::Response::parse_from_bytes(&body).unwrap();
-        let (code, message) = r
-            .status
-            .as_ref()
-            .map(|s| (s.code.value(), s.message.clone()))
-            .unwrap_or_default();
-        (code, message, r.payload)
+        self.0.call("containerd.task.v3.Task", method, msg)
     }
 
     fn ok<M: Message>(&mut self, method: &str, msg: &dyn protobuf::MessageDyn) -> M {

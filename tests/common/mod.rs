@@ -26,6 +26,7 @@ macro_rules! personalities {
 pub mod events;
 pub mod grpc;
 pub mod pty;
+pub mod raw_ttrpc;
 
 #[allow(unused_imports)]
 pub use pty::pty_run;
