@@ -8,32 +8,15 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::raw_ttrpc::{Raw, Reply};
 use common::*;
 use shimgate::protos::task::*;
 use shimgate::protos::Any;
 
 const INVALID_ARGUMENT: i32 = 3;
-
-/// Task API v2 calls on one connection.
-struct Raw(common::raw_ttrpc::RawClient);
-
-impl Raw {
-    fn connect(path: &Path) -> Raw {
-        Raw(common::raw_ttrpc::RawClient::connect(
-            path,
-            Duration::from_secs(20),
-        ))
-    }
-
-    /// One call; returns (code, message).
-    fn task(&mut self, method: &str, msg: &dyn protobuf::MessageDyn) -> (i32, String) {
-        let (code, message, _) = self.0.call("containerd.task.v2.Task", method, msg);
-        (code, message)
-    }
-}
 
 /// Everything under `dirs`, to compare before and after.
 fn snapshot(dirs: &[PathBuf]) -> BTreeSet<String> {
@@ -79,7 +62,7 @@ fn hostile_requests_are_refused_and_the_real_task_keeps_running() {
         PathBuf::from("/tmp").join("shimgate-hostile-target"),
     ];
     let before = snapshot(&watched);
-    let mut w = Raw::connect(&sock);
+    let mut w = Raw::connect(&sock, Duration::from_secs(20));
 
     let long = "x".repeat(200);
     let mut ids: Vec<&str> = BAD_IDS.to_vec();
@@ -91,14 +74,18 @@ fn hostile_requests_are_refused_and_the_real_task_keeps_running() {
             bundle: good_bundle.clone(),
             ..Default::default()
         };
-        let (code, msg) = w.task("Create", &create);
+        let Reply {
+            code, message: msg, ..
+        } = w.task("Create", &create);
         assert_eq!(code, INVALID_ARGUMENT, "Create id {bad:?}: {msg}");
         for method in ["State", "Kill", "Delete", "Start", "Wait"] {
             let st = StateRequest {
                 id: bad.to_string(),
                 ..Default::default()
             };
-            let (code, msg) = w.task(method, &st);
+            let Reply {
+                code, message: msg, ..
+            } = w.task(method, &st);
             assert_eq!(code, INVALID_ARGUMENT, "{method} id {bad:?}: {msg}");
         }
         let exec = ExecProcessRequest {
@@ -112,7 +99,9 @@ fn hostile_requests_are_refused_and_the_real_task_keeps_running() {
             .into(),
             ..Default::default()
         };
-        let (code, msg) = w.task("Exec", &exec);
+        let Reply {
+            code, message: msg, ..
+        } = w.task("Exec", &exec);
         assert_eq!(code, INVALID_ARGUMENT, "Exec id {bad:?}: {msg}");
     }
 
@@ -130,7 +119,9 @@ fn hostile_requests_are_refused_and_the_real_task_keeps_running() {
             stdout: "/tmp/shimgate-hostile-target/out".into(),
             ..Default::default()
         };
-        let (code, msg) = w.task("Create", &create);
+        let Reply {
+            code, message: msg, ..
+        } = w.task("Create", &create);
         assert_eq!(code, INVALID_ARGUMENT, "bundle {bundle}: {msg}");
     }
 
@@ -146,7 +137,9 @@ fn hostile_requests_are_refused_and_the_real_task_keeps_running() {
         .into(),
         ..Default::default()
     };
-    let (code, msg) = w.task("Create", &create);
+    let Reply {
+        code, message: msg, ..
+    } = w.task("Create", &create);
     assert_eq!(code, INVALID_ARGUMENT, "options: {msg}");
     let upd = UpdateTaskRequest {
         id: id.clone(),
@@ -158,7 +151,7 @@ fn hostile_requests_are_refused_and_the_real_task_keeps_running() {
         .into(),
         ..Default::default()
     };
-    let (code, _) = w.task("Update", &upd);
+    let Reply { code, .. } = w.task("Update", &upd);
     assert_ne!(code, 0, "garbage resources must fail");
 
     // Nothing appeared anywhere.
@@ -169,7 +162,7 @@ fn hostile_requests_are_refused_and_the_real_task_keeps_running() {
         id: id.clone(),
         ..Default::default()
     };
-    assert_eq!(w.task("State", &st).0, 0);
+    assert_eq!(w.task("State", &st).code, 0);
     let e = c.ctr(&[
         "task",
         "exec",
@@ -201,8 +194,10 @@ fn many_idle_connections_do_not_stop_the_shim_from_serving() {
         let _ = s.write_all(&[0, 0, 0, 50, 0, 0, 0, 1, 1]);
     }
     let t = Instant::now();
-    let mut w = Raw::connect(&sock);
-    let (code, msg) = w.task(
+    let mut w = Raw::connect(&sock, Duration::from_secs(20));
+    let Reply {
+        code, message: msg, ..
+    } = w.task(
         "State",
         &StateRequest {
             id: id.clone(),

@@ -218,11 +218,11 @@ impl Drop for Scratch {
 }
 
 /// Task API v3 calls on one connection.
-struct Client(common::raw_ttrpc::RawClient);
+struct Client(common::raw_ttrpc::Raw);
 
 impl Client {
     fn connect(path: &Path) -> Client {
-        Client(common::raw_ttrpc::RawClient::connect(
+        Client(common::raw_ttrpc::Raw::connect(
             path,
             Duration::from_secs(30),
         ))
@@ -230,7 +230,8 @@ impl Client {
 
     /// Call `method` of task API v3; returns (status code, message, payload).
     fn v3(&mut self, method: &str, msg: &dyn protobuf::MessageDyn) -> (i32, String, Vec<u8>) {
-        self.0.call("containerd.task.v3.Task", method, msg)
+        let r = self.0.call("containerd.task.v3.Task", method, msg);
+        (r.code, r.message, r.payload)
     }
 
     fn ok<M: Message>(&mut self, method: &str, msg: &dyn protobuf::MessageDyn) -> M {

@@ -5,85 +5,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::raw_ttrpc::{Raw, Reply};
 use common::*;
 use protobuf::Message;
 use shimgate::protos::task::*;
 use shimgate::protos::Any;
-
-/// A raw ttrpc client: one request at a time, odd increasing stream ids.
-struct Raw {
-    s: UnixStream,
-    next: u32,
-}
-
-struct Reply {
-    code: i32,
-    message: String,
-    payload: Vec<u8>,
-}
-
-impl Raw {
-    fn connect(path: &Path) -> Raw {
-        let s = UnixStream::connect(path).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        Raw { s, next: 1 }
-    }
-
-    fn frame(&mut self, payload: &[u8], kind: u8) -> u32 {
-        let id = self.next;
-        self.next += 2;
-        let mut h = Vec::with_capacity(10 + payload.len());
-        h.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        h.extend_from_slice(&id.to_be_bytes());
-        h.push(kind);
-        h.push(0);
-        h.extend_from_slice(payload);
-        self.s.write_all(&h).unwrap();
-        id
-    }
-
-    fn read_reply(&mut self, want_stream: u32) -> Reply {
-        let mut hdr = [0u8; 10];
-        self.s.read_exact(&mut hdr).unwrap();
-        let len = u32::from_be_bytes(hdr[0..4].try_into().unwrap()) as usize;
-        let stream = u32::from_be_bytes(hdr[4..8].try_into().unwrap());
-        assert_eq!(stream, want_stream);
-        assert_eq!(hdr[8], 2, "response type");
-        let mut body = vec![0u8; len];
-        self.s.read_exact(&mut body).unwrap();
-        let r = ttrpc::Response::parse_from_bytes(&body).unwrap();
-        let (code, message) = r
-            .status
-            .as_ref()
-            .map(|s| (s.code.value(), s.message.clone()))
-            .unwrap_or((0, String::new()));
-        Reply {
-            code,
-            message,
-            payload: r.payload,
-        }
-    }
-
-    fn call(&mut self, service: &str, method: &str, msg: &dyn protobuf::MessageDyn) -> Reply {
-        let req = ttrpc::Request {
-            service: service.into(),
-            method: method.into(),
-            payload: msg.write_to_bytes_dyn().unwrap(),
-            ..Default::default()
-        };
-        let id = self.frame(&req.write_to_bytes().unwrap(), 1);
-        self.read_reply(id)
-    }
-
-    fn task(&mut self, method: &str, msg: &dyn protobuf::MessageDyn) -> Reply {
-        self.call("containerd.task.v2.Task", method, msg)
-    }
-}
 
 fn shim_socket(c: &Ctd, id: &str) -> PathBuf {
     let a = std::fs::read_to_string(c.bundle(id).join("address")).unwrap();
@@ -113,7 +42,7 @@ fn observe(c: &Ctd) -> Vec<(String, i32, String)> {
     assert_eq!(r.code, 0, "{}", r.brief());
     assert!(c.wait_status(&stopped, "STOPPED", Duration::from_secs(10)));
 
-    let mut w = Raw::connect(&shim_socket(c, &running));
+    let mut w = Raw::connect(&shim_socket(c, &running), Duration::from_secs(20));
     let mut out = Vec::new();
     let mut note = |s: &str, r: Reply| out.push((s.to_string(), r.code, r.message));
 
@@ -212,7 +141,7 @@ fn observe(c: &Ctd) -> Vec<(String, i32, String)> {
     note("unknown method", w.task("Frobnicate", &st(&running, "")));
 
     // The stopped container lives in its own shim (no group).
-    let mut w2 = Raw::connect(&shim_socket(c, &stopped));
+    let mut w2 = Raw::connect(&shim_socket(c, &stopped), Duration::from_secs(20));
     note(
         "kill of an exited container",
         w2.task(
@@ -280,7 +209,7 @@ fn v3_service_and_connect_answer_like_v2() {
     let Some(c) = Ctd::start() else { return };
     let id = c.id("v3");
     c.run_detached(RUNC_V2, &id, &[], &["sleep", "300"]);
-    let mut w = Raw::connect(&shim_socket(&c, &id));
+    let mut w = Raw::connect(&shim_socket(&c, &id), Duration::from_secs(20));
     let req = StateRequest {
         id: id.clone(),
         ..Default::default()
@@ -323,7 +252,7 @@ fn oversize_frames_and_bad_envelopes_keep_the_connection() {
     let Some(c) = Ctd::start() else { return };
     let id = c.id("big");
     c.run_detached(RUNC_V2, &id, &[], &["sleep", "300"]);
-    let mut w = Raw::connect(&shim_socket(&c, &id));
+    let mut w = Raw::connect(&shim_socket(&c, &id), Duration::from_secs(20));
     let big = vec![0u8; (4 << 20) + 1];
     let sid = w.frame(&big, 1);
     let r = w.read_reply(sid);
