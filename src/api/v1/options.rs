@@ -24,6 +24,11 @@ pub struct Settings {
     pub systemd_cgroup: bool,
     /// `-workdir`: containerd's per-container directory for large temporary data.
     pub work_dir: Option<PathBuf>,
+    /// The host runs the unified cgroup hierarchy alone (cgroup v2). containerd's legacy
+    /// runtime loads every task's cgroup as v1 right after `Create` and fails there ("cgroups:
+    /// cgroup mountpoint does not exist"), then kills the shim with the container already
+    /// created, so the shim refuses such a `Create` before the runtime runs.
+    pub cgroup_v2: bool,
 }
 
 impl Settings {
@@ -33,9 +38,13 @@ impl Settings {
             criu: a.criu.clone(),
             systemd_cgroup: a.systemd_cgroup,
             work_dir: a.workdir.clone(),
+            cgroup_v2: crate::core::cgroup::is_v2_unified(),
         }
     }
 }
+
+/// Why a `Create` is refused on a cgroup v2 host (see [`Settings::cgroup_v2`]).
+pub const CGROUP_V2_REFUSAL: &str = "io.containerd.runtime.v1.linux cannot run containers on a cgroup v2 (unified) host: containerd's legacy runtime supports cgroup v1 only; use io.containerd.runc.v2";
 
 fn text(p: &Path) -> String {
     p.to_string_lossy().into_owned()
@@ -96,6 +105,7 @@ mod tests {
             criu: Some("/usr/sbin/criu".into()),
             systemd_cgroup: true,
             work_dir: Some("/var/lib/containerd/w/c1".into()),
+            cgroup_v2: false,
         }
     }
 

@@ -11,7 +11,7 @@ use super::options::{self, Settings};
 use crate::api::convert;
 use crate::api::status::to_ttrpc;
 use crate::core::types::{ContainerId, ExecSpec, ProcessRef};
-use crate::core::{Core, Error, ProcessName};
+use crate::core::{Core, Error, Kind, ProcessName};
 use crate::protos::shim_v1::*;
 use crate::protos::shim_v1_ttrpc::Shim;
 use crate::protos::Empty;
@@ -53,6 +53,12 @@ impl Shim for ShimService {
     }
 
     async fn create(&self, _ctx: &TtrpcContext, req: CreateTaskRequest) -> R<CreateTaskResponse> {
+        if self.settings.cgroup_v2 {
+            return Err(to_ttrpc(Error::new(
+                Kind::FailedPrecondition,
+                options::CGROUP_V2_REFUSAL,
+            )));
+        }
         let opts = options::create_options(&req.runtime, req.options.as_ref(), &self.settings)
             .map_err(to_ttrpc)?;
         let spec =

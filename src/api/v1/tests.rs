@@ -135,6 +135,10 @@ struct Rig {
 
 impl Rig {
     async fn new() -> Rig {
+        Rig::with_cgroup_v2(false).await
+    }
+
+    async fn with_cgroup_v2(cgroup_v2: bool) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let reaper = Reaper::new();
         let fake = Arc::new(Fake::default());
@@ -155,6 +159,7 @@ impl Rig {
             criu: Some("/opt/criu".into()),
             systemd_cgroup: true,
             work_dir: Some(dir.path().join("work")),
+            cgroup_v2,
         };
         let services = crate::protos::shim_v1_ttrpc::create_shim(ShimService::new(core, settings));
         let sock = dir.path().join("shim.sock");
@@ -562,4 +567,22 @@ async fn one_container_per_shim() {
         status(r.client.create(ctx(), &bad).await).0,
         ttrpc::Code::INVALID_ARGUMENT
     );
+}
+
+/// On a cgroup v2 host containerd's legacy runtime fails every task right after `Create` and
+/// SIGKILLs the shim, which would leave the created container behind: `Create` is refused
+/// before the runtime runs.
+#[tokio::test]
+async fn create_refused_on_cgroup_v2() {
+    let r = Rig::with_cgroup_v2(true).await;
+    let (code, msg) = status(r.create("c1").await);
+    assert_eq!(code, ttrpc::Code::FAILED_PRECONDITION);
+    assert!(
+        msg.contains("cgroup v2") && msg.contains("io.containerd.runc.v2"),
+        "{msg}"
+    );
+    assert!(r.fake.calls.lock().unwrap().is_empty(), "the runtime ran");
+    assert!(r.factory.seen.lock().unwrap().is_empty());
+    // Nothing was created: the container is unknown.
+    assert!(r.state("c1").await.is_err());
 }
