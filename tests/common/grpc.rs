@@ -18,7 +18,8 @@ fn varint(mut n: u64, out: &mut Vec<u8>) {
     }
 }
 
-fn field(num: u32, payload: &[u8], out: &mut Vec<u8>) {
+/// Append a length-delimited field `num` holding `payload`.
+pub fn field(num: u32, payload: &[u8], out: &mut Vec<u8>) {
     varint(u64::from(num << 3 | 2), out);
     varint(payload.len() as u64, out);
     out.extend_from_slice(payload);
@@ -43,6 +44,15 @@ pub fn update_task_request(id: &str, resources_json: &str) -> Vec<u8> {
 pub fn start_task_request(id: &str) -> Vec<u8> {
     let mut out = Vec::new();
     field(1, id.as_bytes(), &mut out);
+    out
+}
+
+/// `CreateTaskRequest{container_id = 1, options = 9}` with no IO (containerd.services.tasks.v1);
+/// `options_any` is an encoded `google.protobuf.Any`.
+pub fn create_task_request(id: &str, options_any: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    field(1, id.as_bytes(), &mut out);
+    field(9, options_any, &mut out);
     out
 }
 

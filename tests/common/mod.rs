@@ -43,9 +43,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// The shimgate binary under test.
+/// The shimgate binary under test: `SHIMGATE_BIN` when set (the cgroup v2 guest runs the
+/// release build), else the one cargo built for this test run.
 pub fn shimgate_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_shimgate"))
+    match std::env::var_os("SHIMGATE_BIN") {
+        Some(b) if !b.is_empty() => PathBuf::from(b),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_shimgate")),
+    }
 }
 
 /// A runtime type containerd can run a task with, and the shim binary name behind it.
@@ -794,6 +798,8 @@ impl Drop for Ctd {
                 let _ = std::fs::remove_dir(e.path().join(&self.ns));
             }
         }
+        // cgroup v2: the namespace's own directory directly under the root.
+        let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(&self.ns));
         if let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") {
             let prefix = self.dir.display().to_string();
             for line in mi.lines().rev() {
