@@ -846,8 +846,54 @@ pub fn judge(r: &Report, m: &Matrix) -> Vec<Finding> {
         ));
     }
 
+    legacy_runtime_on_cgroup_v2(r, m, &mut f);
+
     f.sort_by_key(|x| std::cmp::Reverse(x.severity));
     f
+}
+
+/// The legacy runtime cannot run a single container on a cgroup v2 host: containerd's v1
+/// runtime loads each new task's cgroup as v1 and fails the create ("cgroups: cgroup
+/// mountpoint does not exist"). A problem where a daemon's config uses it (every container of
+/// that runtime fails), worth knowing where the daemon merely offers it (`ctr --runtime`, an
+/// old Docker's default).
+fn legacy_runtime_on_cgroup_v2(r: &Report, m: &Matrix, f: &mut Vec<Finding>) {
+    const LEGACY: &str = "io.containerd.runtime.v1.linux";
+    if !r.host.cgroup.starts_with("v2") {
+        return;
+    }
+    for d in &r.daemons {
+        let configured = d.config.runtime_types().iter().any(|t| t == LEGACY);
+        let disabled = d
+            .config
+            .disabled_plugins
+            .iter()
+            .any(|p| p == LEGACY || p == "linux");
+        let offered = !disabled
+            && d.version
+                .as_deref()
+                .and_then(parse_containerd_version)
+                .and_then(|v| m.release(&v))
+                .is_some_and(|rel| rel.runtimes.iter().any(|t| t == LEGACY));
+        if !configured && !offered {
+            continue;
+        }
+        f.push(finding(
+            if configured {
+                Severity::Problem
+            } else {
+                Severity::Info
+            },
+            format!(
+                "containerd pid {}: {LEGACY} is {} but cannot run containers on this cgroup v2 host: containerd's legacy runtime supports cgroup v1 only (shimgate's containerd-shim refuses such creates before runc runs, so nothing is left behind)",
+                d.pid,
+                if configured { "configured" } else { "offered" }
+            ),
+            format!(
+                "run containers with io.containerd.runc.v2 (CRI runtime_type, ctr --runtime; Docker 20.10+ does); to refuse the legacy runtime outright, add \"{LEGACY}\" to disabled_plugins"
+            ),
+        ));
+    }
 }
 
 fn kib(k: Option<u64>) -> String {
@@ -1175,6 +1221,67 @@ mod tests {
             text.contains("GONE (orphaned)") && text.contains("(ABSTRACT)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn legacy_runtime_on_cgroup_v2() {
+        let m = Matrix::builtin().unwrap();
+        let daemon = |pid: u32, cfg: &str| Daemon {
+            pid,
+            exe: "/usr/bin/containerd".into(),
+            version: Some("1.6.20".into()),
+            series: Some("1.6".into()),
+            config_path: None,
+            config_error: None,
+            address: "/run/containerd/containerd.sock".into(),
+            root: "/var/lib/containerd".into(),
+            state: "/run/containerd".into(),
+            config: config::parse(cfg).unwrap(),
+            next_shims: Vec::new(),
+        };
+        let cri_v1 = r#"[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.old]
+  runtime_type = "io.containerd.runtime.v1.linux"
+"#;
+        let disabled = r#"disabled_plugins = ["io.containerd.runtime.v1.linux"]"#;
+        let report = |cgroup: &str| Report {
+            daemons: vec![daemon(10, ""), daemon(11, cri_v1), daemon(12, disabled)],
+            host: HostInfo {
+                cgroup: cgroup.into(),
+                ..empty_report().host
+            },
+            ..empty_report()
+        };
+        let legacy = |f: &[Finding]| -> Vec<(u32, Severity)> {
+            f.iter()
+                .filter(|x| x.message.contains("cgroup v2 host"))
+                .map(|x| {
+                    let pid = x.message["containerd pid ".len()..]
+                        .split(':')
+                        .next()
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    (pid, x.severity)
+                })
+                .collect()
+        };
+        let f = judge(&report("v2 (unified)"), &m);
+        let mut got = legacy(&f);
+        got.sort();
+        // Offered by default: said; configured for CRI: a problem; disabled: nothing.
+        assert_eq!(
+            got,
+            [(10, Severity::Info), (11, Severity::Problem)],
+            "{f:#?}"
+        );
+        assert!(f.iter().any(
+            |x| x.step.contains("io.containerd.runc.v2") && x.step.contains("disabled_plugins")
+        ));
+        assert!(legacy(&judge(
+            &report("hybrid (v1 controllers, v2 at /sys/fs/cgroup/unified)"),
+            &m
+        ))
+        .is_empty());
     }
 
     #[test]
