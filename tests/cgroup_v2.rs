@@ -459,8 +459,23 @@ fn resources(v: Variant) {
     assert_eq!(num(&m, "pids.limit"), 16, "{m}");
     assert_eq!(num(&m, "memory.usage_limit"), new_limit, "{m}");
 
-    // The pids limit holds: forks beyond it fail (the shell gives up at the first refusal),
-    // and the kernel counts the refusals.
+    // Pause and resume: the cgroup freezer of v2.
+    assert_eq!(c.ctr(&["task", "pause", &id]).code, 0);
+    assert!(c.wait_status(&id, "PAUSED", Duration::from_secs(30)));
+    assert_eq!(read(&cg.join("cgroup.freeze")), "1");
+    assert_eq!(kv(&cg.join("cgroup.events"), "frozen"), 1);
+    let e = exec(&c, &id, "p1", &["true"]);
+    assert_ne!(e.code, 0, "exec into a paused task: {}", e.brief());
+    let m = metrics_json(&c, &id);
+    assert!(num(&m, "pids.current") >= 1, "metrics while paused: {m}");
+    assert_eq!(c.ctr(&["task", "resume", &id]).code, 0);
+    assert!(c.wait_status(&id, "RUNNING", Duration::from_secs(30)));
+    assert_eq!(read(&cg.join("cgroup.freeze")), "0");
+    assert_eq!(kv(&cg.join("cgroup.events"), "frozen"), 0);
+    let e = exec(&c, &id, "after", &["sh", "-c", "echo thawed"]);
+    assert!(e.code == 0 && e.stdout == b"thawed\n", "{}", e.brief());
+    // Last, as its processes fill the limit: the pids limit holds. Forks beyond it fail (the
+    // shell gives up at the first refusal) and the kernel counts the refusals.
     let e = exec(
         &c,
         &id,
@@ -484,22 +499,6 @@ fn resources(v: Variant) {
         kv(&cg.join("pids.events"), "max") > 0,
         "no fork was refused"
     );
-
-    // Pause and resume: the cgroup freezer of v2.
-    assert_eq!(c.ctr(&["task", "pause", &id]).code, 0);
-    assert!(c.wait_status(&id, "PAUSED", Duration::from_secs(30)));
-    assert_eq!(read(&cg.join("cgroup.freeze")), "1");
-    assert_eq!(kv(&cg.join("cgroup.events"), "frozen"), 1);
-    let e = exec(&c, &id, "p1", &["true"]);
-    assert_ne!(e.code, 0, "exec into a paused task: {}", e.brief());
-    let m = metrics_json(&c, &id);
-    assert!(num(&m, "pids.current") >= 1, "metrics while paused: {m}");
-    assert_eq!(c.ctr(&["task", "resume", &id]).code, 0);
-    assert!(c.wait_status(&id, "RUNNING", Duration::from_secs(30)));
-    assert_eq!(read(&cg.join("cgroup.freeze")), "0");
-    assert_eq!(kv(&cg.join("cgroup.events"), "frozen"), 0);
-    let e = exec(&c, &id, "after", &["sh", "-c", "echo thawed"]);
-    assert!(e.code == 0 && e.stdout == b"thawed\n", "{}", e.brief());
     remove(&c, &id);
     assert_clean_v2(&c);
 }
@@ -805,6 +804,17 @@ fn legacy_runtime(v: Variant) {
     assert!(c.shim_pids().is_empty(), "shims left: {:?}", c.shim_pids());
     assert!(!c.bundle_v1(&id).exists() && !c.workdir_v1(&id).exists());
     c.ctr(&["c", "rm", &id]);
+    // doctor says so before anyone meets it: this daemon offers the legacy runtime.
+    let d = run_cmd(
+        Command::new(shimgate_bin()).args(["doctor", "--json"]),
+        None,
+        Duration::from_secs(120),
+    );
+    let want = format!(
+        "containerd pid {}: io.containerd.runtime.v1.linux is offered but cannot run containers on this cgroup v2 host",
+        c.pid()
+    );
+    assert!(d.text().contains(&want), "doctor: {}", d.brief());
     assert_clean_v2(&c);
 }
 
