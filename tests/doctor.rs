@@ -11,16 +11,16 @@ use std::process::Command;
 
 use common::*;
 
+/// Run doctor as a registered child (the tests' orphan reaper would otherwise take its exit
+/// status: "No child processes").
 fn doctor(args: &[&str]) -> (i32, String) {
-    let out = Command::new(shimgate_bin())
-        .arg("doctor")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    let out = run_cmd(
+        Command::new(shimgate_bin()).arg("doctor").args(args),
+        None,
+        std::time::Duration::from_secs(120),
+    );
+    assert!(!out.timed_out, "doctor {args:?} hung");
+    (out.code, out.text())
 }
 
 #[test]
@@ -182,4 +182,144 @@ fn identifies_go_and_shimgate_shims_side_by_side() {
         );
     }
     c.assert_clean();
+}
+
+/// The matrix row `shimgate doctor` should place a daemon of series `s` in.
+fn matrix_series(s: Series) -> &'static str {
+    match s {
+        Series::V1_6 => "1.6",
+        Series::V1_7 => "1.7",
+        Series::V2_2 => "2.0-2.2",
+        Series::V2_3 => "2.3+",
+    }
+}
+
+/// doctor on hosts running containerd 1.7, 2.2 and 2.3 (private daemons of the peers, each
+/// with containers of every runtime type that series starts): the daemon's version and matrix
+/// series, its address and state from its own config format (2.3: version 4, the address
+/// under the grpc server plugin), and for each runtime type the binary containerd would start
+/// (shimgate here). The matrix row is checked against the daemon itself: every runtime type it
+/// lists starts a container there, the legacy runtime fails on 2.x, and no runtime in use is
+/// reported as one the daemon does not offer.
+#[test]
+fn knows_1_7_2_2_and_2_3_hosts() {
+    let m = shimgate::compat::Matrix::builtin().unwrap();
+    for s in [Series::V1_7, Series::V2_2, Series::V2_3] {
+        let Some(c) = Ctd::start_series(s, Shims::Ours) else {
+            return;
+        };
+        let row = m
+            .containerd
+            .iter()
+            .find(|r| r.series == matrix_series(s))
+            .unwrap_or_else(|| panic!("no matrix row {}", matrix_series(s)));
+        let mut want: Vec<&str> = s.runtimes().iter().map(|r| r.name).collect();
+        want.sort_unstable();
+        let mut listed: Vec<&str> = row.runtimes.iter().map(String::as_str).collect();
+        listed.sort_unstable();
+        assert_eq!(listed, want, "{s}: matrix row {} runtimes", row.series);
+        let mut ids = Vec::new();
+        for rt in s.runtimes() {
+            let id = c.id(&format!("doc-{}", rt.short));
+            c.run_detached(*rt, &id, &[], &["sleep", "300"]);
+            ids.push((id, *rt));
+        }
+        if !s.runtimes().contains(&V1_LINUX) {
+            let id = c.id("doc-gone");
+            let r = c.run(V1_LINUX, &id, &["--rm"], &["true"]);
+            assert_ne!(r.code, 0, "{s} ran the legacy runtime: {}", r.brief());
+            c.ctr(&["c", "rm", &id]);
+        }
+
+        let (_, json) = doctor(&["--json"]);
+        let r: serde_json::Value =
+            serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+        let d = r["daemons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["pid"] == c.pid())
+            .unwrap_or_else(|| panic!("{s}: our containerd {} in {json}", c.pid()))
+            .clone();
+        assert!(
+            d["version"]
+                .as_str()
+                .is_some_and(|v| v.starts_with(s.version())),
+            "{s}: {d}"
+        );
+        assert_eq!(d["series"], row.series.as_str(), "{s}: {d}");
+        assert_eq!(
+            d["address"],
+            c.addr.display().to_string().as_str(),
+            "{s}: {d}"
+        );
+        assert_eq!(
+            d["state"],
+            c.dir.join("state").display().to_string().as_str(),
+            "{s}: {d}"
+        );
+        assert!(d["config_error"].is_null(), "{s}: {d}");
+        for rt in s.runtimes() {
+            let n = d["next_shims"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["runtime"] == rt.name)
+                .unwrap_or_else(|| panic!("{s}: {} in {d}", rt.name));
+            assert_eq!(n["binary"]["kind"], "shimgate", "{s}: {n}");
+        }
+        if s.is_2x() {
+            assert!(
+                !d["next_shims"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|n| n["runtime"] == V1_LINUX.name),
+                "{s}: {d}"
+            );
+        }
+        // Each running shim is found with its container and daemon.
+        for (id, rt) in &ids {
+            let key = format!("{}/{id}", c.ns);
+            let shim = r["shims"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| {
+                    x["containers"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|k| k == key.as_str())
+                })
+                .unwrap_or_else(|| panic!("{s}: no shim for {key} in {json}"));
+            let personality = match rt.short {
+                "runcv1" => "runc-v1",
+                "runcv2" => "runc-v2",
+                _ => "shim-v1",
+            };
+            assert_eq!(shim["personality"], personality, "{s}: {shim}");
+            assert_eq!(shim["binary"]["kind"], "shimgate", "{s}: {shim}");
+            assert_eq!(shim["containerd_pid"], c.pid(), "{s}: {shim}");
+        }
+        // Nothing this daemon does is judged impossible for its version; on 2.x the runc.v1
+        // containers earn the warning that 2.x no longer ships that shim.
+        let ours = format!("containerd pid {}", c.pid());
+        let findings = r["findings"].as_array().unwrap();
+        for f in findings {
+            let msg = f["message"].as_str().unwrap_or_default();
+            assert!(
+                !(msg.contains(&ours) && f["severity"] == "problem"),
+                "{s}: {f}"
+            );
+        }
+        let runc_v1_warned = findings.iter().any(|f| {
+            let msg = f["message"].as_str().unwrap_or_default();
+            msg.contains(&ours)
+                && msg.contains("containerd-shim-runc-v1")
+                && f["severity"] == "warn"
+        });
+        assert_eq!(runc_v1_warned, s.is_2x(), "{s}: {findings:?}");
+        c.assert_clean();
+    }
 }

@@ -186,9 +186,12 @@ fn group_flags(rt: Runtime, ann: &str) -> Vec<&str> {
     }
 }
 
-/// Everything keeps working across an upgrade: see the module docs.
-fn keeps_everything(rt: Runtime) {
-    let Some(c) = Ctd::start() else { return };
+/// Everything keeps working across an upgrade, under containerd series `s`: see the module
+/// docs.
+fn keeps_everything(s: Series, rt: Runtime) {
+    let Some(c) = Ctd::start_series(s, Shims::Ours) else {
+        return;
+    };
     let next = next_binary();
     let ev = Events::watch(&c);
     let ann = group_annotation(&c);
@@ -395,17 +398,39 @@ fn keeps_everything(rt: Runtime) {
 
 #[test]
 fn runcv2_group_keeps_everything() {
-    keeps_everything(RUNC_V2);
+    keeps_everything(Series::V1_6, RUNC_V2);
 }
 
 #[test]
 fn runcv1_keeps_everything() {
-    keeps_everything(RUNC_V1);
+    keeps_everything(Series::V1_6, RUNC_V1);
 }
 
 #[test]
 fn v1linux_keeps_everything() {
-    keeps_everything(V1_LINUX);
+    keeps_everything(Series::V1_6, V1_LINUX);
+}
+
+/// The same live upgrade under containerd 1.7 (the last series with the legacy runtime) and
+/// 2.3 (task API v3 negotiated through BootstrapParams; runc.v1 started the old way).
+#[test]
+fn ctd17_runcv2_group_keeps_everything() {
+    keeps_everything(Series::V1_7, RUNC_V2);
+}
+
+#[test]
+fn ctd17_v1linux_keeps_everything() {
+    keeps_everything(Series::V1_7, V1_LINUX);
+}
+
+#[test]
+fn ctd23_runcv2_group_keeps_everything() {
+    keeps_everything(Series::V2_3, RUNC_V2);
+}
+
+#[test]
+fn ctd23_runcv1_keeps_everything() {
+    keeps_everything(Series::V2_3, RUNC_V1);
 }
 
 /// Host pids of the processes of `id` whose command line contains `needle`.
