@@ -3,7 +3,7 @@
 # filesystem, run one command in it, and exit with that command's status.
 #
 #   scripts/cgv2-vm.sh [--timeout SECS] [--results DIR] [--log FILE] [--mem MIB] [--cpus N]
-#                      [--env NAME=VALUE]... -- COMMAND [ARG...]
+#                      [--systemd] [--env NAME=VALUE]... -- COMMAND [ARG...]
 #
 # The guest is Debian's kernel (/boot/vmlinuz-*) under QEMU's software emulation (TCG: the
 # /dev/kvm of these machines runs only kernels built for it), booted with
@@ -12,6 +12,9 @@
 # and build trees but writes nothing back; `/run`, `/tmp` and `/var/lib/containerd` are fresh
 # tmpfs. One directory is shared read-write: RESULTS (default: a new temporary directory),
 # mounted in the guest at the same path, where the guest writes COMMAND's exit status.
+#
+# With --systemd, Debian's systemd is the guest's PID 1 (as on a real host; the systemd cgroup
+# driver needs it) and COMMAND runs as the one service of the target it boots into.
 #
 # COMMAND runs as root in the guest, in the current directory, with PATH, HOME and the
 # `--env` variables; its output goes to the guest console, which is LOG (default
@@ -27,11 +30,11 @@ set -euo pipefail
 self=$(readlink -f "${BASH_SOURCE[0]}")
 
 # ---------------------------------------------------------------------------------------------
-# Guest side: PID 1 of the VM after the initramfs switched to the shared root.
+# Guest side. Without --systemd this script is the guest's PID 1 (`--guest`): it mounts what an
+# init would and runs the command. With --systemd, Debian's systemd is PID 1 and runs this script
+# as the one service of its boot target (`--guest-service`); systemd mounted the API filesystems.
 # ---------------------------------------------------------------------------------------------
-guest() {
-  export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-  local results=$1
+guest_mounts() { # the API filesystems, as an init would mount them
   mount -t proc proc /proc
   mount -t sysfs sysfs /sys
   mount -t devtmpfs devtmpfs /dev 2>/dev/null || true
@@ -48,22 +51,25 @@ guest() {
   # The unified hierarchy alone, with every controller offered to the first level (what
   # systemd does on such hosts; runc enables them further down itself).
   mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup
-  local ctrls=
+  local ctrls= c
   for c in $(cat /sys/fs/cgroup/cgroup.controllers); do ctrls="$ctrls +$c"; done
   echo "$ctrls" > /sys/fs/cgroup/cgroup.subtree_control
   mount -t tmpfs -o mode=0755 tmpfs /run
+  mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null || true
+  mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
+  ip link set lo up 2>/dev/null || busybox ip link set lo up 2>/dev/null || true
+  hostname cgv2-guest 2>/dev/null || true
+}
+
+guest_run() { # guest_run RESULTS: private tmpfs, the results share, the command; then power off
+  local results=$1 rc=0
+  export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
   mount -t tmpfs -o mode=1777 tmpfs /tmp
   mkdir -p /var/lib/containerd
   mount -t tmpfs -o mode=0711 tmpfs /var/lib/containerd
-  mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null || true
-  mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
   mkdir -p "$results"
   mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,access=any results "$results"
-  ip link set lo up 2>/dev/null || busybox ip link set lo up 2>/dev/null || true
-  hostname cgv2-guest 2>/dev/null || true
   ulimit -n 1048576 2>/dev/null || true
-
-  local rc=0
   # shellcheck disable=SC1091
   ( . "$results/command.sh" ) </dev/null || rc=$?
   echo "cgv2-vm: guest command exited with status $rc"
@@ -76,10 +82,18 @@ guest() {
   read -r -t 60 _ || true
 }
 
-if [ "${1:-}" = "--guest" ]; then
-  guest "$2"
-  exit 0
-fi
+case "${1:-}" in
+  --guest)
+    export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+    guest_mounts
+    guest_run "$2"
+    exit 0
+    ;;
+  --guest-service)
+    guest_run "$2"
+    exit 0
+    ;;
+esac
 
 # ---------------------------------------------------------------------------------------------
 # Host side.
@@ -89,6 +103,7 @@ results=
 log=
 mem=3072
 cpus=2
+systemd=
 envs=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -98,6 +113,7 @@ while [ $# -gt 0 ]; do
     --mem) mem=$2; shift 2 ;;
     --cpus) cpus=$2; shift 2 ;;
     --env) envs+=("$2"); shift 2 ;;
+    --systemd) systemd=1; shift ;;
     --) shift; break ;;
     -h|--help) sed -n '2,/^set -euo/p' "$self" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "cgv2-vm: unknown option $1 (see --help)" >&2; exit 125 ;;
@@ -112,7 +128,7 @@ fail() { echo "cgv2-vm: $*" >&2; exit 125; }
 [ "$(id -u)" = 0 ] || fail "needs root (the guest shares / with root's file ownership)"
 qemu=$(command -v qemu-system-x86_64) || fail "qemu-system-x86_64 missing (apt-get install qemu-system-x86)"
 busybox=/bin/busybox
-"$busybox" --list 2>/dev/null | grep -qx switch_root || fail "$busybox is not a static busybox (apt-get install busybox-static)"
+case " $("$busybox" --list 2>/dev/null | tr '\n' ' ') " in *" switch_root "*) ;; *) fail "$busybox is not a static busybox (apt-get install busybox-static)" ;; esac
 kernel=${CGV2_KERNEL:-$(ls /boot/vmlinuz-*-amd64 2>/dev/null | sort -V | tail -n1)}
 [ -n "$kernel" ] && [ -r "$kernel" ] || fail "no /boot/vmlinuz-*-amd64 (apt-get install linux-image-amd64)"
 kver=${kernel##*/vmlinuz-}
@@ -190,8 +206,57 @@ for m in /mods/*.ko; do /bin/busybox insmod "\$m" || echo "cgv2-vm: insmod \$m f
   || { echo "cgv2-vm: cannot mount the overlay"; /bin/busybox poweroff -f; }
 /bin/busybox umount /proc
 /bin/busybox umount /dev
+EOF
+if [ -z "$systemd" ]; then
+  cat >> "$work/root/init" <<EOF
 exec /bin/busybox switch_root /newroot /bin/bash $(printf '%q' "$self") --guest $(printf '%q' "$results")
 EOF
+  append=
+else
+  # systemd boots straight into a target of our own: basic.target (sockets, dbus, udev) and
+  # the command's service, nothing of the host's enabled units. The files go into the
+  # overlay's tmpfs, never to the host: the unit, the target, masks, an empty fstab (the
+  # host's names disks the guest does not have), and no container marker (/.dockerenv: a
+  # systemd that believes it runs in a container ignores the kernel command line).
+  # Masked: tmpfiles' boot setup (its recursive ownership fixes copy whole host trees up into
+  # the overlay: minutes), timers and the host's docker socket.
+  masked="systemd-tmpfiles-setup.service timers.target docker.socket"
+  [ -x /lib/systemd/systemd ] || fail "--systemd: /lib/systemd/systemd missing (apt-get install systemd)"
+  units="$work/root/units"
+  mkdir -p "$units"
+  cat > "$units/cgv2.target" <<EOF
+[Unit]
+Description=cgroup v2 guest command
+Requires=basic.target cgv2-guest.service
+After=basic.target cgv2-guest.service
+AllowIsolate=yes
+EOF
+  cat > "$units/cgv2-guest.service" <<EOF
+[Unit]
+Description=cgroup v2 guest command
+Requires=basic.target dbus.socket
+After=basic.target dbus.socket
+[Service]
+Type=oneshot
+ExecStart=/bin/bash $self --guest-service $results
+StandardOutput=tty
+StandardError=inherit
+TTYPath=/dev/ttyS0
+TTYReset=no
+TTYVHangup=no
+TimeoutStartSec=infinity
+LimitNOFILE=1048576
+EOF
+  cat >> "$work/root/init" <<EOF
+/bin/busybox mkdir -p /newroot/etc/systemd/system
+/bin/busybox cp /units/cgv2.target /units/cgv2-guest.service /newroot/etc/systemd/system/
+/bin/busybox rm -f /newroot/etc/fstab /newroot/.dockerenv /newroot/run/.containerenv
+/bin/busybox touch /newroot/etc/fstab
+for u in $masked; do /bin/busybox ln -sf /dev/null /newroot/etc/systemd/system/\$u; done
+exec /bin/busybox switch_root /newroot /lib/systemd/systemd --unit=cgv2.target --show-status=error
+EOF
+  append="systemd.unit=cgv2.target systemd.show_status=error"
+fi
 chmod 0755 "$work/root/init"
 (cd "$work/root" && find . | cpio -o -H newc --quiet | gzip -1) > "$work/initramfs.gz"
 
@@ -202,7 +267,7 @@ timeout --kill-after=10 "$timeout_s" "$qemu" \
   -nodefaults -no-user-config -display none -no-reboot \
   -serial "file:$log" \
   -kernel "$kernel" -initrd "$work/initramfs.gz" \
-  -append "console=ttyS0 panic=-1 quiet loglevel=4 cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1" \
+  -append "console=ttyS0 panic=-1 quiet loglevel=4 cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1 $append" \
   -fsdev "local,id=hostroot,path=/,security_model=passthrough,readonly=on,multidevs=remap" \
   -device "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot" \
   -fsdev "local,id=results,path=$results,security_model=passthrough,multidevs=remap" \

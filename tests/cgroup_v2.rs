@@ -16,7 +16,8 @@
 //! resources, pids limit, pause/resume through `cgroup.freeze`), OOM (`memory.events` ->
 //! one `/tasks/oom` before the exit), containerd restart, checkpoint/restore (CRIU), runc.v2
 //! grouping, and the legacy runtime, which cannot run on cgroup v2 and must leave nothing
-//! behind. `SHIMGATE_CGV2_FILTER` narrows the guest run to matching tests (libtest filter).
+//! behind. `SHIMGATE_CGV2_FILTER` narrows the guest run to matching tests (libtest filters, separated by
+//! spaces).
 
 #[macro_use]
 mod common;
@@ -34,6 +35,7 @@ use common::*;
 /// binary the shim drives (`None`: runc, the default).
 #[derive(Debug, Clone, Copy)]
 struct Variant {
+    series: Series,
     rt: Runtime,
     binary: Option<&'static str>,
 }
@@ -52,7 +54,7 @@ fn begin(v: Variant, name: &str) -> Option<(Ctd, Timer)> {
     if let Some(b) = v.binary {
         assert!(which(b).is_some(), "{b} is not installed");
     }
-    let c = Ctd::start()?;
+    let c = Ctd::start_series(v.series, Shims::Ours)?;
     Some((c, Timer::new(name, v)))
 }
 
@@ -66,7 +68,12 @@ struct Timer {
 impl Timer {
     fn new(name: &str, v: Variant) -> Timer {
         Timer {
-            name: format!("{} {} {name}", v.rt.short, v.binary.unwrap_or("runc")),
+            name: format!(
+                "containerd-{} {} {} {name}",
+                v.series.name(),
+                v.rt.short,
+                v.binary.unwrap_or("runc")
+            ),
             start: Instant::now(),
         }
     }
@@ -432,9 +439,8 @@ fn resources(v: Variant) {
         cpu > 0 && cpu <= cpu_file,
         "cpu.usage_usec {cpu} vs file {cpu_file}: {m}"
     );
-    assert_eq!(
+    assert!(
         num(&m, "memory.file") + num(&m, "memory.anon") > 0,
-        true,
         "memory.stat fields: {m}"
     );
 
@@ -512,13 +518,15 @@ fn oom(v: Variant) {
     let ev = Events::watch(&c);
     let id = c.id("oom");
     // tail keeps a newline-free stream in memory: it is OOM-killed, and sh passes that on.
-    run_detached(
+    // Detached, without waiting for RUNNING: the OOM kill may come first.
+    let r = run(
         &c,
         v,
         &id,
-        &["--memory-limit", "33554432"],
+        &["-d", "--memory-limit", "33554432"],
         &["sh", "-c", "cat /dev/zero | tail; exit $?"],
     );
+    assert_eq!(r.code, 0, "{}", r.brief());
     assert!(
         c.wait_status(&id, "STOPPED", Duration::from_secs(120)),
         "{:?}",
@@ -555,9 +563,24 @@ fn containerd_restart(v: Variant) {
     };
     let id = c.id("rst");
     run_detached(&c, v, &id, &[], &["sleep", "300"]);
-    let id2 = c.id("rst");
-    run_detached(&c, v, &id2, &[], &["sh", "-c", "sleep 3; exit 9"]);
     let before = c.shim_pids();
+    let id2 = c.id("rst");
+    run_detached(&c, v, &id2, &[], &["sleep", "300"]);
+    let pid2 = c.tasks()[&id2].0;
+    // containerd goes down; then id2 exits; then containerd comes back.
+    // SAFETY: signalling the containerd this test started.
+    unsafe {
+        libc::kill(c.pid() as i32, libc::SIGKILL);
+    }
+    // SAFETY: signalling the container's init (id2), which this test started.
+    unsafe {
+        libc::kill(pid2 as i32, libc::SIGKILL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Path::new(&format!("/proc/{pid2}")).exists() {
+        assert!(Instant::now() < deadline, "{id2} did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     c.restart(libc::SIGKILL);
     assert!(
         c.wait_status(&id, "RUNNING", Duration::from_secs(60)),
@@ -567,21 +590,38 @@ fn containerd_restart(v: Variant) {
     let after = c.shim_pids();
     assert!(
         before.iter().all(|p| after.contains(p)),
-        "shims did not survive: {before:?} -> {after:?}"
+        "the running task's shim did not survive: {before:?} -> {after:?}\n{}",
+        c.log_tail(40)
     );
     let e = exec(&c, &id, "post", &["sh", "-c", "echo alive"]);
     assert!(e.code == 0 && e.stdout == b"alive\n", "{}", e.brief());
-    assert!(
-        c.wait_status(&id2, "STOPPED", Duration::from_secs(60)),
-        "{:?}",
-        c.tasks()
-    );
-    let r = c.ctr(&["task", "rm", &id2]);
-    assert!(
-        r.code == 0 && r.err().contains("exit code 9"),
-        "exit status after the outage: {}",
-        r.brief()
-    );
+    if v.series.is_2x() {
+        // containerd 2.x deletes, while it loads its shims, every task whose shim reports no
+        // processes (containerd/containerd#6860: "cleaning leaked shim process"); the Go shim
+        // reports none for an exited task too (`runc ps` is empty), so the task is gone.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while c.tasks().contains_key(&id2) {
+            assert!(Instant::now() < deadline, "{:?}", c.tasks());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(
+            c.log().contains("cleaning leaked shim process"),
+            "{}",
+            c.log_tail(40)
+        );
+    } else {
+        assert!(
+            c.wait_status(&id2, "STOPPED", Duration::from_secs(60)),
+            "{:?}",
+            c.tasks()
+        );
+        let r = c.ctr(&["task", "rm", &id2]);
+        assert!(
+            r.code == 0 && r.err().contains("exit code 137"),
+            "exit status after the outage: {}",
+            r.brief()
+        );
+    }
     assert!(!cgroup_dir(&c, &id2).exists());
     c.ctr(&["c", "rm", &id2]);
     remove(&c, &id);
@@ -763,6 +803,137 @@ fn grouping(v: Variant) {
     assert_clean_v2(&c);
 }
 
+/// The systemd cgroup driver (`SystemdCgroup = true`, ctr's `--runc-systemd-cgroup`): the
+/// runtime asks systemd (PID 1 in the guest) for a transient scope; the shim finds the cgroup
+/// there for metrics, OOM events, update and pause, and the scope goes with the task.
+fn systemd_driver(v: Variant) {
+    let Some((c, _t)) = begin(v, "systemd_driver") else {
+        return;
+    };
+    assert!(
+        Path::new("/run/systemd/system").is_dir(),
+        "systemd is not PID 1 here: the systemd cgroup driver needs it"
+    );
+    let ev = Events::watch(&c);
+    let id = c.id("sd");
+    // runc and crun map `slice:prefix:name` to `<slice>/<prefix>-<name>.scope`.
+    let spec = format!("system.slice:{}:{id}", c.ns);
+    let unit = format!("{}-{id}.scope", c.ns);
+    let limit: u64 = 96 << 20;
+    let limit_s = limit.to_string();
+    let sd = ["--runc-systemd-cgroup", "--cgroup", spec.as_str()];
+    let mut flags = sd.to_vec();
+    flags.extend(["--memory-limit", limit_s.as_str()]);
+    run_detached(&c, v, &id, &flags, &["sleep", "300"]);
+    let pid = c.tasks()[&id].0;
+    // runc puts the container in the scope itself; crun in a `container` cgroup inside it
+    // (the scope's own cgroup then holds nothing, as cgroup v2 delegation wants).
+    let own = read(Path::new(&format!("/proc/{pid}/cgroup")));
+    let scope = format!("0::/system.slice/{unit}");
+    assert!(
+        own == scope || own == format!("{scope}/container"),
+        "init's cgroup {own}, scope {scope}"
+    );
+    let dir = Path::new("/sys/fs/cgroup").join(own.trim_start_matches("0::/"));
+    let active = run_cmd(
+        Command::new("systemctl").args(["is-active", &unit]),
+        None,
+        Duration::from_secs(30),
+    );
+    assert_eq!(active.text().trim(), "active", "{}", active.brief());
+    assert_eq!(read(&dir.join("memory.max")), limit_s);
+    let m = metrics_json(&c, &id);
+    assert_eq!(num(&m, "memory.usage_limit"), limit, "{m}");
+    assert_eq!(
+        num(&m, "pids.current"),
+        read(&dir.join("pids.current")).parse::<u64>().unwrap(),
+        "{m}"
+    );
+    let new_limit: u64 = 80 << 20;
+    let (status, msg) = grpc::unary(
+        &c.addr,
+        &c.ns,
+        "/containerd.services.tasks.v1.Tasks/Update",
+        grpc::update_task_request(&id, &format!(r#"{{"memory":{{"limit":{new_limit}}}}}"#)),
+    );
+    assert_eq!(status, 0, "Update: {msg}");
+    assert_eq!(read(&dir.join("memory.max")), new_limit.to_string());
+    assert_eq!(c.ctr(&["task", "pause", &id]).code, 0);
+    assert!(c.wait_status(&id, "PAUSED", Duration::from_secs(30)));
+    assert_eq!(kv(&dir.join("cgroup.events"), "frozen"), 1);
+    assert_eq!(c.ctr(&["task", "resume", &id]).code, 0);
+    assert!(c.wait_status(&id, "RUNNING", Duration::from_secs(30)));
+    let e = exec(&c, &id, "x", &["sh", "-c", "cat /proc/self/cgroup; exit 3"]);
+    assert_eq!(e.code, 3, "{}", e.brief());
+    assert_eq!(e.text().trim(), own);
+    c.ctr(&["task", "kill", "-s", "SIGKILL", &id]);
+    assert!(c.wait_status(&id, "STOPPED", Duration::from_secs(30)));
+    assert_eq!(c.ctr(&["task", "rm", &id]).code, 0);
+    assert_eq!(c.ctr(&["c", "rm", &id]).code, 0);
+    let scope_dir = Path::new("/sys/fs/cgroup/system.slice").join(&unit);
+    assert!(!scope_dir.exists(), "scope left: {}", scope_dir.display());
+
+    // An OOM kill inside a systemd scope: one /tasks/oom, before the exit.
+    let id = c.id("sdoom");
+    let spec = format!("system.slice:{}:{id}", c.ns);
+    let unit = format!("{}-{id}.scope", c.ns);
+    let flags = [
+        "--runc-systemd-cgroup",
+        "--cgroup",
+        spec.as_str(),
+        "--memory-limit",
+        "33554432",
+    ];
+    let r = run(
+        &c,
+        v,
+        &id,
+        &[&["--rm"][..], &flags[..]].concat(),
+        &["sh", "-c", "cat /dev/zero | tail"],
+    );
+    assert_eq!(r.code, 137, "{}", r.brief());
+    ev.wait_until("oom and exit", Duration::from_secs(30), |_| {
+        !ev.of("/tasks/oom", &id).is_empty() && !ev.of("/tasks/exit", &id).is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let all = ev.all();
+    let at = |topic: &str| {
+        all.iter()
+            .position(|e| e.topic == topic && e.str("container_id") == id)
+            .unwrap()
+    };
+    assert!(at("/tasks/oom") < at("/tasks/exit"), "{}", ev.dump());
+    assert_eq!(ev.of("/tasks/oom", &id).len(), 1, "{}", ev.dump());
+    assert!(!Path::new("/sys/fs/cgroup/system.slice")
+        .join(&unit)
+        .exists());
+    assert_clean_v2(&c);
+}
+
+/// Debian's crun 1.8.1 knows OCI runtime spec 1.0 only and refuses the spec containerd 2.3
+/// writes (runtime-spec 1.3): every create fails in crun, whatever the shim. What the shim owes
+/// then: crun's own words to the client, and nothing left behind. (A crun that accepts the
+/// spec fails this test: then the full crun scenarios belong here.)
+fn spec_too_new(v: Variant) {
+    let Some((c, _t)) = begin(v, "spec_too_new") else {
+        return;
+    };
+    let id = c.id("spec");
+    let r = run(&c, v, &id, &["--rm"], &["echo", "ran"]);
+    assert!(
+        r.code != 0 && r.err().contains("unknown version specified"),
+        "crun was expected to refuse containerd 2.3's spec: {}",
+        r.brief()
+    );
+    assert!(!cgroup_dir(&c, &id).exists());
+    assert!(!Path::new("/run/containerd/runc")
+        .join(&c.ns)
+        .join(&id)
+        .exists());
+    c.ctr(&["c", "rm", &id]);
+    assert_clean_v2(&c);
+}
+
 /// The legacy runtime (`io.containerd.runtime.v1.linux`) cannot run on cgroup v2: containerd's
 /// v1 runtime loads the task's cgroup as v1 after the shim created it and fails. The create must
 /// fail with a clear error and leave nothing behind: no shim, bundle, runc state, process or
@@ -822,61 +993,82 @@ fn legacy_runtime(v: Variant) {
 // The variants
 // ---------------------------------------------------------------------------------------------
 
-const RUNC_V1_RUNC: Variant = Variant {
-    rt: RUNC_V1,
-    binary: None,
-};
-const RUNC_V2_RUNC: Variant = Variant {
-    rt: RUNC_V2,
-    binary: None,
-};
-const RUNC_V2_CRUN: Variant = Variant {
-    rt: RUNC_V2,
-    binary: Some("crun"),
-};
-
-const V1_LINUX_RUNC: Variant = Variant {
-    rt: V1_LINUX,
-    binary: None,
-};
-
+/// `variants!(module, series, [rt binary]...)`: per runtime (`runc` or `crun`), a module of tests
+/// calling each scenario with that variant.
 macro_rules! variant {
-    ($m:ident, $v:expr, $($scenario:ident),* $(,)?) => {
-        mod $m { $( #[test] fn $scenario() { super::$scenario($v) } )* }
+    ($m:ident, $series:ident, $rt:ident, $bin:expr, $($scenario:ident),* $(,)?) => {
+        mod $m {
+            const V: crate::Variant = crate::Variant {
+                series: crate::common::Series::$series,
+                rt: crate::common::$rt,
+                binary: $bin,
+            };
+            $( #[test] fn $scenario() { crate::$scenario(V) } )*
+        }
     };
 }
 
-variant!(
-    runcv1_runc,
-    super::RUNC_V1_RUNC,
-    lifecycle,
-    resources,
-    oom,
-    containerd_restart,
-    checkpoint_restore,
-);
-variant!(
-    runcv2_runc,
-    super::RUNC_V2_RUNC,
-    lifecycle,
-    resources,
-    oom,
-    containerd_restart,
-    checkpoint_restore,
-    grouping,
-);
-variant!(
-    runcv2_crun,
-    super::RUNC_V2_CRUN,
-    lifecycle,
-    resources,
-    oom,
-    containerd_restart,
-    checkpoint_unsupported,
-    grouping,
-);
+/// Debian's containerd 1.6: both task API personalities with runc, runc.v2 with crun (ctr 1.6
+/// sets `BinaryName` for runc.v2 only), and the legacy runtime.
+mod ctd16 {
+    variant!(
+        runcv1_runc,
+        V1_6,
+        RUNC_V1,
+        None,
+        lifecycle,
+        resources,
+        oom,
+        containerd_restart,
+        checkpoint_restore,
+    );
+    variant!(
+        runcv2_runc,
+        V1_6,
+        RUNC_V2,
+        None,
+        lifecycle,
+        resources,
+        oom,
+        containerd_restart,
+        checkpoint_restore,
+        grouping,
+        systemd_driver,
+    );
+    variant!(
+        runcv2_crun,
+        V1_6,
+        RUNC_V2,
+        Some("crun"),
+        lifecycle,
+        resources,
+        oom,
+        containerd_restart,
+        checkpoint_unsupported,
+        grouping,
+        systemd_driver,
+    );
+    variant!(v1linux_runc, V1_6, V1_LINUX, None, legacy_runtime);
+}
 
-variant!(v1linux_runc, super::V1_LINUX_RUNC, legacy_runtime);
+/// containerd 2.3.4 (peers): runc.v2 with runc. Debian's crun 1.8.1 cannot run containerd
+/// 2.3's OCI spec at all (see [`spec_too_new`]).
+mod ctd23 {
+    variant!(
+        runcv2_runc,
+        V2_3,
+        RUNC_V2,
+        None,
+        lifecycle,
+        resources,
+        oom,
+        containerd_restart,
+        checkpoint_restore,
+        grouping,
+        systemd_driver,
+    );
+    variant!(runcv2_crun, V2_3, RUNC_V2, Some("crun"), spec_too_new);
+}
 
 // ---------------------------------------------------------------------------------------------
 // The VM
@@ -948,24 +1140,30 @@ fn cgv2_guest() {
         "the cgroup v2 guest needs {missing:?} (set SHIMGATE_SKIP_INTEGRATION=1 to skip)"
     );
     let bin = release_binary();
-    // Built here, so the guest (which sees this filesystem) finds it complete.
+    // Built and unpacked here, so the guest (which sees this filesystem) finds them complete.
     let _ = rootfs();
+    if Series::V2_3.containerd().is_none() {
+        eprintln!("SKIP: no containerd 2.3 peers: the guest runs the containerd 1.6 part only");
+    }
     let results = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cgv2");
     let _ = std::fs::remove_dir_all(&results);
     std::fs::create_dir_all(&results).unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut cmd = Command::new(&script);
-    cmd.args(["--timeout", "1500", "--results"])
+    cmd.args(["--systemd", "--timeout", "1500", "--results"])
         .arg(&results)
         .arg("--env")
         .arg(format!("SHIMGATE_BIN={}", bin.display()))
         .arg("--env")
-        .arg(format!("SHIMGATE_CGV2_RESULTS={}", results.display()))
-        .arg("--")
-        .arg(&exe)
-        .args(["--test-threads", "2"]);
-    if let Some(f) = std::env::var_os("SHIMGATE_CGV2_FILTER") {
-        cmd.arg(f);
+        .arg(format!("SHIMGATE_CGV2_RESULTS={}", results.display()));
+    for var in ["SHIMGATE_PEERS", "SHIMGATE_REQUIRE_PEERS"] {
+        if let Ok(v) = std::env::var(var) {
+            cmd.arg("--env").arg(format!("{var}={v}"));
+        }
+    }
+    cmd.arg("--").arg(&exe).args(["--test-threads", "2"]);
+    if let Ok(f) = std::env::var("SHIMGATE_CGV2_FILTER") {
+        cmd.args(f.split_whitespace());
     }
     let t = Instant::now();
     let out = run_cmd(&mut cmd, None, Duration::from_secs(1600));
