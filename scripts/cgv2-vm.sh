@@ -62,8 +62,10 @@ guest_mounts() { # the API filesystems, as an init would mount them
 }
 
 guest_run() { # guest_run RESULTS: private tmpfs, the results share, the command; then power off
-  local results=$1 rc=0
+  local results=$1 rc=0 up
   export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+  read -r up _ < /proc/uptime
+  echo "cgv2-vm: guest up ${up}s after boot; running the command"
   mount -t tmpfs -o mode=1777 tmpfs /tmp
   mkdir -p /var/lib/containerd
   mount -t tmpfs -o mode=0711 tmpfs /var/lib/containerd
@@ -238,7 +240,7 @@ Requires=basic.target dbus.socket
 After=basic.target dbus.socket
 [Service]
 Type=oneshot
-ExecStart=/bin/bash $self --guest-service $results
+ExecStart=/bin/bash "$self" --guest-service "$results"
 StandardOutput=tty
 StandardError=inherit
 TTYPath=/dev/ttyS0

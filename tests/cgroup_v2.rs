@@ -1,23 +1,24 @@
 //! The cgroup v2 suite: shimgate's release binary under a real containerd on a host with the
-//! pure unified hierarchy, once per personality and runtime (runc, and crun through the runc
-//! options' `BinaryName`).
+//! pure unified hierarchy, per containerd series, personality and runtime (runc, and crun
+//! through the runc options' `BinaryName`).
 //!
 //! This machine boots cgroup v1 hybrid. There, [`cgv2_guest`] builds the release binary, boots a
-//! throwaway VM with a pure cgroup v2 hierarchy over this machine's filesystem
-//! (`scripts/cgv2-vm.sh`) and runs this same test binary inside it (`SHIMGATE_BIN` pointing at
-//! the release build); it fails when a guest test fails, printing the guest's console. On a
-//! pure v2 host (the guest, or a real one) the scenario tests run directly and `cgv2_guest` has
-//! nothing to do; elsewhere the scenarios return at once (they ran in the guest).
+//! throwaway VM with a pure cgroup v2 hierarchy and systemd as PID 1 over this machine's
+//! filesystem (`scripts/cgv2-vm.sh --systemd`) and runs this same test binary inside it
+//! (`SHIMGATE_BIN` pointing at the release build); it fails when a guest test fails, printing
+//! the guest's console. On a pure v2 host (the guest, or a real one) the scenario tests run
+//! directly and `cgv2_guest` has nothing to do; elsewhere the scenarios return at once (they
+//! ran in the guest).
 //!
 //! Each scenario test is one private containerd holding a few related checks, because under
 //! the guest's software emulation a containerd start costs seconds and a container lifecycle
 //! several: lifecycle (exit codes, exec, stdin, tty, signals, ps, the container's cgroup and
 //! its removal), resources (`Metrics` against the cgroup files, `Update` with unified
-//! resources, pids limit, pause/resume through `cgroup.freeze`), OOM (`memory.events` ->
-//! one `/tasks/oom` before the exit), containerd restart, checkpoint/restore (CRIU), runc.v2
-//! grouping, and the legacy runtime, which cannot run on cgroup v2 and must leave nothing
-//! behind. `SHIMGATE_CGV2_FILTER` narrows the guest run to matching tests (libtest filters, separated by
-//! spaces).
+//! resources, pause/resume through `cgroup.freeze`, a pids limit), OOM (`memory.events` -> one
+//! `/tasks/oom` before the exit), containerd restart, checkpoint/restore (CRIU), runc.v2
+//! grouping, the systemd cgroup driver, and what cannot run: the legacy runtime (refused, with
+//! nothing left behind) and crun 1.8.1 under containerd 2.3. `SHIMGATE_CGV2_FILTER` narrows the
+//! guest run to matching tests (libtest filters, separated by spaces).
 
 #[macro_use]
 mod common;
@@ -54,15 +55,21 @@ fn begin(v: Variant, name: &str) -> Option<(Ctd, Timer)> {
     if let Some(b) = v.binary {
         assert!(which(b).is_some(), "{b} is not installed");
     }
+    let t = Instant::now();
     let c = Ctd::start_series(v.series, Shims::Ours)?;
-    Some((c, Timer::new(name, v)))
+    let mut timer = Timer::new(name, v);
+    timer.containerd_up = t.elapsed();
+    timer.start = t;
+    Some((c, timer))
 }
 
-/// Records how long a scenario took into `$SHIMGATE_CGV2_RESULTS/times` (read back by
-/// [`cgv2_guest`] for its summary) when it ends without panicking.
+/// Records a scenario's verdict (PASS, or FAIL when it panicked) and duration in
+/// `$SHIMGATE_CGV2_RESULTS/times`, which [`cgv2_guest`] prints as its summary.
 struct Timer {
     name: String,
     start: Instant,
+    /// How long the private containerd took to answer.
+    containerd_up: Duration,
 }
 
 impl Timer {
@@ -75,6 +82,7 @@ impl Timer {
                 v.binary.unwrap_or("runc")
             ),
             start: Instant::now(),
+            containerd_up: Duration::ZERO,
         }
     }
 }
@@ -95,9 +103,10 @@ impl Drop for Timer {
             {
                 let _ = writeln!(
                     f,
-                    "{} {verdict} {:.1}",
+                    "{} {verdict} {:.1} s (containerd up in {:.1} s)",
                     self.name,
-                    self.start.elapsed().as_secs_f64()
+                    self.start.elapsed().as_secs_f64(),
+                    self.containerd_up.as_secs_f64()
                 );
             }
         }
@@ -555,8 +564,10 @@ fn oom(v: Variant) {
     assert_clean_v2(&c);
 }
 
-/// containerd SIGKILLed and restarted: the task stays controllable, and an exit during the
-/// outage is delivered.
+/// containerd SIGKILLed and restarted: the running task keeps its shim and stays controllable;
+/// a task that exits during the outage reports its status afterwards (1.x), or is deleted by
+/// containerd 2.x as it loads the shims (its own rule, the same with the Go shim), and leaves
+/// no cgroup either way.
 fn containerd_restart(v: Variant) {
     let Some((mut c, _t)) = begin(v, "containerd_restart") else {
         return;
@@ -993,8 +1004,8 @@ fn legacy_runtime(v: Variant) {
 // The variants
 // ---------------------------------------------------------------------------------------------
 
-/// `variants!(module, series, [rt binary]...)`: per runtime (`runc` or `crun`), a module of tests
-/// calling each scenario with that variant.
+/// `variant!(module, SERIES, RUNTIME, binary, scenario...)`: a module of tests, each calling
+/// its scenario with that variant.
 macro_rules! variant {
     ($m:ident, $series:ident, $rt:ident, $bin:expr, $($scenario:ident),* $(,)?) => {
         mod $m {
@@ -1169,8 +1180,21 @@ fn cgv2_guest() {
     let out = run_cmd(&mut cmd, None, Duration::from_secs(1600));
     let took = t.elapsed().as_secs_f64();
     let console = std::fs::read_to_string(results.join("console.log")).unwrap_or_default();
-    let times = std::fs::read_to_string(results.join("times")).unwrap_or_default();
-    eprintln!("cgroup v2 guest: {took:.0} s in all (boot, then the suite)\n{times}");
+    let mut times: Vec<String> = std::fs::read_to_string(results.join("times"))
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect();
+    times.sort();
+    let facts: Vec<&str> = console
+        .lines()
+        .filter(|l| l.starts_with("cgv2-vm: guest up") || l.starts_with("test result:"))
+        .collect();
+    eprintln!(
+        "cgroup v2 guest: {took:.0} s in all\n{}\n{}",
+        facts.join("\n"),
+        times.join("\n")
+    );
     assert!(
         out.code == 0 && console.contains("test result: ok."),
         "cgroup v2 guest suite failed ({}); console {}:\n{}",
