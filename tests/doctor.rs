@@ -323,3 +323,45 @@ fn knows_1_7_2_2_and_2_3_hosts() {
         c.assert_clean();
     }
 }
+
+/// A containerd 2.3 host still on its Go runc.v2 shim (where an operator starts): that shim
+/// writes no `address` file (2.3 keeps the address in `bootstrap.json`), yet doctor must find
+/// its containers and not call their bundles stale.
+#[test]
+fn recognises_the_go_shims_of_2_3() {
+    let Some(c) = Ctd::start_series(Series::V2_3, Shims::Go) else {
+        return;
+    };
+    let id = c.id("doc-go23");
+    c.run_detached(RUNC_V2, &id, &[], &["sleep", "300"]);
+    assert!(!c.bundle(&id).join("address").exists());
+    let (_, json) = doctor(&["--json"]);
+    let r: serde_json::Value =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    let key = format!("{}/{id}", c.ns);
+    let shim = r["shims"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| {
+            x["containers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k == key.as_str())
+        })
+        .unwrap_or_else(|| panic!("no shim for {key} in {json}"))
+        .clone();
+    assert_eq!(shim["personality"], "runc-v2", "{shim}");
+    assert_eq!(shim["binary"]["kind"], "go-containerd", "{shim}");
+    assert_eq!(shim["containerd_pid"], c.pid(), "{shim}");
+    let ours = c.dir.display().to_string();
+    let stale: Vec<&serde_json::Value> = r["stale_bundles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["path"].as_str().is_some_and(|p| p.starts_with(&ours)))
+        .collect();
+    assert!(stale.is_empty(), "live bundles called stale: {stale:?}");
+    c.assert_clean();
+}

@@ -304,6 +304,11 @@ fn keeps_everything(s: Series, rt: Runtime) {
     }
     let after = c.tasks();
     for id in [&counter, &echo, &sleeper] {
+        // The counter may have finished meanwhile on a slow machine (ctr then removed its
+        // task); its status, every line and its one exit event are checked below.
+        if id == &counter && !after.contains_key(id) {
+            continue;
+        }
         assert_eq!(after.get(id), tasks.get(id), "{id}: {after:?} vs {tasks:?}");
     }
 

@@ -296,8 +296,10 @@ impl Ctd {
         Self::start_opts(CtdOpts::new(series, shims))
     }
 
-    /// The Go shims of `series` for a [`Shims::Go`] daemon: (name, binary). 1.6 and 1.7 ship all
-    /// three; 2.x only runc.v2.
+    /// The shim binaries of a daemon: (name, binary). shimgate under every name, or the Go
+    /// shims of `series` for a [`Shims::Go`] daemon: 1.6 and 1.7 ship all three, 2.x only
+    /// runc.v2 (a 2.x Go daemon asked for runc.v1 would find Debian's 1.6 binary in `PATH`:
+    /// compare runc.v2 there).
     pub(super) fn shim_targets(
         series: Series,
         shims: Shims,

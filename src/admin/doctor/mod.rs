@@ -327,6 +327,19 @@ struct Bundle {
     shim_pid: Option<u32>,
 }
 
+/// The unix socket containerd 2.x recorded for a bundle in `bootstrap.json` (the shim's start
+/// answer). Needed where no `address` file exists: the Go runc.v2 shim of 2.3 writes none, and
+/// 2.3 CRI attaches pod containers to a running shim without `start`.
+fn bootstrap_socket(bundle: &Path) -> Option<String> {
+    let j: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("bootstrap.json")).ok()?).ok()?;
+    j.get("address")?
+        .as_str()?
+        .strip_prefix("unix://")
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
 fn bundles(state: &Path) -> Vec<Bundle> {
     let mut out = Vec::new();
     for kind in [
@@ -350,7 +363,8 @@ fn bundles(state: &Path) -> Vec<Bundle> {
                     .ok()
                     .map(|a| a.trim().to_string())
                     .filter(|a| !a.is_empty())
-                    .map(|a| a.strip_prefix("unix://").unwrap_or(&a).to_string());
+                    .map(|a| a.strip_prefix("unix://").unwrap_or(&a).to_string())
+                    .or_else(|| bootstrap_socket(&dir));
                 let shim_pid = std::fs::read_to_string(dir.join("shim.pid"))
                     .ok()
                     .and_then(|s| s.trim().parse().ok());
