@@ -153,6 +153,87 @@ fn report_panics() {
     }));
 }
 
+/// Longest write a pipe takes whole or not at all (`PIPE_BUF`).
+const ATOMIC_LINE: usize = 4096;
+
+/// A log destination that never blocks the shim. A shim's log is a FIFO (the bundle's `log`,
+/// the legacy shim's `shim.stdout.log`) opened non-blocking, which containerd copies into its
+/// own output; when containerd stops reading it (its own output is stuck, it is restarting), a
+/// line that does not fit is dropped and counted instead of holding the thread that logs,
+/// which is the serving thread. The first line that gets through again is preceded by a
+/// warning saying how many were lost (`msg="log lines dropped …" dropped=N`), so the count is
+/// visible in containerd's log exactly where the gap is. Each line is one `write(2)` of at most
+/// `PIPE_BUF` bytes (longer lines are cut), so a line lands whole or not at all.
+pub struct NonBlockingLog<W> {
+    inner: W,
+    dropped: u64,
+}
+
+impl<W: Write> NonBlockingLog<W> {
+    pub fn new(inner: W) -> Self {
+        NonBlockingLog { inner, dropped: 0 }
+    }
+
+    /// Lines dropped since the last one that got through.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// One line in one write; false when the destination did not take it.
+    fn put(&mut self, line: &[u8]) -> bool {
+        let cut;
+        let line = if line.len() > ATOMIC_LINE {
+            const MARK: &[u8] = b" [cut]\n";
+            let mut end = ATOMIC_LINE - MARK.len();
+            // Cut on a character boundary.
+            while end > 0 && (line[end] & 0xc0) == 0x80 {
+                end -= 1;
+            }
+            cut = [&line[..end], MARK].concat();
+            &cut[..]
+        } else {
+            line
+        };
+        loop {
+            match self.inner.write(line) {
+                Ok(_) => return true,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+impl<W: Write> Write for NonBlockingLog<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_all(buf).map(|()| buf.len())
+    }
+
+    /// Write one whole line, or drop it (counted). Never fails, never waits.
+    fn write_all(&mut self, line: &[u8]) -> std::io::Result<()> {
+        if self.dropped > 0 {
+            let note = format!(
+                "time=\"{}\" level=warning msg=\"log lines dropped: the shim's log was not read\" dropped={}\n",
+                rfc3339(SystemTime::now()),
+                self.dropped
+            );
+            if !self.put(note.as_bytes()) {
+                self.dropped += 1;
+                return Ok(());
+            }
+            self.dropped = 0;
+        }
+        if !self.put(line) {
+            self.dropped += 1;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +246,46 @@ mod tests {
         assert_eq!(rfc3339(t), "2025-11-28T15:13:04.000000005Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert!(rfc3339(leap).starts_with("2000-02-29T00:00:00"));
+    }
+
+    #[test]
+    fn a_full_log_pipe_drops_and_counts_lines_instead_of_blocking() {
+        use std::io::Read;
+        use std::os::fd::AsFd;
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).unwrap();
+        crate::io::fd::grow_pipe(w.as_fd(), 4096);
+        let mut log = NonBlockingLog::new(std::fs::File::from(w));
+        let line = format!("{}\n", "x".repeat(99));
+        // A one-page pipe takes 40 lines of 100 bytes; the rest are dropped at once.
+        let t = std::time::Instant::now();
+        for _ in 0..100 {
+            log.write_all(line.as_bytes()).unwrap();
+        }
+        assert!(t.elapsed() < Duration::from_secs(1));
+        assert_eq!(log.dropped(), 60);
+        let mut rd = std::fs::File::from(r);
+        let mut got = vec![0u8; 8192];
+        let n = rd.read(&mut got).unwrap();
+        assert_eq!(n, 4000, "whole lines only");
+        // Read again: the count comes first, then the line.
+        log.write_all(b"after\n").unwrap();
+        assert_eq!(log.dropped(), 0);
+        let n = rd.read(&mut got).unwrap();
+        let text = String::from_utf8_lossy(&got[..n]).into_owned();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].contains("level=warning msg=\"log lines dropped"),
+            "{text}"
+        );
+        assert!(lines[0].ends_with(" dropped=60"), "{text}");
+        assert_eq!(lines[1], "after");
+        // An over-long line is cut to fit one atomic write.
+        log.write_all(format!("{}\n", "é".repeat(5000)).as_bytes())
+            .unwrap();
+        let n = rd.read(&mut got).unwrap();
+        assert!(n <= 4096);
+        let text = std::str::from_utf8(&got[..n]).unwrap();
+        assert!(text.ends_with(" [cut]\n"));
     }
 
     #[test]
