@@ -65,9 +65,17 @@ pub fn ignore_sigpipe() {
     }
 }
 
-/// The daemon's runtime (single-threaded: see the module docs).
+/// Blocking threads the runtime may start. Everything that can block on the filesystem
+/// (mounts, opening stdio targets, writing to a file sink) runs there, never on the serving
+/// thread; each such job waits on its own caller's deadline, so a few threads stuck in a hung
+/// filesystem cost only themselves. Idle ones end after tokio's keep-alive (10 s).
+const BLOCKING_THREADS: usize = 32;
+
+/// The daemon's runtime (single-threaded: see the module docs; blocking work goes to at most
+/// [`BLOCKING_THREADS`] helper threads, which never fork).
 pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(BLOCKING_THREADS)
         .enable_all()
         .build()
         .map_err(|e| format!("start runtime: {e}"))

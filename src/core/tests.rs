@@ -244,6 +244,7 @@ impl Rig {
                 parent_checkpoint: None,
                 options: RuncOptions::default(),
                 work_dir: None,
+                deadline: None,
             })
             .await
             .unwrap();

@@ -75,6 +75,9 @@ pub struct IoConfig<'a> {
     /// Owner for the container's ends of the pipes (`io_uid`/`io_gid`).
     pub uid: u32,
     pub gid: u32,
+    /// When opening the stdio paths is given up (a FIFO nobody reads, a hung filesystem):
+    /// the opens run on a blocking thread and the caller gets DEADLINE_EXCEEDED.
+    pub deadline: std::time::Instant,
 }
 
 /// How long `drain` waits for a stalled consumer before letting the exit go out anyway (the
@@ -278,13 +281,61 @@ fn lock(m: &Mutex<Live>) -> std::sync::MutexGuard<'_, Live> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Open an output target: a FIFO (read side first, as keep-alive, so the write open cannot
-/// block or fail) or a file appended to.
+/// An output target as the filesystem gave it (opened on a blocking thread), before it is
+/// registered with the poller.
+enum Target {
+    /// A FIFO: our write end, and our own read end kept open as a keep-alive.
+    Fifo { w: OwnedFd, keep: OwnedFd },
+    /// Anything else (a regular file, a character device), appended to.
+    File(Arc<File>),
+}
+
+/// Everything a process's stdio paths gave, opened together off the serving thread.
+#[derive(Default)]
+struct Opened {
+    /// Our read end of the client's stdin FIFO and the keep-alive writer.
+    stdin: Option<(OwnedFd, OwnedFd)>,
+    stdout: Option<Target>,
+    stderr: Option<Target>,
+}
+
+/// The open in progress on the blocking thread, for the side that gives up waiting on it.
+#[derive(Default)]
+struct Opening {
+    path: Mutex<Option<PathBuf>>,
+    cancelled: std::sync::atomic::AtomicBool,
+}
+
+impl Opening {
+    /// About to touch `path` (which may block): refused once the waiting side gave up.
+    fn enter(&self, path: &Path) -> Result<(), IoError> {
+        if self.cancelled.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(IoError::Os {
+                what: format!("open {}", path.display()),
+                source: stdio::Error::new(stdio::ErrorKind::TimedOut, "given up"),
+            });
+        }
+        *self.path.lock().unwrap_or_else(|p| p.into_inner()) = Some(path.to_path_buf());
+        Ok(())
+    }
+}
+
+/// How long a FIFO given up on is held open for reading, so the writer blocked in `open` on
+/// the blocking thread is let go.
+const RELEASE_WAIT: Duration = Duration::from_secs(10);
+
+/// Open an output target. A FIFO named plainly (containerd's own) is opened without ever
+/// waiting: our read side first, as a keep-alive, then the write side. A `file://` target
+/// (`create`) is opened as Go's shim opens it: directories and file created, append, and for
+/// a FIFO that means waiting until a reader comes; a keep-alive read side is added then, so it
+/// behaves as any FIFO sink afterwards. Blocking: runs on a blocking thread.
 fn open_output(
     path: &Path,
     create: bool,
     shared: &mut Option<(PathBuf, Arc<File>)>,
-) -> Result<Sink, IoError> {
+    opening: &Opening,
+) -> Result<Target, IoError> {
+    opening.enter(path)?;
     if create {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(os(format!("create {}", dir.display())))?;
@@ -294,26 +345,153 @@ fn open_output(
     if fifo {
         let keep = fd::open(path, OFlag::O_RDONLY | OFlag::O_NONBLOCK).map_err(os("open fifo"))?;
         let w = fd::open(path, OFlag::O_WRONLY | OFlag::O_NONBLOCK).map_err(os("open fifo"))?;
-        fd::grow_pipe(w.as_fd(), OUTPUT_PIPE_BYTES);
-        let p = PollFd::new(w).map_err(os("register fifo"))?;
         // The keep-alive reader lives exactly as long as the writer's pump.
-        return Ok(Sink::Poll(Arc::new(p), Some(keep)));
+        return Ok(Target::Fifo { w, keep });
     }
     if let Some((p, f)) = shared {
         if p == path {
-            return Ok(Sink::File(f.clone()));
+            return Ok(Target::File(f.clone()));
         }
     }
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let f = std::fs::OpenOptions::new()
         .append(true)
         .create(create)
         .mode(0o644)
         .open(path)
         .map_err(os(format!("open {}", path.display())))?;
+    opening.enter(path)?;
+    let is_fifo = f
+        .metadata()
+        .map(|m| m.file_type().is_fifo())
+        .map_err(os(format!("stat {}", path.display())))?;
+    if is_fifo {
+        let keep = fd::open(path, OFlag::O_RDONLY | OFlag::O_NONBLOCK).map_err(os("open fifo"))?;
+        return Ok(Target::Fifo {
+            w: OwnedFd::from(f),
+            keep,
+        });
+    }
     let f = Arc::new(f);
     *shared = Some((path.to_path_buf(), f.clone()));
-    Ok(Sink::File(f))
+    Ok(Target::File(f))
+}
+
+/// Open every path of a process's stdio (blocking: runs on a blocking thread).
+fn open_paths(spec: &StdioSpec, terminal: bool, opening: &Opening) -> Result<Opened, IoError> {
+    let mut opened = Opened::default();
+    // stdin (every mode but Null may have one). Only FIFOs can be polled; containerd never
+    // passes anything else for stdin.
+    if let Some(path) = spec.stdin() {
+        opening.enter(path)?;
+        if !fd::is_fifo(path).map_err(os(format!("stat {}", path.display())))? {
+            return Err(IoError::InvalidUri(format!(
+                "stdin {} is not a FIFO",
+                path.display()
+            )));
+        }
+        let reader =
+            fd::open(path, OFlag::O_RDONLY | OFlag::O_NONBLOCK).map_err(os("open stdin"))?;
+        let keepalive =
+            fd::open(path, OFlag::O_WRONLY | OFlag::O_NONBLOCK).map_err(os("open stdin"))?;
+        opened.stdin = Some((reader, keepalive));
+    }
+    if let StdioSpec::Paths {
+        stdout,
+        stderr,
+        create_file,
+        ..
+    } = spec
+    {
+        let mut shared = None;
+        if let Some(p) = stdout {
+            opened.stdout = Some(open_output(p, *create_file, &mut shared, opening)?);
+        }
+        if let (Some(p), false) = (stderr, terminal) {
+            opened.stderr = Some(open_output(p, *create_file, &mut shared, opening)?);
+        }
+    }
+    Ok(opened)
+}
+
+/// [`open_paths`] on a blocking thread, given up at `deadline`. A FIFO the thread is stuck
+/// opening (nobody reads it) is then opened for reading by us for a moment, which lets the
+/// thread go; what it opened is closed. A thread stuck in a hung filesystem stays stuck until
+/// the kernel lets it go, but nobody waits for it.
+async fn open_paths_within(
+    spec: &StdioSpec,
+    terminal: bool,
+    deadline: tokio::time::Instant,
+) -> Result<Opened, IoError> {
+    if spec.stdin().is_none() && !matches!(spec, StdioSpec::Paths { .. }) {
+        return Ok(Opened::default());
+    }
+    let opening = Arc::new(Opening::default());
+    let (s, o) = (spec.clone(), opening.clone());
+    let started = tokio::time::Instant::now();
+    let mut job = tokio::task::spawn_blocking(move || open_paths(&s, terminal, &o));
+    match tokio::time::timeout_at(deadline, &mut job).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(IoError::Os {
+            what: "open stdio".into(),
+            source: stdio::Error::other(e),
+        }),
+        Err(_) => {
+            opening
+                .cancelled
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let path = opening
+                .path
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            tokio::spawn(release(path.clone(), job));
+            Err(IoError::Os {
+                what: format!(
+                    "open {}",
+                    path.as_deref().unwrap_or(Path::new("stdio")).display()
+                ),
+                source: stdio::Error::new(
+                    stdio::ErrorKind::TimedOut,
+                    format!(
+                        "not done after {:.1}s (a FIFO nobody reads? a hung filesystem?)",
+                        started.elapsed().as_secs_f64()
+                    ),
+                ),
+            })
+        }
+    }
+}
+
+/// Let go of a blocking open given up on (see [`open_paths_within`]).
+async fn release(path: Option<PathBuf>, job: JoinHandle<Result<Opened, IoError>>) {
+    let reader = match path {
+        Some(p) => tokio::task::spawn_blocking(move || {
+            fd::is_fifo(&p)
+                .ok()
+                .filter(|f| *f)
+                .and_then(|_| fd::open(&p, OFlag::O_RDONLY | OFlag::O_NONBLOCK).ok())
+        })
+        .await
+        .ok()
+        .flatten(),
+        None => None,
+    };
+    // Whatever the job opened is closed when its result is dropped here.
+    let _ = tokio::time::timeout(RELEASE_WAIT, job).await;
+    drop(reader);
+}
+
+/// Register an opened output target with the poller (FIFOs) or keep it as a file.
+fn sink(t: Target) -> Result<Sink, IoError> {
+    match t {
+        Target::Fifo { w, keep } => {
+            fd::grow_pipe(w.as_fd(), OUTPUT_PIPE_BYTES);
+            let p = PollFd::new(w).map_err(os("register fifo"))?;
+            Ok(Sink::Poll(Arc::new(p), Some(keep)))
+        }
+        Target::File(f) => Ok(Sink::File(f)),
+    }
 }
 
 fn chown_fd(fd: &OwnedFd, uid: u32, gid: u32) -> Result<(), IoError> {
@@ -355,21 +533,15 @@ impl ProcessIo {
         };
         let mut logger = None;
 
-        // stdin (every mode but Null may have one). Only FIFOs can be polled; containerd
-        // never passes anything else for stdin.
+        let opened = open_paths_within(
+            cfg.spec,
+            cfg.terminal,
+            tokio::time::Instant::from_std(cfg.deadline),
+        )
+        .await?;
         let mut keepalive = None;
-        if let Some(path) = cfg.spec.stdin() {
-            if !fd::is_fifo(path).map_err(os(format!("stat {}", path.display())))? {
-                return Err(IoError::InvalidUri(format!(
-                    "stdin {} is not a FIFO",
-                    path.display()
-                )));
-            }
-            let reader =
-                fd::open(path, OFlag::O_RDONLY | OFlag::O_NONBLOCK).map_err(os("open stdin"))?;
-            keepalive = Some(
-                fd::open(path, OFlag::O_WRONLY | OFlag::O_NONBLOCK).map_err(os("open stdin"))?,
-            );
+        if let Some((reader, keep)) = opened.stdin {
+            keepalive = Some(keep);
             let pipe_w = if cfg.terminal {
                 None
             } else {
@@ -383,24 +555,18 @@ impl ProcessIo {
 
         match cfg.spec {
             StdioSpec::Null => {}
-            StdioSpec::Paths {
-                stdout,
-                stderr,
-                create_file,
-                ..
-            } => {
-                let mut shared = None;
+            StdioSpec::Paths { .. } => {
                 if cfg.terminal {
-                    if let Some(p) = stdout {
-                        pending.tty_out = Some(open_output(p, *create_file, &mut shared)?);
+                    if let Some(t) = opened.stdout {
+                        pending.tty_out = Some(sink(t)?);
                     }
                 } else {
                     for (target, slot, fdslot) in [
-                        (stdout, &mut pending.stdout, &mut stdio_fds.stdout),
-                        (stderr, &mut pending.stderr, &mut stdio_fds.stderr),
+                        (opened.stdout, &mut pending.stdout, &mut stdio_fds.stdout),
+                        (opened.stderr, &mut pending.stderr, &mut stdio_fds.stderr),
                     ] {
-                        if let Some(p) = target {
-                            let sink = open_output(p, *create_file, &mut shared)?;
+                        if let Some(t) = target {
+                            let sink = sink(t)?;
                             let (r, w) = fd::pipe().map_err(os("output pipe"))?;
                             fd::grow_pipe(r.as_fd(), OUTPUT_PIPE_BYTES);
                             chown_fd(&w, cfg.uid, cfg.gid)?;
@@ -710,6 +876,7 @@ async fn pump(
             req = ctl.recv(), if ctl_open => match req {
                 None => ctl_open = false,
                 Some(Ctl::Freeze(reply)) => {
+                    mover.settle(&src).await;
                     let pending = mover.take_pending();
                     let _ = reply.send(PumpParts { src, sink, pending });
                     return;

@@ -52,11 +52,16 @@ impl Shim for ShimService {
         Ok(convert::state_response!(StateResponse, st))
     }
 
-    async fn create(&self, _ctx: &TtrpcContext, req: CreateTaskRequest) -> R<CreateTaskResponse> {
+    async fn create(&self, ctx: &TtrpcContext, req: CreateTaskRequest) -> R<CreateTaskResponse> {
         let opts = options::create_options(&req.runtime, req.options.as_ref(), &self.settings)
             .map_err(to_ttrpc)?;
-        let spec =
-            convert::create_spec!(req, opts, self.settings.work_dir.clone()).map_err(to_ttrpc)?;
+        let spec = convert::create_spec!(
+            req,
+            opts,
+            self.settings.work_dir.clone(),
+            convert::deadline(ctx)
+        )
+        .map_err(to_ttrpc)?;
         Ok(CreateTaskResponse {
             pid: self.core.create(spec).await.map_err(to_ttrpc)?,
             ..Default::default()
