@@ -144,23 +144,14 @@ impl Sink {
         }
     }
 
-    pub async fn write_all(&self, data: &[u8]) -> io::Result<()> {
-        match self {
-            Sink::Poll(p, _) => p.write_all(data).await,
-            Sink::File(f) => (&**f).write_all(data),
-        }
-    }
-
-    /// One write; see [`PollFd::write_some`]. Files take it at once.
+    /// One write; see [`PollFd::write_some`]. Files are never written here (that could block
+    /// the serving thread): a [`Mover`] writes them on a blocking thread.
     pub async fn write_some(&self, data: &[u8]) -> io::Result<usize> {
         match self {
             Sink::Poll(p, _) => p.write_some(data).await,
-            Sink::File(f) => loop {
-                match (&**f).write(data) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    r => return r,
-                }
-            },
+            Sink::File(_) => Err(io::Error::other(
+                "file sinks are written on a blocking thread",
+            )),
         }
     }
 }

@@ -8,8 +8,14 @@
 //!   process exits, [`ProcessIo::drain`] makes every output pump read until its pipe is empty
 //!   before the exit is published, so a consumer that stops reading at the exit event has
 //!   everything the process wrote.
-//! * FIFOs are opened without ever blocking: we open our own read side first (a keep-alive that
-//!   also lets containerd restart and reopen its end), then the write side.
+//!   (A file that refuses output, such as a full disk, is the exception: what it refuses is
+//!   dropped and logged rather than left to block the process; see [`fd::Mover`].)
+//! * Nothing here blocks the shim's serving thread: every stdio path is stat'ed, created and
+//!   opened on a blocking thread, given up at a deadline ([`IoConfig::deadline`]); containerd's
+//!   FIFOs are opened non-blocking, our own read side first (a keep-alive that also lets
+//!   containerd restart and reopen its end), then the write side; a `file://` FIFO waits for
+//!   its reader as the Go shim's open does, but only that process's setup waits. Pipes, FIFOs
+//!   and the pty master wait on the poller; files are written on blocking threads.
 //! * stdin has a keep-alive writer so the container does not see end of file when the client
 //!   goes away; `CloseIO` drops exactly that writer, and bytes already in the FIFO are still
 //!   delivered before end of file.
