@@ -172,7 +172,6 @@ impl Neighbour {
 
     /// The issue's bar: every State within 1 s, every exec and kill answered.
     fn assert_served(&self, scenario: &str) {
-        self.report(scenario);
         assert!(
             self.problems.is_empty(),
             "{scenario}: the neighbour was not served: {:?}",
@@ -198,7 +197,14 @@ impl Neighbour {
 
 /// Serve the neighbour while the trouble lasts: State sampled throughout; `execs` execs (each
 /// with its exit event checked), then one exec killed.
-fn exercise_neighbour(c: &Ctd, events: &Events, sock: &Path, id: &str, execs: usize) -> Neighbour {
+fn exercise_neighbour(
+    scenario: &str,
+    c: &Ctd,
+    events: &Events,
+    sock: &Path,
+    id: &str,
+    execs: usize,
+) -> Neighbour {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let started = Instant::now();
     let probe = StateProbe::start(sock, id);
@@ -272,12 +278,14 @@ fn exercise_neighbour(c: &Ctd, events: &Events, sock: &Path, id: &str, execs: us
     while started.elapsed() < Duration::from_secs(3) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    Neighbour {
+    let n = Neighbour {
         state: probe.finish(),
         exec,
         kill,
         problems,
-    }
+    };
+    n.report(scenario);
+    n
 }
 
 /// A running neighbour in a fresh group: (annotation flag value, its id, the shim's socket).
@@ -353,7 +361,14 @@ fn a_blocked_sink_holds_only_its_own_create() {
                 create.join().unwrap().brief()
             );
         }
-        let n = exercise_neighbour(&c, &events, &sock, &a, 3);
+        let n = exercise_neighbour(
+            "blocked file sink (create waiting in open)",
+            &c,
+            &events,
+            &sock,
+            &a,
+            3,
+        );
         assert!(
             !create.is_finished(),
             "the create did not wait for its sink"
@@ -419,7 +434,7 @@ fn a_blocked_create_is_cancelled_at_the_callers_deadline_and_cleaned_up() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(leftovers(), Vec::<String>::new());
-    let n = exercise_neighbour(&c, &events, &sock, &a, 2);
+    let n = exercise_neighbour("after a cancelled create", &c, &events, &sock, &a, 2);
     n.assert_served("after a cancelled create");
     assert_eq!(c.shim_pids(), vec![shim], "the group shim kept serving");
     let files = |v: Vec<String>| -> Vec<String> {
@@ -481,7 +496,7 @@ fn a_failing_sink_wedges_neither_its_container_nor_the_neighbour() {
                  while [ ! -e /flags/room ]; do sleep 0.1; done; echo after-the-room; exit 7",
             ],
         );
-        let n = exercise_neighbour(&c, &events, &sock, &a, 2);
+        let n = exercise_neighbour(&format!("failing sink ({tag})"), &c, &events, &sock, &a, 2);
         let rootfs = flags.clone();
         let deadline = Instant::now() + Duration::from_secs(30);
         while !rootfs.join("written").exists() && Instant::now() < deadline {
@@ -547,7 +562,7 @@ fn a_hung_runtime_call_holds_only_its_own_container() {
     std::thread::scope(|s| {
         let pause = s.spawn(|| c.ctr_timeout(&["task", "pause", &b], Duration::from_secs(60)));
         std::thread::sleep(Duration::from_millis(500));
-        let n = exercise_neighbour(&c, &events, &sock, &a, 3);
+        let n = exercise_neighbour("hung runtime call (pause)", &c, &events, &sock, &a, 3);
         assert!(!pause.is_finished(), "the pause was not hung throughout");
         n.assert_served("hung runtime call (pause)");
         let r = pause.join().unwrap();
@@ -593,7 +608,7 @@ fn a_console_handed_over_late_holds_only_its_own_container() {
         "the relay never got the console: {}",
         tty.output()
     );
-    let n = exercise_neighbour(&c, &events, &sock, &a, 2);
+    let n = exercise_neighbour("console handed over late", &c, &events, &sock, &a, 2);
     let (code, out) = tty.finish(Duration::from_secs(60));
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("console-arrived"), "{out}");
@@ -726,7 +741,8 @@ impl StalledStderr {
 /// Write filler into a non-blocking pipe until it is full (and stays full for a moment: a
 /// reader may take one more chunk before it blocks elsewhere).
 fn fill(fd: i32) {
-    let junk = [b'#'; 4096];
+    let mut junk = [b'#'; 4096];
+    junk[4095] = b'\n';
     let mut quiet_since = Instant::now();
     while quiet_since.elapsed() < Duration::from_millis(300) {
         // SAFETY: write(2) from a valid buffer to a descriptor the caller holds open.
@@ -773,8 +789,7 @@ fn a_stalled_log_reader_does_not_hold_the_shim() {
             rm
         });
         std::thread::sleep(Duration::from_millis(300));
-        let n = exercise_neighbour(&c, &events, &sock, &a, 3);
-        n.report("stalled log reader");
+        let n = exercise_neighbour("stalled log reader", &c, &events, &sock, &a, 3);
         let rm = churn.join();
         n.assert_served("stalled log reader");
         let rm = rm.expect("containers come and go meanwhile");
@@ -783,7 +798,7 @@ fn a_stalled_log_reader_does_not_hold_the_shim() {
     stderr.resume();
     // One more line once containerd reads again: the shim first says how many it dropped.
     let d = c.id("after");
-    c.run_detached(RUNC_V2, &d, &["--annotation", &ann], &["true"]);
+    c.run_detached(RUNC_V2, &d, &["--annotation", &ann], &["sleep", "600"]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !stderr.text().contains("log lines dropped") && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
@@ -800,5 +815,129 @@ fn a_stalled_log_reader_does_not_hold_the_shim() {
         });
     eprintln!("ISOLATION stalled log reader: {line}");
     stderr.remove(&mut c);
+    c.assert_clean();
+}
+
+/// A filesystem that hangs: a FUSE mount whose daemon never answers (as a dead NFS server or
+/// a stuck network filesystem does), made by the test with the kernel's own FUSE driver.
+/// Anything that looks up a path in it waits until the connection is aborted.
+struct HungFs {
+    dir: PathBuf,
+    dev: Option<OwnedFd>,
+}
+
+impl HungFs {
+    fn mount(dir: &Path) -> HungFs {
+        std::fs::create_dir_all(dir).unwrap();
+        let dev: OwnedFd =
+            nix::fcntl::open("/dev/fuse", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+                .expect("/dev/fuse");
+        let opts = format!("fd={},rootmode=40000,user_id=0,group_id=0", dev.as_raw_fd());
+        nix::mount::mount(
+            Some("sg-hungfs"),
+            dir,
+            Some("fuse"),
+            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+            Some(opts.as_str()),
+        )
+        .expect("mount a FUSE filesystem");
+        HungFs {
+            dir: dir.to_path_buf(),
+            dev: Some(dev),
+        }
+    }
+
+    /// Abort the connection: everything waiting on the filesystem fails at once.
+    fn abort(&mut self) {
+        self.dev.take();
+    }
+}
+
+impl Drop for HungFs {
+    fn drop(&mut self) {
+        self.abort();
+        let _ = nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// A hung filesystem under one container's `file://` log holds only that container's Create,
+/// which is given up at the caller's deadline.
+#[test]
+fn a_hung_filesystem_under_a_log_holds_only_its_own_create() {
+    let Some(c) = Ctd::start() else { return };
+    let events = Events::watch(&c);
+    let (ann, a, sock) = neighbour(&c);
+    let fs = HungFs::mount(&c.dir.join("hungfs"));
+    let b = c.id("hungfs-log");
+    let uri = format!("file://{}/out.log", fs.dir.display());
+    let mut args = vec!["--timeout".to_string(), "5s".to_string()];
+    args.extend(c.run_args(
+        RUNC_V2,
+        &b,
+        &["-d", "--annotation", &ann, "--log-uri", &uri],
+        &["echo", "never"],
+    ));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    std::thread::scope(|s| {
+        let create = s.spawn(|| c.ctr_timeout(&args, Duration::from_secs(60)));
+        std::thread::sleep(Duration::from_millis(500));
+        let n = exercise_neighbour("hung filesystem (log file)", &c, &events, &sock, &a, 2);
+        let r = create.join().unwrap();
+        n.assert_served("hung filesystem (log file)");
+        assert_ne!(r.code, 0, "{}", r.brief());
+        assert!(r.err().contains("deadline"), "{}", r.brief());
+    });
+    drop(fs);
+    c.assert_clean();
+}
+
+/// A hung filesystem as one container's rootfs mount source holds only that Create, until
+/// the filesystem ends. containerd's snapshotters only make mounts of their own, so this
+/// Create goes straight to the shim, next to the neighbour containerd runs.
+#[test]
+fn a_hung_filesystem_under_a_rootfs_mount_holds_only_its_own_create() {
+    let Some(c) = Ctd::start() else { return };
+    let events = Events::watch(&c);
+    let (_, a, sock) = neighbour(&c);
+    let mut fs = HungFs::mount(&c.dir.join("hungfs"));
+    let d = c.id("hungfs-root");
+    let bundle = c.bundle(&d);
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::fs::copy(c.bundle(&a).join("config.json"), bundle.join("config.json")).unwrap();
+    let create = shimgate::protos::task::CreateTaskRequest {
+        id: d.clone(),
+        bundle: bundle.display().to_string(),
+        rootfs: vec![shimgate::protos::mount::Mount {
+            type_: "bind".into(),
+            source: fs.dir.join("lower").display().to_string(),
+            options: vec!["rbind".into(), "ro".into()],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    std::thread::scope(|s| {
+        let created = s.spawn(|| {
+            raw_ttrpc::Raw::connect(&sock, Duration::from_secs(120))
+                .task("Create", &create)
+                .code
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let n = exercise_neighbour("hung filesystem (rootfs mount)", &c, &events, &sock, &a, 2);
+        let waited = !created.is_finished();
+        fs.abort();
+        let code = created.join().unwrap();
+        n.assert_served("hung filesystem (rootfs mount)");
+        assert!(waited, "the mount did not wait for the filesystem");
+        assert_ne!(code, 0, "a mount from an aborted filesystem");
+    });
+    assert!(
+        !std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(&format!("/{d}/rootfs")),
+        "nothing mounted"
+    );
+    std::fs::remove_dir_all(&bundle).unwrap();
+    drop(fs);
     c.assert_clean();
 }

@@ -309,6 +309,9 @@ struct Opened {
 #[derive(Default)]
 struct Opening {
     path: Mutex<Option<PathBuf>>,
+    /// `path` is known to be a FIFO (a reader of ours can let its open go). Unknown on a
+    /// filesystem that hangs: touching the path again would only hang another thread.
+    fifo: std::sync::atomic::AtomicBool,
     cancelled: std::sync::atomic::AtomicBool,
 }
 
@@ -322,7 +325,12 @@ impl Opening {
             });
         }
         *self.path.lock().unwrap_or_else(|p| p.into_inner()) = Some(path.to_path_buf());
+        self.fifo.store(false, std::sync::atomic::Ordering::SeqCst);
         Ok(())
+    }
+
+    fn is_fifo(&self) {
+        self.fifo.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -358,6 +366,10 @@ fn open_output(
         if p == path {
             return Ok(Target::File(f.clone()));
         }
+    }
+    // A `file://` FIFO: the open below waits for its reader.
+    if create && fd::is_fifo(path).unwrap_or(false) {
+        opening.is_fifo();
     }
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let f = std::fs::OpenOptions::new()
@@ -451,7 +463,10 @@ async fn open_paths_within(
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
-            tokio::spawn(release(path.clone(), job));
+            let fifo = path
+                .clone()
+                .filter(|_| opening.fifo.load(std::sync::atomic::Ordering::SeqCst));
+            tokio::spawn(release(fifo, job));
             Err(IoError::Os {
                 what: format!(
                     "open {}",
@@ -469,14 +484,12 @@ async fn open_paths_within(
     }
 }
 
-/// Let go of a blocking open given up on (see [`open_paths_within`]).
-async fn release(path: Option<PathBuf>, job: JoinHandle<Result<Opened, IoError>>) {
-    let reader = match path {
+/// Let go of a blocking open given up on (see [`open_paths_within`]): a `fifo` it waits on
+/// is opened for reading by us until the job ended.
+async fn release(fifo: Option<PathBuf>, job: JoinHandle<Result<Opened, IoError>>) {
+    let reader = match fifo {
         Some(p) => tokio::task::spawn_blocking(move || {
-            fd::is_fifo(&p)
-                .ok()
-                .filter(|f| *f)
-                .and_then(|_| fd::open(&p, OFlag::O_RDONLY | OFlag::O_NONBLOCK).ok())
+            fd::open(&p, OFlag::O_RDONLY | OFlag::O_NONBLOCK).ok()
         })
         .await
         .ok()
