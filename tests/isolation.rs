@@ -577,6 +577,10 @@ fn a_hung_runtime_call_holds_only_its_own_container() {
 #[test]
 fn a_console_handed_over_late_holds_only_its_own_container() {
     let Some(c) = Ctd::start() else { return };
+    assert!(
+        Path::new("/usr/bin/python3").exists(),
+        "the console relay needs /usr/bin/python3 (Debian: python3-minimal)"
+    );
     let runc = which("runc").expect("runc");
     let wrapper = c.shims.join("runc");
     std::fs::write(

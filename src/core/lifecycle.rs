@@ -21,6 +21,11 @@
 //!    cgroup's OOM-kill counter and reports unreported kills before queueing the exit; the
 //!    watcher and the exit path share the last reading, so each kill is reported once
 //!    (`Inner::report_ooms`).
+//! 8. A process's `Exit` has left (delivered to containerd) before its Delete is answered, so
+//!    nothing containerd does after the Delete (the legacy runtime's own `/tasks/delete`, a
+//!    client's next step) can come before it (`Core::delete`, bounded). The exit is queued in
+//!    the same poll that makes the process stopped (the daemons run on one thread), so a
+//!    Delete that sees it stopped always finds the exit queued.
 //!
 //! All events leave through the one `EventSink` queue, so "queued before" means "delivered
 //! before".
