@@ -12,7 +12,7 @@
 # runc, busybox-static, criu, docker.io (tests/docker.rs), crun, qemu-system-x86 and
 # linux-image-amd64 (the cgroup v2 guest), cpio and xz-utils (its initramfs), gcc and libc6-dev
 # (cargo links with cc), ca-certificates (cargo fetches crates over https). Rust itself
-# (1.80 or newer) comes from rustup: Debian 12's rustc is too old.
+# (1.85 or newer) comes from rustup: Debian 12's rustc is too old.
 #
 # `cargo test --no-fail-fast`: one failing test binary does not hide the others; the summary
 # names each binary with its counts and the failing ones. The log of the whole run is kept in
@@ -75,7 +75,7 @@ if ! command -v cargo >/dev/null; then
   done
 fi
 command -v cargo >/dev/null || {
-  echo "scripts/test.sh: cargo not found. Install Rust 1.80 or newer with rustup (Debian 12's rustc 1.63 is too old), then run this again." >&2
+  echo "scripts/test.sh: cargo not found. Install Rust 1.85 or newer with rustup (Debian 12's rustc 1.63 is too old), then run this again." >&2
   exit 2
 }
 want=$(sed -n 's/^rust-version *= *"\(.*\)"/\1/p' Cargo.toml)

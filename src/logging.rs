@@ -323,7 +323,8 @@ mod tests {
         let snap = ("type", "io.containerd.snapshotter.v1");
         // What containerd logged in each fixture line: level, message, fields (in the order
         // the code gave them; logrus sorts).
-        let want: Vec<(&str, &str, Vec<(&str, &str)>)> = vec![
+        type Logged<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>);
+        let want: Vec<Logged> = vec![
             ("info", "starting containerd", vec![("version", "1.6.20~ds1"), ("revision", "1.6.20~ds1-1+deb12u3")]),
             (
                 "info",

@@ -45,7 +45,7 @@ fn next_binary() -> PathBuf {
     .clone()
 }
 
-/// `shimgate upgrade --json` for these shims; the parsed outcomes.
+/// `shimgate upgrade --json` for these shims; the parsed outcomes (one JSON line per shim).
 fn upgrade(pids: &[u32], binary: Option<&Path>, extra: &[&str]) -> (Out, Vec<serde_json::Value>) {
     let mut cmd = Command::new(shimgate_bin());
     cmd.arg("upgrade").arg("--json");
@@ -57,7 +57,11 @@ fn upgrade(pids: &[u32], binary: Option<&Path>, extra: &[&str]) -> (Out, Vec<ser
     }
     cmd.args(extra);
     let out = run_cmd(&mut cmd, None, Duration::from_secs(120));
-    let parsed = serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap_or_default();
+    let parsed: Vec<serde_json::Value> = out
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
     (out, parsed)
 }
 
@@ -641,6 +645,7 @@ fn unusable_binaries_are_refused() {
     assert_eq!(out.code, 0, "{}", out.brief());
     assert_eq!(listed.len(), 1, "{}", out.text());
     assert_eq!(listed[0]["from"], THIS_VERSION, "{}", out.text());
+    assert_eq!(listed[0]["result"], "would-upgrade", "{}", out.text());
     assert_eq!(
         listed[0]["containers"],
         serde_json::json!([id]),
@@ -650,7 +655,7 @@ fn unusable_binaries_are_refused() {
     assert_eq!(upgrade(&[1], None, &["--dry-run"]).0.code, 1);
 
     let (out, _) = upgrade(&[shim], Some(Path::new("/bin/true")), &[]);
-    assert_eq!(out.code, 2, "{}", out.brief());
+    assert_eq!(out.code, 3, "refused, nothing changed: {}", out.brief());
     assert!(out.err().contains("not a shimgate"), "{}", out.err());
 
     let future = c.dir.join("future-shimgate");
@@ -664,6 +669,7 @@ fn unusable_binaries_are_refused() {
     assert_eq!(out.code, 1, "{}", out.brief());
     let err = outcomes[0]["error"].as_str().unwrap_or("");
     assert!(err.contains("formats [2]"), "{err}");
+    assert_eq!(outcomes[0]["result"], "failed");
     let e = c.ctr(&["task", "exec", "--exec-id", "e1", &id, "echo", "fine"]);
     assert_eq!((e.code, e.text()), (0, "fine\n".to_string()));
 
@@ -671,6 +677,7 @@ fn unusable_binaries_are_refused() {
     let (out, outcomes) = upgrade(&[shim], None, &[]);
     assert_eq!(out.code, 0, "{}", out.brief());
     assert_eq!(outcomes[0]["to"], THIS_VERSION);
+    assert_eq!(outcomes[0]["result"], "upgraded");
     let e = c.ctr(&["task", "exec", "--exec-id", "e2", &id, "echo", "fine"]);
     assert_eq!((e.code, e.text()), (0, "fine\n".to_string()));
     c.ctr(&["task", "kill", "-s", "SIGKILL", &id]);
