@@ -189,6 +189,7 @@ pub const CHECKS: &[Check] = &[
     Check { id: "stale-bundle", about: "a bundle whose shim is gone", find: stale_bundle },
     Check { id: "runc-missing", about: "runc is not in $PATH", find: runc_missing },
     Check { id: "kernel-feature-missing", about: "a kernel feature shimgate uses is unavailable (problem for PR_SET_CHILD_SUBREAPER, warning otherwise)", find: kernel_feature_missing },
+    Check { id: "selinux-label", about: "SELinux is enabled and the shimgate binary a daemon would run has another type than containerd's own binary", find: selinux_label },
     Check { id: "runc-v1-on-cgroup-v2", about: "io.containerd.runc.v1 in use on cgroup v2", find: runc_v1_on_cgroup_v2 },
 ];
 
@@ -677,6 +678,41 @@ fn kernel_feature_missing(r: &Report, _: &Matrix, f: &mut Found) {
     }
 }
 
+fn selinux_label(r: &Report, _: &Matrix, f: &mut Found) {
+    use super::host::selinux_type;
+    let mut seen = std::collections::BTreeSet::new();
+    for d in &r.daemons {
+        let Some(want) = d.exe_label.as_deref().and_then(selinux_type) else {
+            continue;
+        };
+        for n in &d.next_shims {
+            let (Some(path), Some(BinaryKind::Shimgate { .. }), Some(label)) =
+                (&n.path, &n.binary, &n.label)
+            else {
+                continue;
+            };
+            let Some(have) = selinux_type(label) else {
+                continue;
+            };
+            // The label that counts is the executed file's: the target of the shim name.
+            let file = std::fs::canonicalize(path)
+                .map_or_else(|_| path.clone(), |p| p.display().to_string());
+            if have == want || !seen.insert(file.clone()) {
+                continue;
+            }
+            f.add(
+                Warn,
+                Subject::file(&file),
+                format!(
+                    "{file} (shimgate, run for {} by containerd pid {}) is labelled {have}, containerd's own binary {want}",
+                    n.runtime, d.pid
+                ),
+                format!("semanage fcontext -a -t {want} '{file}' && restorecon -v {file}"),
+            );
+        }
+    }
+}
+
 fn runc_v1_on_cgroup_v2(r: &Report, _: &Matrix, f: &mut Found) {
     let runc_v1 = "io.containerd.runc.v1".to_string();
     if r.host.cgroup.starts_with("v2")
@@ -697,6 +733,78 @@ fn runc_v1_on_cgroup_v2(r: &Report, _: &Matrix, f: &mut Found) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admin::doctor::{config::DaemonConfig, Daemon, HostInfo, NextShim};
+
+    fn report(daemons: Vec<Daemon>) -> Report {
+        Report {
+            format: 1,
+            shimgate_version: "t".into(),
+            containerd_binary: None,
+            daemons,
+            shims: Vec::new(),
+            stale_sockets: Vec::new(),
+            stale_bundles: Vec::new(),
+            installs: Vec::new(),
+            host: HostInfo {
+                selinux: Some("enforcing".into()),
+                kernel: "6".into(),
+                cgroup: "v2".into(),
+                runc_path: Some("/usr/bin/runc".into()),
+                runc_version: None,
+                features: Vec::new(),
+            },
+            findings: Vec::new(),
+            verdict: String::new(),
+            exit_code: 0,
+        }
+    }
+
+    fn daemon(exe_label: &str, shim_label: &str) -> Daemon {
+        let next = |rt: &str| NextShim {
+            runtime: rt.into(),
+            path: Some("/nonexistent/bin/containerd-shim-runc-v2".into()),
+            binary: Some(BinaryKind::Shimgate {
+                version: "1".into(),
+            }),
+            label: Some(shim_label.into()),
+        };
+        Daemon {
+            pid: 7,
+            exe: "/usr/bin/containerd".into(),
+            exe_label: Some(exe_label.into()),
+            version: Some("1.7.27".into()),
+            series: Some("1.7".into()),
+            config_path: None,
+            config_error: None,
+            address: "/run/containerd/containerd.sock".into(),
+            root: "/var/lib/containerd".into(),
+            state: "/run/containerd".into(),
+            config: DaemonConfig::default(),
+            next_shims: vec![next("io.containerd.runc.v1"), next("io.containerd.runc.v2")],
+        }
+    }
+
+    #[test]
+    fn selinux_label_mismatch_is_one_warning_per_file() {
+        let m = Matrix::builtin().unwrap();
+        let exec = "system_u:object_r:container_runtime_exec_t:s0";
+        let r = report(vec![daemon(exec, "system_u:object_r:bin_t:s0")]);
+        let f: Vec<Finding> = judge(&r, &m)
+            .into_iter()
+            .filter(|x| x.id == "selinux-label")
+            .collect();
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert_eq!(f[0].severity, Severity::Warn);
+        assert_eq!(
+            f[0].subject,
+            Subject::file("/nonexistent/bin/containerd-shim-runc-v2")
+        );
+        assert!(f[0]
+            .step
+            .starts_with("semanage fcontext -a -t container_runtime_exec_t "));
+        let r = report(vec![daemon(exec, exec)]);
+        assert!(!judge(&r, &m).iter().any(|x| x.id == "selinux-label"));
+    }
 
     #[test]
     fn ids_are_unique_well_formed_and_documented() {

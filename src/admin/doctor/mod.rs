@@ -41,6 +41,9 @@ pub struct NextShim {
     pub runtime: String,
     pub path: Option<String>,
     pub binary: Option<BinaryKind>,
+    /// The SELinux label of the file it runs (only where SELinux is enabled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 /// A running containerd.
@@ -48,6 +51,9 @@ pub struct NextShim {
 pub struct Daemon {
     pub pid: u32,
     pub exe: String,
+    /// The SELinux label of its executable (only where SELinux is enabled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe_label: Option<String>,
     /// What the daemon answers (`ctr version`), else its executable's `--version`.
     pub version: Option<String>,
     pub series: Option<String>,
@@ -96,6 +102,9 @@ pub struct StaleBundle {
 pub struct HostInfo {
     pub kernel: String,
     pub cgroup: String,
+    /// `enforcing` or `permissive` where SELinux is enabled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selinux: Option<String>,
     pub runc_path: Option<String>,
     pub runc_version: Option<String>,
     pub features: Vec<host::Feature>,
@@ -226,6 +235,7 @@ fn runtime_binary_name(runtime: &str) -> Option<String> {
 }
 
 fn daemon_of(p: &Proc, m: &Matrix) -> Daemon {
+    let selinux = host::selinux_mode().is_some();
     let cwd = host::cwd(p.pid).unwrap_or_else(|| PathBuf::from("/"));
     let config_flag = p.flag(&["config", "c"]);
     let config_path = config_flag
@@ -307,16 +317,21 @@ fn daemon_of(p: &Proc, m: &Matrix) -> Daemon {
                 which_in(&search, &runtime_binary_name(&rt)?)
             };
             let binary = path.as_deref().map(inspect::classify);
+            let label = selinux
+                .then(|| path.as_deref().and_then(host::selinux_label))
+                .flatten();
             Some(NextShim {
                 runtime: rt,
                 path: path.map(|p| p.display().to_string()),
                 binary,
+                label,
             })
         })
         .collect();
     Daemon {
         pid: p.pid,
         exe,
+        exe_label: selinux.then(|| host::selinux_label(&exe_path)).flatten(),
         version,
         series,
         config_path: config_path.map(|c| c.display().to_string()),
@@ -555,6 +570,7 @@ pub fn gather(m: &Matrix, state_dir: &Path) -> Report {
             .map(|o| first_line(&o.stdout))
     });
     let host = HostInfo {
+        selinux: host::selinux_mode(),
         kernel: host::kernel_release(),
         features: host::kernel_features(&cgroup),
         cgroup,
@@ -715,9 +731,13 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(o, "\nhost");
     let _ = writeln!(
         o,
-        "  kernel {}  cgroup {}  runc {}",
+        "  kernel {}  cgroup {}{}  runc {}",
         r.host.kernel,
         r.host.cgroup,
+        r.host
+            .selinux
+            .as_ref()
+            .map_or(String::new(), |m| format!("  SELinux {m}")),
         r.host.runc_version.as_deref().unwrap_or("(not found)")
     );
     for feat in &r.host.features {
@@ -894,6 +914,7 @@ mod tests {
             stale_bundles: Vec::new(),
             installs: Vec::new(),
             host: HostInfo {
+                selinux: None,
                 kernel: "6".into(),
                 cgroup: "v1 (legacy)".into(),
                 runc_path: Some("/usr/sbin/runc".into()),
