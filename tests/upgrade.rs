@@ -602,12 +602,17 @@ fn failed_adoption_rolls_back(rt: Runtime) {
     assert_eq!(out.code, 0, "{}", out.brief());
     assert_eq!(outcomes[0]["to"], NEXT_VERSION);
     assert_eq!(doctor_version(shim), NEXT_VERSION);
-    // It now runs another build than the one containerd would start: doctor says so.
-    let findings = doctor()["findings"].to_string();
+    // It now runs another build than the one containerd would start: doctor says so, about
+    // this shim.
+    let findings = doctor()["findings"].clone();
     assert!(
-        findings.contains(&format!(
-            "pid {shim} runs {NEXT_VERSION}, {THIS_VERSION} installed"
-        )),
+        findings.as_array().unwrap().iter().any(|f| {
+            f["id"] == "shim-outdated"
+                && f["subject"] == serde_json::json!({"kind": "shim", "pid": shim})
+                && f["message"].as_str().unwrap_or("").contains(&format!(
+                    "runs shimgate {NEXT_VERSION}, {THIS_VERSION} is installed"
+                ))
+        }),
         "{findings}"
     );
     echoer.write(b"two\n");
