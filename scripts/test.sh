@@ -86,7 +86,7 @@ if [ -n "$want" ] && [ "$(printf '%s\n%s\n' "$want" "$have" | sort -V | head -n1
 fi
 
 # Build first: a compile error is reported as such, not as failing tests.
-cargo test --no-run
+cargo test --no-run "$@"
 
 mkdir -p target/test-logs
 log=target/test-logs/cargo-test-$(date +%Y%m%d-%H%M%S).log
