@@ -45,7 +45,7 @@ fn next_binary() -> PathBuf {
     .clone()
 }
 
-/// `shimgate upgrade --json` for these shims; the parsed outcomes.
+/// `shimgate upgrade --json` for these shims; the parsed outcomes (one JSON line per shim).
 fn upgrade(pids: &[u32], binary: Option<&Path>, extra: &[&str]) -> (Out, Vec<serde_json::Value>) {
     let mut cmd = Command::new(shimgate_bin());
     cmd.arg("upgrade").arg("--json");
@@ -57,7 +57,11 @@ fn upgrade(pids: &[u32], binary: Option<&Path>, extra: &[&str]) -> (Out, Vec<ser
     }
     cmd.args(extra);
     let out = run_cmd(&mut cmd, None, Duration::from_secs(120));
-    let parsed = serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap_or_default();
+    let parsed: Vec<serde_json::Value> = out
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
     (out, parsed)
 }
 
@@ -628,12 +632,17 @@ fn failed_adoption_rolls_back(rt: Runtime) {
     assert_eq!(out.code, 0, "{}", out.brief());
     assert_eq!(outcomes[0]["to"], NEXT_VERSION);
     assert_eq!(doctor_version(shim), NEXT_VERSION);
-    // It now runs another build than the one containerd would start: doctor says so.
-    let findings = doctor()["findings"].to_string();
+    // It now runs another build than the one containerd would start: doctor says so, about
+    // this shim.
+    let findings = doctor()["findings"].clone();
     assert!(
-        findings.contains(&format!(
-            "pid {shim} runs {NEXT_VERSION}, {THIS_VERSION} installed"
-        )),
+        findings.as_array().unwrap().iter().any(|f| {
+            f["id"] == "shim-outdated"
+                && f["subject"] == serde_json::json!({"kind": "shim", "pid": shim})
+                && f["message"].as_str().unwrap_or("").contains(&format!(
+                    "runs shimgate {NEXT_VERSION}, {THIS_VERSION} is installed"
+                ))
+        }),
         "{findings}"
     );
     echoer.write(b"two\n");
@@ -671,6 +680,7 @@ fn unusable_binaries_are_refused() {
     assert_eq!(out.code, 0, "{}", out.brief());
     assert_eq!(listed.len(), 1, "{}", out.text());
     assert_eq!(listed[0]["from"], THIS_VERSION, "{}", out.text());
+    assert_eq!(listed[0]["result"], "would-upgrade", "{}", out.text());
     assert_eq!(
         listed[0]["containers"],
         serde_json::json!([id]),
@@ -680,7 +690,7 @@ fn unusable_binaries_are_refused() {
     assert_eq!(upgrade(&[1], None, &["--dry-run"]).0.code, 1);
 
     let (out, _) = upgrade(&[shim], Some(Path::new("/bin/true")), &[]);
-    assert_eq!(out.code, 2, "{}", out.brief());
+    assert_eq!(out.code, 3, "refused, nothing changed: {}", out.brief());
     assert!(out.err().contains("not a shimgate"), "{}", out.err());
 
     let future = c.dir.join("future-shimgate");
@@ -694,6 +704,7 @@ fn unusable_binaries_are_refused() {
     assert_eq!(out.code, 1, "{}", out.brief());
     let err = outcomes[0]["error"].as_str().unwrap_or("");
     assert!(err.contains("formats [2]"), "{err}");
+    assert_eq!(outcomes[0]["result"], "failed");
     let e = c.ctr(&["task", "exec", "--exec-id", "e1", &id, "echo", "fine"]);
     assert_eq!((e.code, e.text()), (0, "fine\n".to_string()));
 
@@ -701,6 +712,7 @@ fn unusable_binaries_are_refused() {
     let (out, outcomes) = upgrade(&[shim], None, &[]);
     assert_eq!(out.code, 0, "{}", out.brief());
     assert_eq!(outcomes[0]["to"], THIS_VERSION);
+    assert_eq!(outcomes[0]["result"], "upgraded");
     let e = c.ctr(&["task", "exec", "--exec-id", "e2", &id, "echo", "fine"]);
     assert_eq!((e.code, e.text()), (0, "fine\n".to_string()));
     c.ctr(&["task", "kill", "-s", "SIGKILL", &id]);
