@@ -251,5 +251,7 @@ mod tests {
         assert!(ids("1.6.20").contains(&"criu-path-flag".to_string()));
         assert!(!ids("1.7.0").contains(&"criu-path-flag".to_string()));
         assert!(ids("2.0.0").contains(&"legacy-runtimes-removed".to_string()));
+        assert!(ids("2.3.4").contains(&"runc-v1-not-shipped".to_string()));
+        assert!(!ids("1.7.34").contains(&"runc-v1-not-shipped".to_string()));
     }
 }

@@ -1,5 +1,7 @@
-//! End-to-end scenarios through a real private containerd and real runc, run once per
-//! personality (one suite, parametrised: see `personalities!` at the bottom).
+//! End-to-end scenarios through a real private containerd and real runc, run under every
+//! containerd series (1.6, 1.7, 2.2, 2.3) for every runtime type that series starts (one
+//! suite, parametrised: see `series_matrix!` at the bottom; `ctd23::runcv2::exec` is the exec
+//! scenario on containerd 2.3 with runc.v2).
 
 #[macro_use]
 mod common;
@@ -10,12 +12,13 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn ctd() -> Option<Ctd> {
-    Ctd::start()
+/// A private containerd of series `s` running shimgate.
+fn ctd(s: Series) -> Option<Ctd> {
+    Ctd::start_series(s, Shims::Ours)
 }
 
-fn echo(rt: Runtime) {
-    let Some(c) = ctd() else { return };
+fn echo(s: Series, rt: Runtime) {
+    let Some(c) = ctd(s) else { return };
     let id = c.id("echo");
     let r = c.run(
         rt,
@@ -29,8 +32,8 @@ fn echo(rt: Runtime) {
     c.assert_clean();
 }
 
-fn exit_codes(rt: Runtime) {
-    let Some(c) = ctd() else { return };
+fn exit_codes(s: Series, rt: Runtime) {
+    let Some(c) = ctd(s) else { return };
     for code in [0, 1, 42, 255] {
         let id = c.id("exit");
         let r = c.run(rt, &id, &["--rm"], &["sh", "-c", &format!("exit {code}")]);
@@ -106,8 +109,8 @@ fn kill_case(
     assert_eq!(code, want, "stderr: {e}");
 }
 
-fn signals(rt: Runtime) {
-    let Some(c) = ctd() else { return };
+fn signals(s: Series, rt: Runtime) {
+    let Some(c) = ctd(s) else { return };
     kill_case(&c, rt, &["sleep", "300"], "SIGKILL", false, 137, 1);
     // pid 1 ignores SIGTERM without a handler: install one.
     kill_case(
@@ -132,8 +135,8 @@ fn signals(rt: Runtime) {
     c.assert_clean();
 }
 
-fn exec(rt: Runtime) {
-    let Some(c) = ctd() else { return };
+fn exec(s: Series, rt: Runtime) {
+    let Some(c) = ctd(s) else { return };
     let id = c.id("exec");
     c.run_detached(rt, &id, &[], &["sleep", "300"]);
     let e = c.ctr(&[
@@ -177,8 +180,8 @@ fn exec(rt: Runtime) {
     c.assert_clean();
 }
 
-fn ps(rt: Runtime) {
-    let Some(c) = ctd() else { return };
+fn ps(s: Series, rt: Runtime) {
+    let Some(c) = ctd(s) else { return };
     let id = c.id("ps");
     c.run_detached(rt, &id, &[], &["sh", "-c", "sleep 300 & sleep 301 & wait"]);
     let init = c.tasks()[&id].0;
@@ -204,8 +207,8 @@ fn ps(rt: Runtime) {
     c.assert_clean();
 }
 
-fn pause_resume(rt: Runtime) {
-    let Some(c) = ctd() else { return };
+fn pause_resume(s: Series, rt: Runtime) {
+    let Some(c) = ctd(s) else { return };
     let id = c.id("pause");
     c.run_detached(rt, &id, &[], &["sleep", "300"]);
     assert_eq!(c.ctr(&["task", "pause", &id]).code, 0);
@@ -220,8 +223,8 @@ fn pause_resume(rt: Runtime) {
     c.assert_clean();
 }
 
-fn stdin(rt: Runtime) {
-    let Some(c) = ctd() else { return };
+fn stdin(s: Series, rt: Runtime) {
+    let Some(c) = ctd(s) else { return };
     for payload in [b"data\n".to_vec(), random_bytes(1 << 20)] {
         // Feed only once the task runs: ctr 1.6 installs its CloseIO hook after task create.
         let id = c.id("stdin");
@@ -266,8 +269,8 @@ fn random_bytes(n: usize) -> Vec<u8> {
     v
 }
 
-fn tty(rt: Runtime) {
-    let Some(c) = ctd() else { return };
+fn tty(s: Series, rt: Runtime) {
+    let Some(c) = ctd(s) else { return };
     let id = c.id("tty");
     let args = c.run_args(
         rt,
@@ -311,8 +314,8 @@ fn tty(rt: Runtime) {
     c.assert_clean();
 }
 
-fn large_output(rt: Runtime) {
-    let Some(c) = ctd() else { return };
+fn large_output(s: Series, rt: Runtime) {
+    let Some(c) = ctd(s) else { return };
     let want = std::fs::read_to_string(rootfs().join("data/blob.sha256")).unwrap();
     let id = c.id("large");
     let r = c.run(rt, &id, &["--rm"], &["cat", "/data/blob"]);
@@ -332,8 +335,8 @@ fn large_output(rt: Runtime) {
     c.assert_clean();
 }
 
-fn fast_exits(rt: Runtime) {
-    let Some(c) = ctd() else { return };
+fn fast_exits(s: Series, rt: Runtime) {
+    let Some(c) = ctd(s) else { return };
     for i in 0..20 {
         let id = c.id("fast");
         let r = c.run(rt, &id, &["--rm"], &["echo", "x"]);
@@ -349,8 +352,8 @@ fn fast_exits(rt: Runtime) {
     c.assert_clean();
 }
 
-fn metrics(rt: Runtime) {
-    let Some(c) = ctd() else { return };
+fn metrics(s: Series, rt: Runtime) {
+    let Some(c) = ctd(s) else { return };
     let id = c.id("metrics");
     c.run_detached(rt, &id, &[], &["sleep", "300"]);
     let r = c.ctr(&["task", "metrics", &id]);
@@ -360,8 +363,8 @@ fn metrics(rt: Runtime) {
     c.assert_clean();
 }
 
-fn update(rt: Runtime) {
-    let Some(c) = ctd() else { return };
+fn update(s: Series, rt: Runtime) {
+    let Some(c) = ctd(s) else { return };
     let id = c.id("update");
     c.run_detached(rt, &id, &[], &["sleep", "300"]);
     let pid = c.tasks()[&id].0;
@@ -391,8 +394,8 @@ fn update(rt: Runtime) {
     c.assert_clean();
 }
 
-fn containerd_restart(rt: Runtime) {
-    let Some(mut c) = ctd() else { return };
+fn containerd_restart(s: Series, rt: Runtime) {
+    let Some(mut c) = ctd(s) else { return };
     let id = c.id("restart");
     c.run_detached(rt, &id, &[], &["sleep", "300"]);
     let before = c.shim_pids();
@@ -433,8 +436,8 @@ fn containerd_restart(rt: Runtime) {
     c.assert_clean();
 }
 
-fn shim_sigkill(rt: Runtime) {
-    let Some(c) = ctd() else { return };
+fn shim_sigkill(s: Series, rt: Runtime) {
+    let Some(c) = ctd(s) else { return };
     let id = c.id("shimkill");
     c.run_detached(rt, &id, &[], &["sleep", "300"]);
     let init = c.tasks()[&id].0;
@@ -472,8 +475,8 @@ fn shim_sigkill(rt: Runtime) {
 
 use std::path::PathBuf;
 
-fn parallel(rt: Runtime) {
-    let Some(c) = ctd() else { return };
+fn parallel(s: Series, rt: Runtime) {
+    let Some(c) = ctd(s) else { return };
     let ids: Vec<String> = (0..12).map(|_| c.id("par")).collect();
     let results: Vec<(String, Out)> = std::thread::scope(|s| {
         let hs: Vec<_> = ids
@@ -500,8 +503,8 @@ fn parallel(rt: Runtime) {
     c.assert_clean();
 }
 
-fn grouping(rt: Runtime) {
-    let Some(c) = ctd() else { return };
+fn grouping(s: Series, rt: Runtime) {
+    let Some(c) = ctd(s) else { return };
     let group = c.id("grp");
     let before = c.shim_pids();
     let mut ids = Vec::new();
@@ -550,8 +553,8 @@ fn grouping(rt: Runtime) {
     c.assert_clean();
 }
 
-fn checkpoint(rt: Runtime) {
-    let Some(c) = ctd() else { return };
+fn checkpoint(s: Series, rt: Runtime) {
+    let Some(c) = ctd(s) else { return };
     let id = c.id("ckpt");
     c.run_detached(rt, &id, &[], &["sh", "-c", "while true; do sleep 1; done"]);
     let r = c.ctr(&["task", "checkpoint", &id]);
@@ -573,8 +576,8 @@ fn checkpoint(rt: Runtime) {
 /// lifecycle order, whoever publishes them. A task API shim publishes every task event itself;
 /// with the legacy runtime containerd publishes all but the exits, so a v1 shim that published
 /// more would show up here as duplicates (and nobody publishes `/tasks/exec-added` for v1).
-fn events(rt: Runtime) {
-    let Some(c) = ctd() else { return };
+fn events(s: Series, rt: Runtime) {
+    let Some(c) = ctd(s) else { return };
     let ev = Events::watch(&c);
     let id = c.id("events");
     c.run_detached(rt, &id, &[], &["sleep", "300"]);
@@ -627,8 +630,8 @@ fn events(rt: Runtime) {
     c.assert_clean();
 }
 
-fn log_file_uri(rt: Runtime) {
-    let Some(c) = ctd() else { return };
+fn log_file_uri(s: Series, rt: Runtime) {
+    let Some(c) = ctd(s) else { return };
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("sub/dir/log.txt");
     let id = c.id("filelog");
@@ -648,8 +651,8 @@ fn log_file_uri(rt: Runtime) {
     c.assert_clean();
 }
 
-fn log_binary_uri(rt: Runtime) {
-    let Some(c) = ctd() else { return };
+fn log_binary_uri(s: Series, rt: Runtime) {
+    let Some(c) = ctd(s) else { return };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display().to_string();
     // A logger as containerd documents them: fd 3 stdout, fd 4 stderr, closing fd 5 = ready.
@@ -717,8 +720,8 @@ fn log_binary_uri(rt: Runtime) {
     c.assert_clean();
 }
 
-fn oom(rt: Runtime) {
-    let Some(c) = ctd() else { return };
+fn oom(s: Series, rt: Runtime) {
+    let Some(c) = ctd(s) else { return };
     let ev = Events::watch(&c);
     let id = c.id("oom");
     // tail keeps everything from a newline-free stream in memory: it is OOM-killed.
@@ -755,7 +758,7 @@ fn oom(rt: Runtime) {
     c.assert_clean();
 }
 
-personalities!(
+series_matrix!(
     echo,
     exit_codes,
     signals,

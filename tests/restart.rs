@@ -216,7 +216,7 @@ fn restart_during_delete(rt: Runtime) {
     // task. It reads as stopped with its real status, and removing it completes the cleanup.
     let t = c.tasks();
     assert!(
-        t.get(&id).map_or(true, |x| x.1 == "STOPPED"),
+        t.get(&id).is_none_or(|x| x.1 == "STOPPED"),
         "after restart: {t:?}"
     );
     if t.contains_key(&id) {

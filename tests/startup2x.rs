@@ -1,11 +1,17 @@
-//! containerd 2.x start-up exchanges, spoken to the binary directly (no containerd 2.x is
-//! installed here, so the test plays containerd): `start` with 2.3+'s BootstrapParams on stdin
-//! (socket in its socket_dir, BootstrapResult on stdout), `start` with a plain options Any (the
-//! plain address, as for 1.x and 2.0-2.2), `-info` (RuntimeInfo), and pod containers attached
-//! to a running group shim with `Create` alone, over task API v3, as 2.x CRI does.
+//! containerd 2.x start-up, through the real daemons (containerd 2.2.7 and 2.3.4 from the
+//! peers, next to their Go runc.v2 shim in the same run): 2.3's `BootstrapParams` exchange
+//! (socket in the configured socket_dir, a version 3 ttrpc bootstrap, runc.v1 still started
+//! the old way) and `-info` as containerd's introspection runs it (`ctr plugins
+//! inspect-runtime`). Pod containers attached to a running shim without `start` (2.3 CRI) are
+//! proven in tests/cri.rs.
+//!
+//! One exchange stays spoken to the binary directly, because containerd accepts either answer
+//! and so cannot show which one it got: after `BootstrapParams`, `start` prints a protobuf
+//! `BootstrapResult`, not the JSON form.
 //!
 //! Needs root, runc and /bin/busybox (fails loudly without them unless
-//! `SHIMGATE_SKIP_INTEGRATION=1`).
+//! `SHIMGATE_SKIP_INTEGRATION=1`); the containerd tests skip without the peers (see
+//! tests/common/peers.rs).
 
 mod common;
 
@@ -17,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use protobuf::Message;
 use shimgate::protos::bootstrap::{BootstrapParams, BootstrapResult, Extension};
-use shimgate::protos::introspection::RuntimeInfo;
 use shimgate::protos::runc_options::Options;
 use shimgate::protos::task::*;
 
@@ -260,17 +265,11 @@ fn bootstrap_params(s: &Scratch, id: &str, socket_dir: &Path) -> Vec<u8> {
     .unwrap()
 }
 
-fn create(s: &Scratch, id: &str, bundle: &Path) -> CreateTaskRequest {
-    CreateTaskRequest {
-        id: id.into(),
-        bundle: bundle.display().to_string(),
-        options: Some(shimgate::protos::any_bare(&s.options()).unwrap()).into(),
-        ..Default::default()
-    }
-}
-
+/// After `BootstrapParams` (containerd 2.3+), `start` answers with a protobuf
+/// `BootstrapResult` (version 3, ttrpc) naming a socket in `socket_dir`, writes `address` and
+/// the `s` link, and the daemon it started serves there until `Shutdown`.
 #[test]
-fn start_with_bootstrap_params_and_pod_containers_without_start() {
+fn start_with_bootstrap_params_prints_a_bootstrap_result() {
     if !prerequisites() {
         return;
     }
@@ -283,8 +282,6 @@ fn start_with_bootstrap_params_and_pod_containers_without_start() {
         &bootstrap_params(&s, "sandbox", &socket_dir),
     );
     assert_eq!(code, 0, "{}", String::from_utf8_lossy(&out));
-
-    // containerd 2.3 announced itself: the answer is a BootstrapResult (v3, ttrpc).
     let want_socket = socket_dir.join(sha256_hex(&format!("{}/{}/sandbox", s.address, s.ns)));
     let want_address = format!("unix://{}", want_socket.display());
     let r = BootstrapResult::parse_from_bytes(&out).expect("stdout is a BootstrapResult");
@@ -300,7 +297,6 @@ fn start_with_bootstrap_params_and_pod_containers_without_start() {
     assert_eq!(std::fs::read_link(sandbox.join("s")).unwrap(), socket_dir);
     let daemon = *s.daemons.first().expect("a daemon serves the sandbox");
 
-    // containerd opens one connection per container; Connect over v3.
     let mut sb = Client::connect(&want_socket);
     let c: ConnectResponse = sb.ok(
         "Connect",
@@ -310,83 +306,6 @@ fn start_with_bootstrap_params_and_pod_containers_without_start() {
         },
     );
     assert_eq!(c.shim_pid, daemon);
-    let _: CreateTaskResponse = sb.ok("Create", &create(&s, "sandbox", &sandbox));
-    let _: StartResponse = sb.ok(
-        "Start",
-        &StartRequest {
-            id: "sandbox".into(),
-            ..Default::default()
-        },
-    );
-
-    // A pod container: 2.x CRI copies the sandbox's bootstrap into the new bundle and sends
-    // Create to the running shim, on a new connection, with no `start` run for it.
-    let app = s.bundle("app", Some("sandbox"));
-    std::fs::copy(sandbox.join("address"), app.join("address")).unwrap();
-    let mut ac = Client::connect(&want_socket);
-    let created: CreateTaskResponse = ac.ok("Create", &create(&s, "app", &app));
-    assert!(created.pid > 0);
-    let _: StartResponse = ac.ok(
-        "Start",
-        &StartRequest {
-            id: "app".into(),
-            ..Default::default()
-        },
-    );
-    for id in ["sandbox", "app"] {
-        let st: StateResponse = ac.ok(
-            "State",
-            &StateRequest {
-                id: id.into(),
-                ..Default::default()
-            },
-        );
-        assert_eq!(st.status.value(), 2, "{id} RUNNING: {st:?}");
-        // Each container's files live in its own bundle.
-        let bundle = s.bundle_path(id);
-        assert_eq!(
-            std::fs::read_to_string(bundle.join("init.pid")).unwrap(),
-            st.pid.to_string()
-        );
-        assert!(bundle.join("options.json").exists());
-    }
-    let pids: PidsResponse = ac.ok(
-        "Pids",
-        &PidsRequest {
-            id: "app".into(),
-            ..Default::default()
-        },
-    );
-    assert_eq!(pids.processes.len(), 1);
-    assert_eq!(find_daemon("app"), None, "no second daemon");
-
-    // Tear down as containerd would: kill, wait, delete each; then Shutdown ends the shim.
-    for (client, id) in [(&mut ac, "app"), (&mut sb, "sandbox")] {
-        let _: shimgate::protos::Empty = client.ok(
-            "Kill",
-            &KillRequest {
-                id: id.into(),
-                signal: 9,
-                all: true,
-                ..Default::default()
-            },
-        );
-        let w: WaitResponse = client.ok(
-            "Wait",
-            &WaitRequest {
-                id: id.into(),
-                ..Default::default()
-            },
-        );
-        assert_eq!(w.exit_status, 137, "{id}");
-        let _: DeleteResponse = client.ok(
-            "Delete",
-            &DeleteRequest {
-                id: id.into(),
-                ..Default::default()
-            },
-        );
-    }
     let _: shimgate::protos::Empty = sb.ok(
         "Shutdown",
         &ShutdownRequest {
@@ -408,93 +327,135 @@ fn start_with_bootstrap_params_and_pod_containers_without_start() {
     assert!(!want_socket.exists(), "socket removed at exit");
 }
 
-#[test]
-fn start_with_a_plain_options_any_prints_the_plain_address() {
-    if !prerequisites() {
-        return;
-    }
-    let mut s = Scratch::new();
-    let b = s.bundle("plain", None);
-    let any = shimgate::protos::any_bare(&s.options())
-        .unwrap()
-        .write_to_bytes()
-        .unwrap();
-    let (code, out) = s.start("plain", &b, &any);
-    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&out));
-    // Exactly the address, as 1.x and 2.0-2.2 expect (they do not announce a version).
-    let want = format!(
-        "unix:///run/containerd/s/{}",
-        sha256_hex(&format!("{}/{}/plain", s.address, s.ns))
-    );
-    assert_eq!(String::from_utf8_lossy(&out), want);
-    assert!(
-        !b.join("s").exists(),
-        "no socket_dir link without BootstrapParams"
-    );
-    let path = want.strip_prefix("unix://").unwrap();
-    let mut c = Client::connect(Path::new(path));
-    let r: ConnectResponse = c.ok(
-        "Connect",
-        &ConnectRequest {
-            id: "plain".into(),
-            ..Default::default()
-        },
-    );
-    assert_eq!(Some(r.shim_pid), s.daemons.first().copied());
-    drop(c);
-    drop(s);
-    let _ = std::fs::remove_file(path);
+/// What a containerd 2.3 start-up left in the bundle of `id`: bootstrap.json (containerd's
+/// record of the shim's answer), the `s` link, and the `address` file if any (the Go shim of
+/// 2.3 no longer writes it; shimgate still does, which 2.3 ignores when bootstrap.json exists).
+fn startup_artefacts(
+    c: &common::Ctd,
+    id: &str,
+) -> (serde_json::Value, Option<PathBuf>, Option<String>) {
+    let b = c.bundle(id);
+    let boot = std::fs::read(b.join("bootstrap.json"))
+        .ok()
+        .and_then(|j| serde_json::from_slice(&j).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let link = std::fs::read_link(b.join("s")).ok();
+    let address = std::fs::read_to_string(b.join("address")).ok();
+    (boot, link, address)
 }
 
+/// The real exchange through containerd 2.3.4 (the proof for the start-up above): with a
+/// private `socket_dir` configured (a setting only `BootstrapParams` carries to the shim), a
+/// runc.v2 container's shim listens in that directory, containerd records a version 3 ttrpc
+/// bootstrap (task API v3, as with the Go shim of 2.3) and serves the task through it; runc.v1
+/// is still started the old way (options Any on stdin, plain address, version 2 in
+/// /run/containerd/s). The 2.3.4 Go runc.v2 shim is held to the same in the same run.
 #[test]
-fn info_prints_runtime_info() {
-    if !prerequisites() {
-        return;
+fn containerd_2_3_bootstrap_params_exchange() {
+    for shims in [common::Shims::Go, common::Shims::Ours] {
+        let mut o = common::CtdOpts::new(common::Series::V2_3, shims);
+        o.socket_dir = Some("s".into());
+        let Some(c) = common::Ctd::start_opts(o) else {
+            return;
+        };
+        let socket_dir = c.dir.join("s");
+        let key = |id: &str| sha256_hex(&format!("{}/{}/{id}", c.addr.display(), c.ns));
+
+        let id = c.id("boot");
+        c.run_detached(common::RUNC_V2, &id, &[], &["sleep", "300"]);
+        let (boot, link, address) = startup_artefacts(&c, &id);
+        let want = format!("unix://{}/{}", socket_dir.display(), key(&id));
+        assert_eq!(
+            (
+                &boot["version"],
+                &boot["protocol"],
+                boot["address"].as_str()
+            ),
+            (&3.into(), &"ttrpc".into(), Some(want.as_str())),
+            "{shims:?}: bootstrap.json {boot} (socket in the configured socket_dir)"
+        );
+        assert!(socket_dir.join(key(&id)).exists(), "{shims:?}: {want}");
+        assert_eq!(
+            link.as_deref(),
+            Some(socket_dir.as_path()),
+            "{shims:?}: bundle/s"
+        );
+        if let Some(a) = address {
+            assert_eq!(a, want, "{shims:?}: address file");
+        }
+        let e = c.ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            "b1",
+            &id,
+            "sh",
+            "-c",
+            "echo v3; exit 2",
+        ]);
+        assert_eq!(
+            (e.code, e.text().as_str()),
+            (2, "v3\n"),
+            "{shims:?}: {}",
+            e.brief()
+        );
+
+        if shims == common::Shims::Ours {
+            // runc.v1 (2.3 hands it the options Any, not BootstrapParams): the old form.
+            let v1 = c.id("bootv1");
+            c.run_detached(common::RUNC_V1, &v1, &[], &["sleep", "300"]);
+            let (boot, link, address) = startup_artefacts(&c, &v1);
+            let want = format!("unix:///run/containerd/s/{}", key(&v1));
+            assert_eq!(
+                (&boot["version"], boot["address"].as_str()),
+                (&2.into(), Some(want.as_str())),
+                "{boot}"
+            );
+            assert_eq!(address.as_deref(), Some(want.as_str()));
+            assert!(link.is_none(), "{link:?}");
+        }
+        c.assert_clean();
+        let left: Vec<_> = std::fs::read_dir(&socket_dir)
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(
+            left.is_empty(),
+            "{shims:?}: sockets left in socket_dir: {left:?}"
+        );
     }
-    let s = Scratch::new();
-    let opts = Options {
-        binary_name: "runc".into(),
-        ..Default::default()
-    };
-    // containerd 2.x may send a prefixed type URL; the echo is re-marshalled bare, as Go does.
-    let any = shimgate::protos::Any {
-        type_url: "type.googleapis.com/containerd.runc.v1.Options".into(),
-        value: opts.write_to_bytes().unwrap(),
-        ..Default::default()
-    };
-    let mut c = Command::new(&s.shim)
-        .arg("-info")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin
-        .take()
-        .unwrap()
-        .write_all(&any.write_to_bytes().unwrap())
-        .unwrap();
-    let out = c.wait_with_output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    assert!(
-        out.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let info = RuntimeInfo::parse_from_bytes(&out.stdout).unwrap();
-    assert_eq!(info.name, "io.containerd.runc.v2");
-    assert_eq!(info.version.version, env!("CARGO_PKG_VERSION"));
-    assert_eq!(info.options.type_url, "containerd.runc.v1.Options");
-    assert_eq!(
-        Options::parse_from_bytes(&info.options.value)
-            .unwrap()
-            .binary_name,
-        "runc"
-    );
-    assert_eq!(
-        info.features.type_url,
-        "types.containerd.io/opencontainers/runtime-spec/1/features/Features"
-    );
-    let features: serde_json::Value = serde_json::from_slice(&info.features.value).unwrap();
-    assert!(features["ociVersionMax"].is_string(), "{features}");
+}
+
+/// `RuntimeInfo` for `ctr plugins inspect-runtime` (containerd 2.x runs `<shim> -info` with the
+/// runtime options on stdin; 2.3 also runs it on task create for runtimes other than runc.v2):
+/// the same name, echoed options and runtime features as the Go shim of that series, with
+/// shimgate's own version. runc.v1 (not shipped by 2.x) answers under its own name.
+#[test]
+fn runtime_info_through_containerd_2x() {
+    for s in [common::Series::V2_2, common::Series::V2_3] {
+        let mut infos = Vec::new();
+        for shims in [common::Shims::Go, common::Shims::Ours] {
+            let Some(c) = common::Ctd::start_series(s, shims) else {
+                return;
+            };
+            let info = |rt: &str, extra: &[&str]| -> serde_json::Value {
+                let mut a = vec!["plugins", "inspect-runtime", "--runtime", rt];
+                a.extend_from_slice(extra);
+                let r = c.ctr(&a);
+                assert_eq!(r.code, 0, "{s} {shims:?} {rt}: {}", r.brief());
+                serde_json::from_str(&r.text()).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
+            };
+            infos.push(info("io.containerd.runc.v2", &["--runc-binary", "runc"]));
+            if shims == common::Shims::Ours {
+                let v1 = info("io.containerd.runc.v1", &[]);
+                assert_eq!(v1["Name"], "io.containerd.runc.v1", "{v1}");
+                assert_eq!(v1["Version"]["Version"], env!("CARGO_PKG_VERSION"), "{v1}");
+            }
+        }
+        let (go, ours) = (&infos[0], &infos[1]);
+        for key in ["Name", "Options", "Features"] {
+            assert_eq!(ours[key], go[key], "{s}: {key}\nGo: {go}\nshimgate: {ours}");
+        }
+        assert_eq!(ours["Version"]["Version"], env!("CARGO_PKG_VERSION"));
+        assert!(ours["Features"]["ociVersionMax"].is_string(), "{ours}");
+    }
 }

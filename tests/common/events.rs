@@ -66,7 +66,7 @@ impl Events {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !seen.lock().unwrap().contains("/probe") {
             let _ = run_cmd(
-                Command::new("containerd")
+                Command::new(c.containerd_bin())
                     .arg("--address")
                     .arg(&c.addr)
                     .args(["publish", "--topic", "/probe", "--namespace", &c.ns]),

@@ -23,10 +23,45 @@ macro_rules! personalities {
     };
 }
 
+/// `series_matrix!(a, b)` makes a test module per containerd series (`ctd16`, `ctd17`,
+/// `ctd22`, `ctd23`), each with a module per runtime type that series starts (`runcv1`,
+/// `runcv2`, and `v1linux` on 1.x) holding tests `a` and `b` that call
+/// `super::super::a(series, runtime)`. One scenario body, run per series x runtime:
+/// `cargo test --test containerd ctd23::` runs everything on 2.3.
+#[allow(unused_macros)]
+macro_rules! series_matrix {
+    ($($scenario:ident),* $(,)?) => {
+        series_matrix!(@series ctd16, V1_6, [runcv1 RUNC_V1, runcv2 RUNC_V2, v1linux V1_LINUX], [$($scenario),*]);
+        series_matrix!(@series ctd17, V1_7, [runcv1 RUNC_V1, runcv2 RUNC_V2, v1linux V1_LINUX], [$($scenario),*]);
+        series_matrix!(@series ctd22, V2_2, [runcv1 RUNC_V1, runcv2 RUNC_V2], [$($scenario),*]);
+        series_matrix!(@series ctd23, V2_3, [runcv1 RUNC_V1, runcv2 RUNC_V2], [$($scenario),*]);
+    };
+    (@series $m:ident, $s:ident, [$($rm:ident $rt:ident),*], $scenarios:tt) => {
+        mod $m {
+            $( series_matrix!(@runtime $rm, $s, $rt, $scenarios); )*
+        }
+    };
+    (@runtime $rm:ident, $s:ident, $rt:ident, [$($scenario:ident),*]) => {
+        mod $rm {
+            $(
+                #[test]
+                fn $scenario() {
+                    super::super::$scenario(crate::common::Series::$s, crate::common::$rt)
+                }
+            )*
+        }
+    };
+}
+
 pub mod events;
 pub mod grpc;
+pub mod peers;
 pub mod pty;
 pub mod raw_ttrpc;
+pub mod series;
+
+#[allow(unused_imports)]
+pub use series::{ConfigParams, CriConfig, CtdOpts, Series};
 
 #[allow(unused_imports)]
 pub use pty::pty_run;
@@ -344,6 +379,12 @@ pub struct Ctd {
     pub addr: PathBuf,
     pub ns: String,
     pub shims: PathBuf,
+    pub series: Series,
+    /// The namespace is shared with other daemons (CRI's `k8s.io`): cleanup and leak checks
+    /// cover only this daemon's containers.
+    shared_ns: bool,
+    containerd_bin: PathBuf,
+    ctr_bin: PathBuf,
     proc: Option<Child>,
     ids: Mutex<HashSet<String>>,
     env: Vec<(String, String)>,
@@ -381,9 +422,22 @@ impl Ctd {
 
     /// As [`Ctd::start_with`], with extra environment for containerd (and so its shims).
     pub fn start_env(which: Shims, env: &[(&str, &str)]) -> Option<Ctd> {
+        let mut o = CtdOpts::new(Series::V1_6, which);
+        o.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::start_opts(o)
+    }
+
+    /// A private containerd as `o` says (series, shims, environment, CRI).
+    pub fn start_opts(o: CtdOpts) -> Option<Ctd> {
         if !prerequisites() {
             return None;
         }
+        let containerd_bin = o.series.containerd()?;
+        let ctr_bin = o.series.ctr()?;
+        let targets = Self::shim_targets(o.series, o.shims)?;
         reap_orphans();
         keep_reaping();
         let tmp = tempfile::Builder::new()
@@ -393,59 +447,61 @@ impl Ctd {
         let dir = tmp.path().to_path_buf();
         let shims = dir.join("bin");
         std::fs::create_dir_all(&shims).unwrap();
-        for n in [
-            "containerd-shim",
-            "containerd-shim-runc-v1",
-            "containerd-shim-runc-v2",
-        ] {
-            let target = match which {
-                Shims::Ours => shimgate_bin(),
-                Shims::Go => go_shim(n)?,
-            };
+        for (n, target) in targets {
             symlink(target, shims.join(n)).unwrap();
         }
         std::fs::create_dir_all(dir.join("fifo")).unwrap();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let ns = format!("sgt{}x{n}", std::process::id());
+        // CRI works in its own namespace, which every CRI daemon on the machine shares: such a
+        // daemon's cleanup touches only its own containers (see `shared_ns`).
+        let ns = if o.cri.is_some() {
+            "k8s.io".to_string()
+        } else {
+            format!("sgt{}x{n}", std::process::id())
+        };
         let addr = dir.join("c.sock");
-        let cfg = dir.join("containerd.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{a}"
-[ttrpc]
-  address = "{a}.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
-[plugins."io.containerd.runtime.v1.linux"]
-  shim = "{s}/containerd-shim"
-  runtime = "runc"
-"#,
-                d = dir.display(),
-                a = addr.display(),
-                s = shims.display()
-            ),
-        )
-        .unwrap();
+        let socket_dir = o.socket_dir.as_ref().map(|s| dir.join(s));
+        if o.cri.is_some() {
+            for d in ["cni/bin", "cni/conf"] {
+                std::fs::create_dir_all(dir.join(d)).unwrap();
+            }
+        }
+        let cfg = o.series.config(&ConfigParams {
+            dir: &dir,
+            addr: &addr,
+            shims: &shims,
+            cri: o.cri.as_ref(),
+            socket_dir,
+        });
+        std::fs::write(dir.join("containerd.toml"), cfg).unwrap();
         let mut c = Ctd {
             dir,
             addr,
+            shared_ns: o.cri.is_some(),
             ns,
             shims,
+            series: o.series,
+            containerd_bin,
+            ctr_bin,
             proc: None,
             ids: Mutex::new(HashSet::new()),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            env: o.env,
             _tmp: tmp,
         };
         c.launch();
+        // The daemon is the series asked for (not whatever `containerd` PATH finds).
+        let v = c.ctr(&["version"]).text();
+        let server = v.split("Server:").nth(1).unwrap_or_default();
+        assert!(
+            server
+                .lines()
+                .any(|l| l.trim().strip_prefix("Version:").is_some_and(|x| x
+                    .trim()
+                    .trim_start_matches('v')
+                    .starts_with(o.series.version()))),
+            "containerd {} expected, `ctr version` says:\n{v}",
+            o.series
+        );
         Some(c)
     }
 
@@ -461,7 +517,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
         );
         let child = spawn(
-            Command::new("containerd")
+            Command::new(&self.containerd_bin)
                 .arg("--config")
                 .arg(self.dir.join("containerd.toml"))
                 .env("PATH", path)
@@ -506,10 +562,18 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         }
     }
 
+    /// This series' `ctr` for our address and namespace (ctr 2.x's deprecation warnings off:
+    /// stderr carries only what the container wrote).
     pub fn ctr_cmd(&self) -> Command {
-        let mut c = Command::new("ctr");
+        let mut c = Command::new(&self.ctr_bin);
         c.arg("-a").arg(&self.addr).arg("-n").arg(&self.ns);
+        c.env("CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS", "1");
         c
+    }
+
+    /// This series' `containerd` binary (for `containerd publish` and the like).
+    pub fn containerd_bin(&self) -> &Path {
+        &self.containerd_bin
     }
 
     pub fn ctr(&self, args: &[&str]) -> Out {
@@ -694,10 +758,12 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         ))
     }
 
-    /// runc state dirs and bundles left in our namespace.
+    /// runc state dirs and bundles left in our namespace (of our containers only, when the
+    /// namespace is shared).
     pub fn residue(&self) -> Vec<String> {
         let mut res = Vec::new();
-        for d in [
+        let ids = self.ids.lock().unwrap().clone();
+        for (i, d) in [
             PathBuf::from("/run/containerd/runc").join(&self.ns),
             self.dir
                 .join("state/io.containerd.runtime.v2.task")
@@ -705,9 +771,19 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             self.dir
                 .join("state/io.containerd.runtime.v1.linux")
                 .join(&self.ns),
-        ] {
-            if let Ok(rd) = std::fs::read_dir(&d) {
-                res.extend(rd.flatten().map(|e| e.path().display().to_string()));
+        ]
+        .iter()
+        .enumerate()
+        {
+            if let Ok(rd) = std::fs::read_dir(d) {
+                res.extend(
+                    rd.flatten()
+                        .filter(|e| {
+                            !(i == 0 && self.shared_ns)
+                                || ids.contains(e.file_name().to_string_lossy().as_ref())
+                        })
+                        .map(|e| e.path().display().to_string()),
+                );
             }
         }
         res
@@ -717,6 +793,12 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     /// itself within `grace` (shims still alive, runc state, bundles).
     pub fn cleanup(&self, grace: Duration) -> Vec<String> {
         if self.proc.is_some() {
+            // Remember every container this daemon has (CRI's too) for the scoped checks.
+            let listed = self.ctr(&["c", "ls", "-q"]).text();
+            self.ids
+                .lock()
+                .unwrap()
+                .extend(listed.split_whitespace().map(String::from));
             for (id, (_, st)) in self.tasks() {
                 if st != "STOPPED" {
                     self.ctr(&["task", "kill", "-s", "SIGKILL", &id]);
@@ -775,8 +857,12 @@ impl Drop for Ctd {
             let _ = std::fs::remove_file(self.socket_for(id));
         }
         let runc_root = PathBuf::from("/run/containerd/runc").join(&self.ns);
+        let ids = self.ids.lock().unwrap().clone();
         if let Ok(rd) = std::fs::read_dir(&runc_root) {
             for e in rd.flatten() {
+                if self.shared_ns && !ids.contains(e.file_name().to_string_lossy().as_ref()) {
+                    continue;
+                }
                 let _ = run_cmd(
                     Command::new("runc")
                         .arg("--root")
@@ -788,10 +874,13 @@ impl Drop for Ctd {
                 );
             }
         }
-        let _ = std::fs::remove_dir(&runc_root);
-        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
-            for e in rd.flatten() {
-                let _ = std::fs::remove_dir(e.path().join(&self.ns));
+        // A shared namespace's directories belong to every daemon using it.
+        if !self.shared_ns {
+            let _ = std::fs::remove_dir(&runc_root);
+            if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+                for e in rd.flatten() {
+                    let _ = std::fs::remove_dir(e.path().join(&self.ns));
+                }
             }
         }
         if let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") {

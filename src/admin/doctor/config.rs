@@ -1,4 +1,4 @@
-//! The parts of a containerd config (`config.toml`, schema versions 1, 2 and 3) the doctor
+//! The parts of a containerd config (`config.toml`, schema versions 1 to 4) the doctor
 //! needs: where the daemon keeps state and listens, and which runtime types it is set up to
 //! use. Read with the `toml` crate into a generic value and walked, so unknown sections (and
 //! the plugin renames between schema versions) cost nothing.
@@ -89,7 +89,10 @@ pub fn parse(text: &str) -> Result<DaemonConfig, String> {
         version: v.get("version").and_then(Value::as_integer),
         root: str_at(&v, &["root"]).map(str::to_string),
         state: str_at(&v, &["state"]).map(str::to_string),
-        address: str_at(&v, &["grpc", "address"]).map(str::to_string),
+        // Version 4 (containerd 2.3+) moved `[grpc]` into the grpc server plugin.
+        address: str_at(&v, &["grpc", "address"])
+            .or_else(|| str_at(&v, &["plugins", "io.containerd.server.v1.grpc", "address"]))
+            .map(str::to_string),
         disabled_plugins: v
             .get("disabled_plugins")
             .and_then(Value::as_array)
@@ -161,7 +164,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     }
 
     #[test]
-    fn schema_1_and_3() {
+    fn schema_1_3_and_4() {
         let c = parse(
             r#"[plugins.cri.containerd.default_runtime]
   runtime_type = "io.containerd.runtime.v1.linux"
@@ -183,6 +186,18 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         .unwrap();
         assert_eq!(c.version, Some(3));
         assert_eq!(c.runtime_types(), ["io.containerd.runc.v2"]);
+        let c = parse(
+            r#"version = 4
+root = '/r'
+[plugins.'io.containerd.server.v1.grpc']
+  address = '/s/c.sock'
+[plugins.'io.containerd.server.v1.ttrpc']
+  address = '/s/c.sock.ttrpc'
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.version, Some(4));
+        assert_eq!(c.address.as_deref(), Some("/s/c.sock"));
         assert!(parse("not [ toml").is_err());
         assert!(parse("").unwrap().runtimes.is_empty());
     }
