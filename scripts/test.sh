@@ -55,6 +55,7 @@ if [ -n "$deps" ]; then
   need_pkg gcc command -v cc
   need_pkg libc6-dev test -e /usr/include/stdio.h
   need_pkg ca-certificates test -e /etc/ssl/certs/ca-certificates.crt
+  need_pkg python3-minimal test -x /usr/bin/python3
   install_needed
   echo "scripts/test.sh: every package the tests need is installed"
 fi

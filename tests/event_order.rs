@@ -14,8 +14,10 @@ use common::*;
 /// Three `ctr run --rm sh -c 'exit 3'` in a row; for each, the exit (status 3) comes before
 /// the delete in containerd's stream. An exec's exit likewise precedes the answer to its
 /// Delete: `ctr task exec` (Wait, then Delete) returns only after the exit event is out.
-fn exit_before_delete(rt: Runtime) {
-    let Some(c) = Ctd::start() else { return };
+fn exit_before_delete(s: Series, rt: Runtime) {
+    let Some(c) = Ctd::start_series(s, Shims::Ours) else {
+        return;
+    };
     let events = Events::watch(&c);
     for _ in 0..3 {
         let id = c.id("order");
@@ -104,4 +106,4 @@ fn stamped(e: &Ev) -> SystemTime {
     UNIX_EPOCH + Duration::new(secs as u64, nanos as u32)
 }
 
-personalities!(exit_before_delete);
+series_matrix!(exit_before_delete);

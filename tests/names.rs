@@ -26,8 +26,10 @@ fn own_pid_files(bundle: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-fn exec_ids_leave_the_containers_own_files_alone(rt: Runtime) {
-    let Some(c) = Ctd::start() else { return };
+fn exec_ids_leave_the_containers_own_files_alone(s: Series, rt: Runtime) {
+    let Some(c) = Ctd::start_series(s, Shims::Ours) else {
+        return;
+    };
     let id = c.id("names");
     c.run_detached(rt, &id, &[], &["sleep", "600"]);
     let bundle = if rt == V1_LINUX {
@@ -89,7 +91,7 @@ fn exec_ids_leave_the_containers_own_files_alone(rt: Runtime) {
     c.assert_clean();
 }
 
-personalities!(exec_ids_leave_the_containers_own_files_alone);
+series_matrix!(exec_ids_leave_the_containers_own_files_alone);
 
 /// The socket a runc.v2 shim of `group` listens on, as the Go shim names it.
 fn socket_of(c: &Ctd, group: &str) -> PathBuf {
