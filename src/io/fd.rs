@@ -318,6 +318,16 @@ impl Mover {
         &mut self.buf
     }
 
+    /// Read one chunk into the buffer: waiting for data, or (drain mode) only what is there.
+    async fn read_chunk(&mut self, src: &PollFd, wait_for_data: bool) -> io::Result<usize> {
+        let buf = self.buffer();
+        if wait_for_data {
+            src.read(buf).await
+        } else {
+            src.try_read(buf)
+        }
+    }
+
     /// Write what is pending, recording progress after every write.
     async fn flush(&mut self, sink: &Sink) -> io::Result<()> {
         while self.start < self.end {
@@ -460,13 +470,7 @@ impl Mover {
                     },
                 }
             }
-            let r = if wait_for_data {
-                let buf = self.buffer();
-                src.read(buf).await
-            } else {
-                let buf = self.buffer();
-                src.try_read(buf)
-            };
+            let r = self.read_chunk(src, wait_for_data).await;
             match r {
                 Ok(0) => return Ok(Moved::Eof),
                 Ok(n) => {
@@ -552,13 +556,7 @@ impl Mover {
                     }
                 }
             }
-            let r = if wait_for_data {
-                let buf = self.buffer();
-                src.read(buf).await
-            } else {
-                let buf = self.buffer();
-                src.try_read(buf)
-            };
+            let r = self.read_chunk(src, wait_for_data).await;
             let n = match r {
                 Ok(0) => return Ok(Moved::Eof),
                 Ok(n) => n,

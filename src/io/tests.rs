@@ -63,11 +63,12 @@ impl Consumer {
     }
 }
 
-/// Run a pump from a fresh pipe into `target`, feeding `data` from a thread.
-fn pump_through(target: &Path, data: Vec<u8>) {
+/// Pump a fresh pipe into the output target `target` (`create`: as `file://`), feeding
+/// `data` from a thread; returns once the pump ended, with what the writer's `write_all` said.
+fn pump_through_target(target: &Path, create: bool, data: Vec<u8>) -> std::io::Result<()> {
     rt().block_on(async {
-        let sink =
-            sink(open_output(target, false, &mut None, &Opening::default()).unwrap()).unwrap();
+        let opened = open_output(target, create, &mut None, &Opening::default());
+        let sink = sink(opened.unwrap()).unwrap();
         let (r, w) = fd::pipe().unwrap();
         let pump = spawn_pump(
             Arc::new(PollFd::new(r).unwrap()),
@@ -75,16 +76,18 @@ fn pump_through(target: &Path, data: Vec<u8>) {
             Mover::default(),
             true,
         );
-        let writer = std::thread::spawn(move || {
-            let mut f = std::fs::File::from(w);
-            f.write_all(&data).unwrap();
-        });
+        let writer = std::thread::spawn(move || std::fs::File::from(w).write_all(&data));
         tokio::time::timeout(Duration::from_secs(60), pump.task)
             .await
             .expect("pump finished")
             .unwrap();
-        writer.join().unwrap();
-    });
+        writer.join().unwrap()
+    })
+}
+
+/// Run a pump from a fresh pipe into `target`, feeding `data` from a thread.
+fn pump_through(target: &Path, data: Vec<u8>) {
+    pump_through_target(target, false, data).unwrap();
 }
 
 #[test]
@@ -284,28 +287,7 @@ fn pumping_to(path: &std::path::Path, r: OwnedFd) -> ProcessIo {
 /// source (so the writer is neither blocked nor killed by a closed pipe), discarding.
 #[test]
 fn a_refusing_file_sink_is_drained_not_abandoned() {
-    rt().block_on(async {
-        let target = open_output(Path::new("/dev/full"), true, &mut None, &Opening::default());
-        let sink = sink(target.unwrap()).unwrap();
-        let (r, w) = fd::pipe().unwrap();
-        let pump = spawn_pump(
-            Arc::new(PollFd::new(r).unwrap()),
-            sink,
-            Mover::default(),
-            true,
-        );
-        let writer = std::thread::spawn(move || {
-            let mut f = std::fs::File::from(w);
-            // Far more than the pipe holds: only possible if the pump keeps draining.
-            f.write_all(&pattern(8 << 20))
-        });
-        tokio::time::timeout(Duration::from_secs(60), pump.task)
-            .await
-            .expect("pump finished")
-            .unwrap();
-        writer
-            .join()
-            .unwrap()
-            .expect("every byte was taken off the pipe");
-    });
+    // Far more than the pipe holds: only possible if the pump keeps draining.
+    pump_through_target(Path::new("/dev/full"), true, pattern(8 << 20))
+        .expect("every byte was taken off the pipe");
 }
