@@ -3,7 +3,7 @@
 Usage (as root; bench/run.sh builds the release binary first):
   python3 -m shimbench [--series 1.6|1.7|2.2|2.3] [--rounds N] [--out DIR] [--quick]
                        [--runtimes runc.v2,runc.v1,v1linux] [--shim PATH] [-n SAMPLES]
-                       [--idle SECONDS] [--no-scale]
+                       [--idle SECONDS] [--no-scale] [--burst K] [--burst-reps N]
 """
 from __future__ import annotations
 

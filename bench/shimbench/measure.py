@@ -137,6 +137,11 @@ def exec_burst(env: Env, cid: str, k: int = 100, tag: str = "b") -> dict:
     c0 = env.containerd_cpu_ns()
     inv0 = len(env.invocations())
     r = proc.run([env.tools.burst, str(k), *argv], timeout=1800, env=env.tools.ctr_env).check()
+    # Exit events may still be on their way (the legacy shim publishes them through `containerd
+    # publish` helpers): count the CPU and the processes once no runc or publish process is left.
+    deadline = time.time() + 60
+    while (env.cg["runc"].procs() or env.cg["publish"].procs()) and time.time() < deadline:
+        time.sleep(0.05)
     u1 = env.usage()
     c1 = env.containerd_cpu_ns()
     inv = env.invocations()[inv0:]
