@@ -1,7 +1,8 @@
 """A private containerd of the chosen series per (side, round): own root/state/sockets in a temp
 dir, CRI (and NRI) disabled, PATH leading to a directory of wrappers with the shim names and
-`runc`, the v1 runtime's `shim` pointing there (1.x). The wrappers put every shim process in cgroup `shim`, every runc
-process in cgroup `runc`, and the v1 shim's `containerd publish` helper in cgroup `publish`.
+`runc`, the v1 runtime's `shim` pointing there (1.x). The wrappers put every shim process in
+cgroup `shim`, every runc process in cgroup `runc`, and the v1 shim's `containerd publish`
+helper in cgroup `publish`.
 """
 from __future__ import annotations
 
