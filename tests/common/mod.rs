@@ -25,6 +25,7 @@ macro_rules! personalities {
 
 pub mod events;
 pub mod grpc;
+pub mod next;
 pub mod pty;
 pub mod raw_ttrpc;
 
