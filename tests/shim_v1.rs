@@ -208,8 +208,7 @@ fn admin_is_refused_on_an_abstract_socket() {
     let marker = d.path().join("target-ran");
     let target = d.path().join("target");
     std::fs::write(&target, format!("#!/bin/sh\ntouch {}\n", marker.display())).unwrap();
-    std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let child = spawn(
         Command::new(&shim)
             .args(["-namespace", "default", "-allow-abstract-socket", "-socket"])

@@ -61,18 +61,24 @@ const TYPE_RESPONSE: u8 = 2;
 /// Requests a single connection may have in flight; more wait (back-pressure on the socket)
 /// instead of queueing without bound. Parked kinds (`Wait`) are not counted here: containerd
 /// keeps one open per live process for as long as it lives (a container with a thousand execs
-/// has a thousand); they have [`MAX_PARKED`].
-const MAX_IN_FLIGHT: usize = 256;
+/// has a thousand); they have [`MAX_PARKED`]. Most requests start a runtime process, and a
+/// burst of them is forked from the one serving thread: 64 keeps such a burst (say, requests
+/// whose 1 ns deadline passed at once while their runtime calls go on) well under the time
+/// within which other containers must still be answered.
+const MAX_IN_FLIGHT: usize = 64;
 /// Requests (not parked) in flight over all connections.
-const MAX_IN_FLIGHT_TOTAL: usize = 1024;
+const MAX_IN_FLIGHT_TOTAL: usize = 512;
 /// Bytes of requests (not parked) in flight over all connections: what their handlers hold.
 /// Larger than any one frame, so every request fits.
 const REQUEST_BYTES_TOTAL: usize = 64 << 20;
 /// Parked requests (`Wait`) a single connection may have.
 const MAX_PARKED: usize = 65_536;
-/// Bytes of parked requests over all connections, each counted twice (the envelope kept for a
-/// hand-over and the decoded request its handler holds).
-const PARKED_BYTES_TOTAL: usize = 64 << 20;
+/// Bytes of parked requests over all connections, each counted three times (the envelope
+/// kept for a hand-over, the envelope its handler holds and the request decoded from it).
+/// A containerd `Wait` is a few hundred bytes: this is tens of thousands of them.
+const PARKED_BYTES_TOTAL: usize = 32 << 20;
+/// Largest parked request (what containerd sends is far smaller).
+const MAX_PARKED_REQUEST: usize = 64 << 10;
 /// Bytes of answers queued on one connection but not yet written (its peer is slow or does
 /// not read at all). Larger than any one frame.
 const REPLY_BYTES: usize = 8 << 20;
@@ -821,7 +827,13 @@ impl Conn {
                 }
             }
             Park::Replay => {
-                for (sem, n) in [(&self.parked, 1), (&ctl.parked_bytes, 2 * len)] {
+                if len > MAX_PARKED_REQUEST {
+                    return Admit::Refuse(format!(
+                        "a waiting request may not exceed {} KiB",
+                        MAX_PARKED_REQUEST >> 10
+                    ));
+                }
+                for (sem, n) in [(&self.parked, 1), (&ctl.parked_bytes, 3 * len)] {
                     if take(sem, n).is_some() {
                         return Admit::Refuse(format!(
                             "too many waiting requests ({MAX_PARKED} per connection, \
