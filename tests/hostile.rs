@@ -424,7 +424,7 @@ fn deadline_floods_cannot_start_unbounded_runtime_calls() {
     }
     .write_to_bytes()
     .unwrap();
-    let mut peer = UnixStream::connect(&sock).unwrap();
+    let peer = UnixStream::connect(&sock).unwrap();
     let reader = {
         let mut r = peer.try_clone().unwrap();
         r.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
