@@ -444,6 +444,25 @@ fn runcv1_losing_event_delivery_ends_the_shim() {
     losing_a_critical_task_ends_the_shim(RUNC_V1, "event-delivery-ends");
 }
 
+/// `assert_clean` looks before it cleans: a task the test left exited but undeleted (as when
+/// its own teardown failed) is reported, although the clean-up that follows removes it.
+#[test]
+fn assert_clean_reports_what_the_test_left_behind() {
+    let Some(c) = Ctd::start() else { return };
+    let id = c.id("left");
+    c.run_detached(RUNC_V2, &id, &[], &["sh", "-c", "sleep 1; exit 3"]);
+    assert!(c.wait_status(&id, "STOPPED", Duration::from_secs(10)));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.assert_clean()));
+    let err = r.expect_err("assert_clean passed with an undeleted task");
+    let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        msg.contains(&format!("task {id} exited but was never deleted")),
+        "{msg}"
+    );
+    // The clean-up ran all the same.
+    c.assert_clean();
+}
+
 personalities!(
     restart_during_create_and_start,
     restart_during_exec_and_kill,

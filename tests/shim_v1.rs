@@ -189,6 +189,8 @@ fn sigterm_kills_the_container_like_the_go_shim() {
     sigterm_under_containerd(Shims::Ours);
     if go_shim("containerd-shim").is_some() {
         sigterm_under_containerd(Shims::Go);
+    } else {
+        peer_missing("the Go containerd-shim");
     }
 }
 

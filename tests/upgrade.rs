@@ -122,6 +122,19 @@ fn exits(ev: &Events, id: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Wait until none of `shims` is alive any more.
+fn wait_shims_gone(c: &Ctd, shims: &[u32]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.shim_pids().iter().any(|p| shims.contains(p)) {
+        assert!(
+            Instant::now() < deadline,
+            "shims {shims:?} still alive after their containers were deleted"
+        );
+        reap_orphans();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Shims of this containerd that were not there in `before`.
 fn new_shims(c: &Ctd, before: &[u32]) -> Vec<u32> {
     let mut v: Vec<u32> = c
@@ -324,11 +337,18 @@ fn keeps_everything(rt: Runtime) {
     assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", &sleeper]).code, 0);
     assert!(c.wait_status(&sleeper, "STOPPED", Duration::from_secs(10)));
 
-    // Each exit exactly once, with its status.
+    // Each exit exactly once, with its status: counted once the shims are gone (nothing can
+    // publish another exit then).
     ev.wait_until("the exits", Duration::from_secs(20), |_| {
         exits(&ev, &sleeper).len() >= 3
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // (The attached `ctr run`s deleted their own tasks when they ended.)
+    assert_eq!(c.ctr(&["task", "rm", &sleeper]).code, 0);
+    for id in [&counter, &echo, &sleeper] {
+        let _ = c.ctr(&["container", "rm", id]);
+    }
+    wait_shims_gone(&c, &shims);
+    ev.barrier(&c);
     // The execs run alongside the upgrade: each exited once, with 0.
     let (bg, mut s): (Vec<_>, Vec<_>) = exits(&ev, &sleeper)
         .into_iter()
@@ -351,10 +371,6 @@ fn keeps_everything(rt: Runtime) {
     );
     assert_eq!(exits(&ev, &counter), vec![(counter.clone(), 3)]);
     assert_eq!(exits(&ev, &echo), vec![(echo.clone(), 4)]);
-    for id in [&counter, &echo, &sleeper] {
-        let _ = c.ctr(&["task", "rm", id]);
-        let _ = c.ctr(&["container", "rm", id]);
-    }
     // containerd saw nothing wrong with any shim.
     let log = c.log();
     for line in log.lines().filter(|l| l.contains("level=error")) {
@@ -486,7 +502,13 @@ fn exits_during_handover(rt: Runtime) {
     ev.wait_until("the exits", Duration::from_secs(20), |_| {
         exits(&ev, &a).len() >= 2
     });
-    std::thread::sleep(Duration::from_millis(500));
+    // Exactly once: counted once the shim is gone.
+    for id in std::iter::once(&a).chain(b.iter()) {
+        assert_eq!(c.ctr(&["task", "rm", id]).code, 0);
+        let _ = c.ctr(&["container", "rm", id]);
+    }
+    wait_shims_gone(&c, &shims);
+    ev.barrier(&c);
     let mut got = exits(&ev, &a);
     got.sort();
     assert_eq!(
@@ -497,10 +519,6 @@ fn exits_during_handover(rt: Runtime) {
     );
     if let Some(b) = &b {
         assert_eq!(exits(&ev, b), vec![(b.clone(), 137)], "{}", ev.dump());
-    }
-    for id in std::iter::once(&a).chain(b.iter()) {
-        assert_eq!(c.ctr(&["task", "rm", id]).code, 0);
-        let _ = c.ctr(&["container", "rm", id]);
     }
     c.assert_clean();
 }

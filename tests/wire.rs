@@ -189,7 +189,7 @@ fn error_codes_match_the_go_shim_table() {
 
     // The same requests against the Go shim, in the same run: the table is what Go does.
     let Some(g) = Ctd::start_with(Shims::Go) else {
-        eprintln!("Go shims not installed; table checked against shimgate only");
+        peer_missing("the Go runc shims");
         return;
     };
     let go = observe(&g);
