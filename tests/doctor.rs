@@ -12,15 +12,14 @@ use std::process::Command;
 use common::*;
 
 fn doctor(args: &[&str]) -> (i32, String) {
-    let out = Command::new(shimgate_bin())
-        .arg("doctor")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    // Through `run_cmd`: the child is registered, so the zombie sweep of `Ctd` cannot reap it
+    // before we do (that made this test fail now and then with ECHILD).
+    let out = run_cmd(
+        Command::new(shimgate_bin()).arg("doctor").args(args),
+        None,
+        std::time::Duration::from_secs(60),
+    );
+    (out.code, out.text())
 }
 
 #[test]

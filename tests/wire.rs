@@ -164,6 +164,9 @@ fn observe(c: &Ctd) -> Vec<(String, i32, String)> {
             },
         ),
     );
+    // Done with it: the stopped task goes the normal way (assert_clean reports tasks left).
+    let r = c.ctr(&["task", "rm", &stopped]);
+    assert_eq!(r.code, 0, "{}", r.brief());
     out
 }
 
