@@ -147,8 +147,8 @@ fn exec_storm_then_kill_init(rt: Runtime) {
     let ev = Events::watch(&c);
     let id = c.id("storm");
     c.run_detached(rt, &id, &[], &["sleep", "3600"]);
-    // More than the 256 requests a connection may have in flight: every running exec holds
-    // an open Wait.
+    // More than the 64 requests a connection may have in flight: every running exec holds
+    // an open Wait (parked, so not counted), and the starts queue behind the limit.
     let n = if full() { 1000 } else { 300 };
     // Start them from a few threads at once.
     std::thread::scope(|s| {

@@ -299,6 +299,12 @@ impl Control {
     fn phase(&self) -> watch::Receiver<Phase> {
         self.inner.phase.subscribe()
     }
+
+    /// A request that counts as running for as long as the returned value lives.
+    #[cfg(test)]
+    pub(crate) fn busy_for_test(&self) -> impl Drop {
+        Count::new(&self.inner.busy)
+    }
 }
 
 /// Serve `listener` until `stop` turns true. Existing connections are closed when it does.

@@ -439,6 +439,30 @@ impl Drop for Running<'_> {
     }
 }
 
+/// Resumes the server it holds when dropped (see [`Upgrader::upgrade`]'s attempt).
+struct ResumeOnDrop<'a>(Option<&'a Control>);
+
+impl Drop for ResumeOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(server) = self.0 {
+            server.resume();
+        }
+    }
+}
+
+/// Alive from the point of no return to the `execve`, which never returns. Dropped only if
+/// the upgrade task panicked or was cancelled in between: the server is handing over, the IO
+/// and events are frozen, nothing can serve any more, so the shim ends loudly and containerd
+/// cleans up after it (as after any dead shim).
+struct PastNoReturn;
+
+impl Drop for PastNoReturn {
+    fn drop(&mut self) {
+        tracing::error!("upgrade: interrupted past the point of no return; exiting");
+        std::process::exit(2);
+    }
+}
+
 /// Why an upgrade did not happen (the shim serves on unchanged).
 #[derive(Debug)]
 pub struct Refused(pub String);
@@ -513,6 +537,9 @@ impl Upgrader {
             .unwrap_or_default();
         tracing::info!(target = %target.path.display(), version = %version, "upgrade: quiescing");
         let quiesced_at_ns = monotonic_ns();
+        // Serving again however this attempt ends before the point of no return (a refusal,
+        // a panic, the request task dropped): a server left quiesced would answer nobody.
+        let mut quiesced = ResumeOnDrop(Some(&self.server));
         if let Err(e) = self.server.quiesce(quiesce).await {
             return Refused(format!("requests did not finish: {e}"));
         }
@@ -539,7 +566,9 @@ impl Upgrader {
             }
         };
         // The point of no return: from here on the only ways out are the new image or the
-        // old binary executed afresh.
+        // old binary executed afresh (or, should this task die half-way, the shim's end).
+        quiesced.0 = None;
+        let _past = PastNoReturn;
         let io = self.core.freeze_io().await;
         let server = self.server.hand_over().await;
         // Synchronous from here to execve.
@@ -903,6 +932,38 @@ mod tests {
             assert!(abandoned.is_err(), "the preflight should still be running");
             let r = u.upgrade("/nonexistent/shimgate", DEFAULT_QUIESCE).await;
             assert!(r.0.contains("/nonexistent/shimgate"), "{}", r.0);
+        });
+    }
+
+    /// An upgrade whose request goes away while the server is quiesced (waiting for a
+    /// request to finish) leaves the server serving, not quiesced for ever.
+    #[test]
+    fn an_upgrade_abandoned_while_quiescing_resumes_the_server() {
+        rt().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let ok = script(
+                dir.path(),
+                "ok",
+                "echo '{\"version\":\"9\",\"formats\":[1]}'",
+                0o755,
+            );
+            let u = upgrader();
+            let busy = u.server.busy_for_test();
+            let ok = ok.display().to_string();
+            let abandoned = tokio::time::timeout(
+                Duration::from_millis(1500),
+                u.upgrade(&ok, Duration::from_secs(30)),
+            )
+            .await;
+            assert!(abandoned.is_err(), "the quiesce should still be waiting");
+            let e = u
+                .server
+                .quiesce(Duration::from_millis(1))
+                .await
+                .unwrap_err();
+            assert!(e.contains("still running"), "{e}");
+            drop(busy);
+            u.server.quiesce(Duration::from_millis(100)).await.unwrap();
         });
     }
 
