@@ -20,6 +20,7 @@ use super::cgroup::{Cgroup, CgroupStats};
 use super::container::{lock, spec_has_own_pidns, Container, ExecGate, Process};
 use super::error::{Error, Kind, Result};
 use super::event::{Event, EventKind, EventSink};
+use super::guards;
 use super::lifecycle::{self, ExitNote};
 use super::mount;
 use super::runc::Runc;
@@ -146,6 +147,8 @@ pub struct Inner {
     pub(super) tombstones: Mutex<std::collections::VecDeque<Tombstone>>,
     sink: Arc<dyn EventSink>,
     pub(super) exits: mpsc::UnboundedSender<ExitNote>,
+    /// Watches the exit dispatcher (see [`Core::dispatcher_ended`]).
+    dispatcher: crate::supervise::Ended,
 }
 
 impl Inner {
@@ -174,6 +177,11 @@ impl Inner {
                 container_id: c.id.to_string(),
             });
         }
+    }
+
+    /// Wake whoever waits for a container to be added or removed ([`Core::idle_for`]).
+    pub(super) fn notify_changed(&self) {
+        self.changed.notify_waiters();
     }
 
     /// Queue an event if this personality publishes its kind.
@@ -308,6 +316,7 @@ impl Core {
         sink: Arc<dyn EventSink>,
     ) -> Core {
         let (tx, mut rx) = mpsc::unbounded_channel::<ExitNote>();
+        let (line, dispatcher) = crate::supervise::lifeline();
         let inner = Arc::new(Inner {
             profile,
             namespace: namespace.to_string(),
@@ -320,17 +329,43 @@ impl Core {
             changed: tokio::sync::Notify::new(),
             sink,
             exits: tx,
+            dispatcher,
         });
         let weak = Arc::downgrade(&inner);
         // The exit dispatcher: one task, woken only by exits; each exit is handled in its own
-        // short-lived task because an init exit may wait for its execs' exits.
+        // short-lived task because an init exit may wait for its execs' exits. It is a
+        // critical task (`crate::supervise`), and so are those handlers: one that panicked
+        // lost an exit, so the dispatcher ends with it (and the daemon ends the shim).
         tokio::spawn(async move {
-            while let Some(note) = rx.recv().await {
-                let Some(inner) = weak.upgrade() else { return };
-                tokio::spawn(lifecycle::on_exit(inner, note));
+            let _line = line;
+            let mut handlers = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    note = rx.recv() => {
+                        let Some(note) = note else { return };
+                        let Some(inner) = weak.upgrade() else { return };
+                        if crate::supervise::fault("exit-dispatcher-ends") {
+                            return;
+                        }
+                        handlers.spawn(lifecycle::on_exit(inner, note));
+                    }
+                    Some(done) = handlers.join_next(), if !handlers.is_empty() => {
+                        if let Err(e) = done {
+                            if e.is_panic() {
+                                tracing::error!(error = %e, "an exit handler panicked");
+                                return;
+                            }
+                        }
+                    }
+                }
             }
         });
         Core { inner }
+    }
+
+    /// Ends when the exit dispatcher does (a critical task, see `crate::supervise`).
+    pub fn dispatcher_ended(&self) -> crate::supervise::Ended {
+        self.inner.dispatcher.clone()
     }
 
     pub fn inner(&self) -> &Arc<Inner> {
@@ -508,13 +543,13 @@ impl Core {
             }
             creating.insert(spec.id.clone());
         }
+        let _creating = guards::Creating {
+            inner: &self.inner,
+            id: spec.id.clone(),
+        };
         self.inner.changed.notify_waiters();
         lock(&self.inner.tombstones).retain(|t| t.id != spec.id);
-        let id = spec.id.clone();
-        let r = self.create_inner(spec).await;
-        lock(&self.inner.creating).remove(&id);
-        self.inner.changed.notify_waiters();
-        r
+        self.create_inner(spec).await
     }
 
     /// Create a container. Everything that may block on the filesystem (mounting the rootfs,
@@ -710,6 +745,7 @@ impl Core {
 
     async fn start_init(&self, c: &Arc<Container>, p: &Arc<Process>, cur: State) -> Result<u32> {
         p.st().starting = true;
+        let _starting = self.starting(c, p);
         let started = if cur == State::CreatedCheckpoint {
             self.restore_init(c, p).await
         } else {
@@ -793,12 +829,7 @@ impl Core {
             }
             g.starting += 1;
         }
-        let release_start = || {
-            let mut g = c.gate();
-            g.starting = g.starting.saturating_sub(1);
-            drop(g);
-            c.gate_changed.notify_waiters();
-        };
+        let gate_start = guards::GateStarting::new(c);
         let prepared = async {
             let stdio_spec = StdioSpec::parse(&p.stdio.stdin, &p.stdio.stdout, &p.stdio.stderr)
                 .map_err(io_error)?;
@@ -824,7 +855,7 @@ impl Core {
         let (process, io, stdio, console) = match prepared {
             Ok(x) => x,
             Err(e) => {
-                release_start();
+                drop(gate_start);
                 return Err(e);
             }
         };
@@ -833,6 +864,7 @@ impl Core {
         let pid_file = exec_pid_file(&c.bundle, &exec_id);
         let sub = self.inner.reaper_subscribe();
         p.st().starting = true;
+        let _starting = self.starting(c, p);
         let ran = c
             .runtime
             .exec(
@@ -850,13 +882,14 @@ impl Core {
         let pid = match ran {
             Ok(pid) => pid,
             Err(e) => {
-                release_start();
+                drop(gate_start);
                 io.close(std::time::Duration::ZERO).await;
                 lifecycle::finish_start(&self.inner, c, p).await;
                 return Err(e);
             }
         };
         p.st().pid = pid;
+        gate_start.settled();
         {
             let mut g = c.gate();
             g.starting = g.starting.saturating_sub(1);
@@ -1100,6 +1133,7 @@ impl Core {
         let _op = p.op.lock().await;
         state::check(state::Kind::Init, p.st().state, Op::Pause)?;
         p.st().pausing = true;
+        let _pausing = guards::Pausing(&p);
         let r = c.runtime.pause(c.id.as_str()).await;
         {
             let mut st = p.st();
@@ -1339,6 +1373,15 @@ impl Core {
     pub fn connect(&self, id: &ContainerId) -> (u32, u32) {
         let task_pid = self.container(id).map(|c| c.init_pid()).unwrap_or(0);
         (self.inner.shim_pid, task_pid)
+    }
+
+    /// The guard that finishes a start of `p` however it ends (see `guards`).
+    fn starting(&self, c: &Arc<Container>, p: &Arc<Process>) -> guards::Starting {
+        guards::Starting {
+            inner: self.inner.clone(),
+            c: c.clone(),
+            p: p.clone(),
+        }
     }
 }
 

@@ -40,6 +40,10 @@ struct Shared {
     /// A freeze waiting for the delivery task (see [`Queue::freeze`]).
     freeze: std::sync::Mutex<Option<oneshot::Sender<mpsc::UnboundedReceiver<Queued>>>>,
     freeze_asked: Notify,
+    /// A freeze took the queue over (the delivery task then ends, as it should).
+    handed_over: std::sync::atomic::AtomicBool,
+    /// Ends with the delivery task's [`Receiver`] (see `crate::supervise`).
+    delivery: crate::supervise::Ended,
 }
 
 /// `Any` as (type URL, bytes) for the hand-over file.
@@ -72,6 +76,8 @@ pub struct Queue {
 pub struct Receiver {
     rx: Option<mpsc::UnboundedReceiver<Queued>>,
     shared: Arc<Shared>,
+    /// Dropped with the receiver, i.e. when the delivery task ends however it ends.
+    _line: crate::supervise::Lifeline,
 }
 
 /// A frozen queue (live upgrade): the events not delivered yet, still in order. More may be
@@ -94,6 +100,7 @@ impl FrozenQueue {
 /// A new queue and the receiver its delivery task drains.
 pub fn queue() -> (Queue, Receiver) {
     let (tx, rx) = mpsc::unbounded_channel();
+    let (line, delivery) = crate::supervise::lifeline();
     let shared = Arc::new(Shared {
         pending: AtomicUsize::new(0),
         settled: Notify::new(),
@@ -102,6 +109,8 @@ pub fn queue() -> (Queue, Receiver) {
         progress: Notify::new(),
         freeze: std::sync::Mutex::new(None),
         freeze_asked: Notify::new(),
+        handed_over: std::sync::atomic::AtomicBool::new(false),
+        delivery,
     });
     (
         Queue {
@@ -111,6 +120,7 @@ pub fn queue() -> (Queue, Receiver) {
         Receiver {
             rx: Some(rx),
             shared,
+            _line: line,
         },
     )
 }
@@ -186,6 +196,16 @@ impl Queue {
         rx.await.ok().map(|rx| FrozenQueue { rx })
     }
 
+    /// Watches the delivery task (it holds the [`Receiver`]).
+    pub fn delivery_ended(&self) -> crate::supervise::Ended {
+        self.shared.delivery.clone()
+    }
+
+    /// Whether a freeze took the queue over (so the delivery task ending was asked for).
+    pub fn handed_over(&self) -> bool {
+        self.shared.handed_over.load(Ordering::SeqCst)
+    }
+
     /// Wait until every queued event is settled, at most `limit`. False if some were not.
     pub async fn flush(&self, limit: Duration) -> bool {
         let wait = async {
@@ -206,6 +226,9 @@ impl Receiver {
     /// was frozen (the delivery task then ends).
     pub async fn next(&mut self) -> Option<Queued> {
         loop {
+            if crate::supervise::fault("event-delivery-ends") {
+                return None;
+            }
             let rx = self.rx.as_mut()?;
             tokio::select! {
                 biased;
@@ -217,10 +240,16 @@ impl Receiver {
                         .unwrap_or_else(|p| p.into_inner())
                         .take();
                     if let (Some(reply), Some(rx)) = (reply, self.rx.take()) {
+                        // Set before the hand-over can be observed, so the delivery task's
+                        // end is known to be asked for.
+                        self.shared.handed_over.store(true, Ordering::SeqCst);
                         match reply.send(rx) {
                             Ok(()) => return None,
                             // The freeze was abandoned (an upgrade that gave up): carry on.
-                            Err(rx) => self.rx = Some(rx),
+                            Err(rx) => {
+                                self.shared.handed_over.store(false, Ordering::SeqCst);
+                                self.rx = Some(rx);
+                            }
                         }
                     }
                 }

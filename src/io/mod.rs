@@ -151,7 +151,11 @@ pub struct IoSnap {
     pub stdin: Option<PumpSnap>,
     pub stdin_keepalive: Option<i32>,
     pub master: Option<i32>,
+    /// A logging binary still running at the freeze, and a pidfd for exactly that process
+    /// (only both together are adopted: a bare pid may have been recycled by then).
     pub logger_pid: Option<u32>,
+    #[serde(default)]
+    pub logger_pidfd: Option<i32>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -197,9 +201,60 @@ impl IoSnap {
         }
         v.extend(self.stdin_keepalive);
         v.extend(self.master);
+        v.extend(self.logger_pidfd);
         v.sort_unstable();
         v.dedup();
         v
+    }
+
+    /// The descriptors this snapshot names, checked to be shared only the way one process IO
+    /// shares them (see [`Adopted`]): a poll-registered descriptor by several pumps, one file
+    /// by stdout and stderr; everything else named once. Checked before anything is adopted,
+    /// so a bad document is refused while a rollback can still use every descriptor.
+    pub fn checked_fds(&self) -> Result<Vec<i32>, String> {
+        #[derive(PartialEq)]
+        enum Role {
+            Poll,
+            File,
+            Once,
+        }
+        let mut seen: std::collections::HashMap<i32, Role> = Default::default();
+        let mut add = |fd: i32, role: Role| -> Result<(), String> {
+            if fd <= 2 {
+                return Err(format!("hand-over names descriptor {fd} for process IO"));
+            }
+            match seen.get(&fd) {
+                None => {
+                    seen.insert(fd, role);
+                    Ok(())
+                }
+                Some(r) if *r == role && role != Role::Once => Ok(()),
+                Some(_) => Err(format!(
+                    "hand-over names descriptor {fd} twice in one process's IO"
+                )),
+            }
+        };
+        for p in self.outputs.iter().chain(self.stdin.iter()) {
+            add(p.src, Role::Poll)?;
+            match p.sink {
+                SinkSnap::Poll { fd, keep } => {
+                    add(fd, Role::Poll)?;
+                    if let Some(k) = keep {
+                        add(k, Role::Once)?;
+                    }
+                }
+                SinkSnap::File { fd } => add(fd, Role::File)?,
+            }
+        }
+        if let Some(m) = self.master {
+            add(m, Role::Poll)?;
+        }
+        for fd in self.stdin_keepalive.iter().chain(self.logger_pidfd.iter()) {
+            add(*fd, Role::Once)?;
+        }
+        let mut v: Vec<i32> = seen.into_keys().collect();
+        v.sort_unstable();
+        Ok(v)
     }
 }
 
@@ -217,28 +272,35 @@ fn sink_snap(sink: &Sink) -> SinkSnap {
     }
 }
 
-/// Descriptors handed over across `execve`, each taken into ownership exactly once.
+/// Descriptors handed over across `execve`, each taken into ownership exactly once. The only
+/// sharing a snapshot may express is the one a process IO really has: one poll-registered
+/// descriptor (a pty master) as several pumps' source or sink, one file as stdout and stderr.
+/// Any other repetition is refused (two owners would close one descriptor twice). Uniqueness
+/// across the processes of a document is the document's check (`api::upgrade`).
+#[derive(Default)]
 struct Adopted {
-    fds: std::collections::HashMap<i32, OwnedFd>,
+    taken: std::collections::HashSet<i32>,
     polls: std::collections::HashMap<i32, Arc<PollFd>>,
     files: std::collections::HashMap<i32, Arc<File>>,
 }
 
 impl Adopted {
     fn owned(&mut self, fd: i32) -> Result<OwnedFd, IoError> {
-        if let Some(o) = self.fds.remove(&fd) {
-            return Ok(o);
+        if fd <= 2 || !self.taken.insert(fd) {
+            return Err(IoError::InvalidUri(format!(
+                "hand-over names descriptor {fd} twice or as stdio"
+            )));
         }
         // Is it open at all? (A hand-over naming a closed descriptor is refused, not trusted.)
-        // SAFETY: F_GETFD only inspects the descriptor number.
+        // SAFETY: F_GETFD on a plain number; no descriptor is borrowed or owned by it.
         if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
             return Err(IoError::Os {
                 what: format!("handed-over descriptor {fd}"),
                 source: stdio::Error::last_os_error(),
             });
         }
-        // SAFETY: the previous image of this process passed `fd` across execve for us; the
-        // hand-over names each descriptor once per role and this map takes each exactly once.
+        // SAFETY: the previous image passed `fd` across execve for us; it is open (checked
+        // just above) and `taken` guarantees this is the only owner this image creates.
         let o = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         let _ = nix::fcntl::fcntl(
             o.as_fd(),
@@ -715,7 +777,7 @@ impl ProcessIo {
     /// Stop every pump at a safe point and hand back the IO as a snapshot (live upgrade). The
     /// process keeps running; its output waits in the kernel's pipes meanwhile.
     pub async fn freeze(&self) -> Result<Frozen, IoError> {
-        let (pumps, stdin_pump, keepalive, master, logger) = {
+        let (pumps, stdin_pump, keepalive, master, mut logger) = {
             let mut live = lock(&self.live);
             if live.pending.is_some() {
                 return Err(IoError::InvalidUri(
@@ -731,12 +793,15 @@ impl ProcessIo {
             )
         };
         let mut keep: Vec<Box<dyn std::any::Any + Send + Sync>> = Vec::new();
+        let live_logger = logger.as_mut().and_then(|l| l.handover());
         let mut snap = IoSnap {
             stdin_keepalive: keepalive.as_ref().map(raw),
             master: master.as_ref().map(|m| m.raw()),
-            logger_pid: logger.as_ref().and_then(|l| l.pid()),
+            logger_pid: live_logger.as_ref().map(|(pid, _)| *pid),
+            logger_pidfd: live_logger.as_ref().map(|(_, fd)| raw(fd)),
             ..IoSnap::default()
         };
+        keep.push(Box::new(live_logger));
         let freeze = |p: Pump| async move {
             let (tx, rx) = oneshot::channel();
             if p.ctl.send(Ctl::Freeze(tx)).is_err() {
@@ -772,11 +837,7 @@ impl ProcessIo {
     /// Rebuild a frozen process IO in a new image (live upgrade) and start its pumps again.
     /// Call inside the runtime, before the reaper's first sweep (the logger is re-claimed).
     pub fn thaw(snap: &IoSnap, spawner: &Spawner) -> Result<ProcessIo, IoError> {
-        let mut a = Adopted {
-            fds: Default::default(),
-            polls: Default::default(),
-            files: Default::default(),
-        };
+        let mut a = Adopted::default();
         let master = match snap.master {
             Some(m) => Some(a.poll(m)?),
             None => None,
@@ -809,9 +870,10 @@ impl ProcessIo {
             Some(k) => Some(a.owned(k)?),
             None => None,
         };
-        let logger = snap
-            .logger_pid
-            .map(|pid| binary::Logger::adopt(spawner, pid));
+        let logger = match (snap.logger_pid, snap.logger_pidfd) {
+            (Some(pid), Some(fd)) => Some(binary::Logger::adopt(spawner, pid, a.owned(fd)?)),
+            _ => None,
+        };
         Ok(ProcessIo {
             live: Mutex::new(Live {
                 pending: None,
