@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # shimgate beside the Go shims, one run, alternating rounds, each side through its own private
 # containerd. See bench/README.md for what is measured and how.
-#   sudo bench/run.sh [--rounds N] [--out DIR] [--quick] [--runtimes runc.v2,runc.v1,v1linux]
-#                     [--shim PATH] [-n SAMPLES] [--idle SECONDS] [--no-scale] [--no-build]
+#   sudo bench/run.sh [--series 1.6|1.7|2.2|2.3] [--rounds N] [--out DIR] [--quick]
+#                     [--runtimes runc.v2,runc.v1,v1linux] [--shim PATH] [-n SAMPLES]
+#                     [--idle SECONDS] [--no-scale] [--burst K] [--burst-reps N] [--no-build]
+# Series other than 1.6 come from $SHIMGATE_PEERS (default <repo>/../shared/peers).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"

@@ -7,14 +7,13 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 [ "$(id -u)" = 0 ] || { echo "demo: must run as root (containerd and runc need it)" >&2; exit 2; }
 
-need=()
-command -v containerd >/dev/null || need+=(containerd)
-command -v runc >/dev/null || need+=(runc)
-[ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || need+=(busybox-static)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "demo: installing ${need[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null
-fi
+# shellcheck source=scripts/lib/deps.sh
+. "$here/scripts/lib/deps.sh"
+need_pkg containerd command -v containerd
+need_pkg containerd command -v ctr
+need_pkg runc command -v runc
+need_pkg busybox-static static_busybox
+install_needed >/dev/null
 
 echo "demo: building release binary"
 (cd "$here" && cargo build --release -q)

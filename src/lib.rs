@@ -16,6 +16,7 @@ pub mod io;
 pub mod logging;
 pub mod protos;
 pub mod reaper;
+pub mod supervise;
 
 use std::ffi::OsString;
 

@@ -430,6 +430,8 @@ fn containerd_restart(s: Series, rt: Runtime) {
         "{:?}",
         c.tasks()
     );
+    // ... and is deleted like any other.
+    assert_eq!(c.ctr(&["task", "rm", &id2]).code, 0);
     assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).code, 0);
     assert!(c.wait_status(&id, "STOPPED", Duration::from_secs(10)));
     assert_eq!(c.ctr(&["task", "rm", &id]).code, 0);

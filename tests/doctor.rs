@@ -50,6 +50,7 @@ fn identifies_go_and_shimgate_shims_side_by_side() {
 
     let (code, json) = doctor(&["--json"]);
     let (_, human) = doctor(&[]);
+    let (_, json_again) = doctor(&["--json"]);
     let _ = std::fs::remove_file(&stale);
     println!("{human}");
     let r: serde_json::Value =
@@ -59,6 +60,69 @@ fn identifies_go_and_shimgate_shims_side_by_side() {
         "a stale socket is a warning at least (exit {code})"
     );
     assert_eq!(r["exit_code"], code);
+    let again: serde_json::Value = serde_json::from_str(&json_again).unwrap();
+    for report in [&r, &again] {
+        let errors = schema_errors(report);
+        assert!(errors.is_empty(), "{errors:#?}\n{report:#}");
+    }
+    // The schema has teeth: a finding without its id does not pass.
+    let mut broken = r.clone();
+    broken["findings"][0].as_object_mut().unwrap().remove("id");
+    assert!(!schema_errors(&broken).is_empty());
+    // The findings about what this test runs (its daemon, its shims, its stale socket) are
+    // the same, by id and subject, in both runs.
+    let ours = |report: &serde_json::Value| {
+        let shim_pids: Vec<u64> = report["shims"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["containerd_pid"] == c.pid())
+            .map(|s| s["pid"].as_u64().unwrap())
+            .collect();
+        let mut v: Vec<(String, String)> = report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| {
+                let sub = &f["subject"];
+                let pid = sub["pid"].as_u64();
+                (sub["kind"] == "daemon" || sub["kind"] == "runtime") && pid == Some(c.pid().into())
+                    || sub["kind"] == "shim" && pid.is_some_and(|p| shim_pids.contains(&p))
+                    || sub["path"] == stale.display().to_string().as_str()
+            })
+            .map(|f| (f["id"].to_string(), f["subject"].to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+    let found = ours(&r);
+    assert_eq!(found, ours(&again), "{json}\n{json_again}");
+    let go_shim_pid = r["shims"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["containerd_pid"] == c.pid() && s["binary"]["kind"] == "go-containerd")
+        .map(|s| s["pid"].clone())
+        .unwrap_or_else(|| panic!("the Go shim in {json}"));
+    for (id, subject) in [
+        (
+            "\"stale-socket\"",
+            serde_json::json!({"kind": "socket", "path": stale.display().to_string()}),
+        ),
+        (
+            "\"shim-not-shimgate\"",
+            serde_json::json!({"kind": "shim", "pid": go_shim_pid}),
+        ),
+        (
+            "\"new-shims-not-shimgate\"",
+            serde_json::json!({"kind": "daemon", "pid": c.pid()}),
+        ),
+    ] {
+        assert!(
+            found.contains(&(id.to_string(), subject.to_string())),
+            "{id} {subject} not in {found:#?}"
+        );
+    }
 
     // The daemon: version from the daemon itself, the matrix series, config, next shims.
     let d = r["daemons"]
@@ -303,22 +367,17 @@ fn knows_1_7_2_2_and_2_3_hosts() {
             assert_eq!(shim["containerd_pid"], c.pid(), "{s}: {shim}");
         }
         // Nothing this daemon does is judged impossible for its version; on 2.x the runc.v1
-        // containers earn the warning that 2.x no longer ships that shim.
-        let ours = format!("containerd pid {}", c.pid());
+        // containers earn the warning that 2.x no longer ships that shim (by id and subject,
+        // the stable interface).
         let findings = r["findings"].as_array().unwrap();
-        for f in findings {
-            let msg = f["message"].as_str().unwrap_or_default();
-            assert!(
-                !(msg.contains(&ours) && f["severity"] == "problem"),
-                "{s}: {f}"
-            );
+        let about_ours = |f: &&serde_json::Value| f["subject"]["pid"] == c.pid();
+        for f in findings.iter().filter(about_ours) {
+            assert!(f["severity"] != "problem", "{s}: {f}");
         }
-        let runc_v1_warned = findings.iter().any(|f| {
-            let msg = f["message"].as_str().unwrap_or_default();
-            msg.contains(&ours)
-                && msg.contains("containerd-shim-runc-v1")
-                && f["severity"] == "warn"
-        });
+        let runc_v1_warned = findings
+            .iter()
+            .filter(about_ours)
+            .any(|f| f["id"] == "runc-v1-not-shipped" && f["severity"] == "warn");
         assert_eq!(runc_v1_warned, s.is_2x(), "{s}: {findings:?}");
         c.assert_clean();
     }
@@ -364,4 +423,14 @@ fn recognises_the_go_shims_of_2_3() {
         .collect();
     assert!(stale.is_empty(), "live bundles called stale: {stale:?}");
     c.assert_clean();
+}
+
+/// Errors of a `doctor --json` report against schema/doctor.schema.json (empty: valid).
+fn schema_errors(report: &serde_json::Value) -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/doctor.schema.json");
+    let schema: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let v = jsonschema::validator_for(&schema).unwrap();
+    v.iter_errors(report)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect()
 }

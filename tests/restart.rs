@@ -216,7 +216,7 @@ fn restart_during_delete(rt: Runtime) {
     // task. It reads as stopped with its real status, and removing it completes the cleanup.
     let t = c.tasks();
     assert!(
-        t.get(&id).map_or(true, |x| x.1 == "STOPPED"),
+        t.get(&id).is_none_or(|x| x.1 == "STOPPED"),
         "after restart: {t:?}"
     );
     if t.contains_key(&id) {
@@ -355,6 +355,111 @@ fn shim_killed_after_exit_reports_real_status(rt: Runtime) {
     assert_eq!(deletes[0].num("exit_status"), 23, "{}", ev.dump());
     c.ctr(&["task", "rm", "-f", &id]);
     c.ctr(&["c", "rm", &id]);
+    c.assert_clean();
+}
+
+/// A critical task of the shim (the SIGCHLD/waitpid loop, the exit dispatcher, the event
+/// delivery) that ends must not leave a shim that answers requests but never reports another
+/// exit: the shim exits loudly and containerd cleans up after it as after any dead shim (the
+/// container is killed, the task is gone or stopped). The end is forced with a fault of the
+/// tests' second build (`SHIMGATE_TEST_FAULT`), armed once the container runs.
+fn losing_a_critical_task_ends_the_shim(rt: Runtime, fault: &str) {
+    let arm = tempfile::tempdir().unwrap();
+    let armed = arm.path().join("armed");
+    let armed_s = armed.display().to_string();
+    let Some(c) = Ctd::start_env(
+        Shims::Ours,
+        &[
+            ("SHIMGATE_TEST_FAULT", fault),
+            ("SHIMGATE_TEST_FAULT_ARM", &armed_s),
+        ],
+    ) else {
+        return;
+    };
+    // The shims of this containerd are the test build (it has the fault knobs).
+    let next = common::next::next_binary();
+    for n in [
+        "containerd-shim",
+        "containerd-shim-runc-v1",
+        "containerd-shim-runc-v2",
+    ] {
+        let link = c.shims.join(n);
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(&next, &link).unwrap();
+    }
+    let before = c.shim_pids();
+    let id = c.id("crit");
+    c.run_detached(rt, &id, &[], &["sleep", "600"]);
+    let shim = c
+        .shim_pids()
+        .into_iter()
+        .find(|p| !before.contains(p))
+        .unwrap();
+    let init = c.tasks()[&id].0;
+    std::fs::write(&armed, "").unwrap();
+    // Anything that makes a child exit, an exit and events: an exec.
+    let _ = c.ctr_timeout(
+        &["task", "exec", "--exec-id", "x", &id, "true"],
+        Duration::from_secs(20),
+    );
+    let alive = |p: u32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .map(|s| !s.rsplit_once(')').unwrap().1.trim_start().starts_with('Z'))
+            .unwrap_or(false)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        reap_orphans();
+        let task = c.tasks().get(&id).map(|t| t.1.clone());
+        let settled = task.as_deref().is_none_or(|s| s == "STOPPED");
+        if !alive(shim) && !alive(init) && settled {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{fault}: shim alive {}, container init alive {}, task {task:?}\n{}",
+            alive(shim),
+            alive(init),
+            c.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.ctr(&["task", "rm", "-f", &id]);
+    c.ctr(&["c", "rm", &id]);
+    c.assert_clean();
+}
+
+#[test]
+fn runcv2_losing_the_sigchld_loop_ends_the_shim() {
+    losing_a_critical_task_ends_the_shim(RUNC_V2, "sigchld-loop-ends");
+}
+
+#[test]
+fn v1linux_losing_the_exit_dispatcher_ends_the_shim() {
+    losing_a_critical_task_ends_the_shim(V1_LINUX, "exit-dispatcher-ends");
+}
+
+#[test]
+fn runcv1_losing_event_delivery_ends_the_shim() {
+    losing_a_critical_task_ends_the_shim(RUNC_V1, "event-delivery-ends");
+}
+
+/// `assert_clean` looks before it cleans: a task the test left exited but undeleted (as when
+/// its own teardown failed) is reported, although the clean-up that follows removes it.
+#[test]
+fn assert_clean_reports_what_the_test_left_behind() {
+    let Some(c) = Ctd::start() else { return };
+    let id = c.id("left");
+    c.run_detached(RUNC_V2, &id, &[], &["sh", "-c", "sleep 1; exit 3"]);
+    assert!(c.wait_status(&id, "STOPPED", Duration::from_secs(10)));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.assert_clean()));
+    let err = r.expect_err("assert_clean passed with an undeleted task");
+    let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        msg.contains(&format!("task {id} exited but was never deleted")),
+        "{msg}"
+    );
+    // The clean-up ran all the same.
     c.assert_clean();
 }
 

@@ -189,5 +189,71 @@ fn sigterm_kills_the_container_like_the_go_shim() {
     sigterm_under_containerd(Shims::Ours);
     if go_shim("containerd-shim").is_some() {
         sigterm_under_containerd(Shims::Go);
+    } else {
+        peer_missing("the Go containerd-shim");
     }
+}
+
+/// With `-allow-abstract-socket` any process in the host's network namespace can connect,
+/// root in a host-network container included: the shimgate Admin service (live upgrade runs
+/// a program as host root) answers nobody there. The Task API is served as before.
+#[test]
+fn admin_is_refused_on_an_abstract_socket() {
+    use shimgate::protos::admin::{InfoRequest, UpgradeRequest};
+    use std::os::linux::net::SocketAddrExt;
+    if !prerequisites() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let shim = as_containerd_shim(d.path());
+    let name = format!("shimgate-test-abstract-{}", std::process::id());
+    let marker = d.path().join("target-ran");
+    let target = d.path().join("target");
+    std::fs::write(&target, format!("#!/bin/sh\ntouch {}\n", marker.display())).unwrap();
+    std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let child = spawn(
+        Command::new(&shim)
+            .args(["-namespace", "default", "-allow-abstract-socket", "-socket"])
+            .arg(&name)
+            .current_dir(d.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stream = loop {
+        if let Ok(s) = std::os::unix::net::UnixStream::connect_addr(&addr) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "shim never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut raw = raw_ttrpc::Raw::over(stream, Duration::from_secs(20));
+    let info = raw.call("shimgate.admin.v1.Admin", "Info", &InfoRequest::default());
+    let up = raw.call(
+        "shimgate.admin.v1.Admin",
+        "Upgrade",
+        &UpgradeRequest {
+            binary: target.display().to_string(),
+            ..Default::default()
+        },
+    );
+    // The legacy API still answers on the same connection.
+    let state = raw.call(
+        "containerd.runtime.linux.shim.v1.Shim",
+        "State",
+        &shimgate::protos::shim_v1::StateRequest::default(),
+    );
+    // SAFETY: signalling the shim this test started.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let (_, timed_out) = finish(child, Duration::from_secs(10));
+    assert!(!timed_out);
+    for (what, r) in [("Info", &info), ("Upgrade", &up)] {
+        assert_eq!(r.code, 7, "{what}: {} {}", r.code, r.message); // PERMISSION_DENIED
+        assert!(r.message.contains("abstract"), "{what}: {}", r.message);
+    }
+    assert!(!marker.exists(), "the upgrade target was run");
+    assert_ne!(state.code, 12, "the shim API is served: {}", state.message);
 }

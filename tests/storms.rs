@@ -107,6 +107,28 @@ fn exit_status_storm(rt: Runtime) {
             mismatches.push(format!("exec {i}: signal {sig}, exit statuses {got:?}"));
         }
     }
+    // Exactly once: counted after the holder is deleted and its shim is gone, when no
+    // further exit can be published.
+    assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", &holder]).code, 0);
+    assert!(c.wait_status(&holder, "STOPPED", Duration::from_secs(10)));
+    assert_eq!(c.ctr(&["task", "rm", &holder]).code, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !c.shim_pids().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the shim did not exit after the delete"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ev.barrier(&c);
+    let exits = ev.of("/tasks/exit", &holder);
+    for i in 0..execs {
+        let exec = format!("s{i}");
+        let n = exits.iter().filter(|e| e.str("id") == exec).count();
+        if n != 1 {
+            mismatches.push(format!("exec {i}: {n} exits"));
+        }
+    }
     eprintln!(
         "{}: {} runs + {} signal deaths, {} mismatches",
         rt.short,
@@ -125,8 +147,8 @@ fn exec_storm_then_kill_init(rt: Runtime) {
     let ev = Events::watch(&c);
     let id = c.id("storm");
     c.run_detached(rt, &id, &[], &["sleep", "3600"]);
-    // More than the 256 requests a connection may have in flight: every running exec holds
-    // an open Wait.
+    // More than the 64 requests a connection may have in flight: every running exec holds
+    // an open Wait (parked, so not counted), and the starts queue behind the limit.
     let n = if full() { 1000 } else { 300 };
     // Start them from a few threads at once.
     std::thread::scope(|s| {
@@ -158,7 +180,24 @@ fn exec_storm_then_kill_init(rt: Runtime) {
     ev.wait_until("every exit", Duration::from_secs(60), |_| {
         ev.of("/tasks/exit", &id).len() > n
     });
-    std::thread::sleep(Duration::from_millis(500)); // duplicates would show up now
+    // No zombie children under the shim(s).
+    for p in &shim {
+        let zombies = zombie_children(*p);
+        assert!(zombies.is_empty(), "zombies under shim {p}: {zombies:?}");
+    }
+    assert!(c.wait_status(&id, "STOPPED", Duration::from_secs(10)));
+    let r = c.ctr(&["task", "rm", &id]);
+    assert!(r.code == 0 || r.code == 137, "{}", r.brief());
+    // Count once the shim is gone: nothing can publish another exit for these processes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !c.shim_pids().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the shim did not exit after the delete"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ev.barrier(&c);
     let exits = ev.of("/tasks/exit", &id);
     assert_eq!(
         exits.len(),
@@ -177,14 +216,6 @@ fn exec_storm_then_kill_init(rt: Runtime) {
         "init last"
     );
     assert!(exits.iter().all(|e| e.num("exit_status") == 137));
-    // No zombie children under the shim(s).
-    for p in &shim {
-        let zombies = zombie_children(*p);
-        assert!(zombies.is_empty(), "zombies under shim {p}: {zombies:?}");
-    }
-    assert!(c.wait_status(&id, "STOPPED", Duration::from_secs(10)));
-    let r = c.ctr(&["task", "rm", &id]);
-    assert!(r.code == 0 || r.code == 137, "{}", r.brief());
     eprintln!(
         "{}: {n} execs + init, {} exits, 0 duplicates",
         rt.short,

@@ -11,41 +11,16 @@ mod common;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::next::{next_binary, NEXT_VERSION};
 use common::pty::PtySession;
 use common::*;
 
 const THIS_VERSION: &str = env!("CARGO_PKG_VERSION");
-const NEXT_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "-next");
 
-/// A build of this tree that reports [`NEXT_VERSION`]: the binary to upgrade to. Its own
-/// target directory keeps it apart from the binary under test (cargo rebuilds it
-/// incrementally; the first build compiles the dependencies once).
-fn next_binary() -> PathBuf {
-    static B: OnceLock<PathBuf> = OnceLock::new();
-    B.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let dir = root.join("target/upgrade-next");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = run_cmd(
-            Command::new(cargo)
-                .current_dir(root)
-                .args(["build", "--quiet", "--bin", "shimgate", "--target-dir"])
-                .arg(&dir)
-                .env("SHIMGATE_VERSION", NEXT_VERSION)
-                .env("CARGO_PROFILE_DEV_DEBUG", "0"),
-            None,
-            Duration::from_secs(1200),
-        );
-        assert_eq!(out.code, 0, "build the next binary: {}", out.err());
-        dir.join("debug/shimgate")
-    })
-    .clone()
-}
-
-/// `shimgate upgrade --json` for these shims; the parsed outcomes.
+/// `shimgate upgrade --json` for these shims; the parsed outcomes (one JSON line per shim).
 fn upgrade(pids: &[u32], binary: Option<&Path>, extra: &[&str]) -> (Out, Vec<serde_json::Value>) {
     let mut cmd = Command::new(shimgate_bin());
     cmd.arg("upgrade").arg("--json");
@@ -57,7 +32,11 @@ fn upgrade(pids: &[u32], binary: Option<&Path>, extra: &[&str]) -> (Out, Vec<ser
     }
     cmd.args(extra);
     let out = run_cmd(&mut cmd, None, Duration::from_secs(120));
-    let parsed = serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap_or_default();
+    let parsed: Vec<serde_json::Value> = out
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
     (out, parsed)
 }
 
@@ -145,6 +124,19 @@ fn exits(ev: &Events, id: &str) -> Vec<(String, u64)> {
         .iter()
         .map(|e| (e.str("id").to_string(), e.num("exit_status")))
         .collect()
+}
+
+/// Wait until none of `shims` is alive any more.
+fn wait_shims_gone(c: &Ctd, shims: &[u32]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.shim_pids().iter().any(|p| shims.contains(p)) {
+        assert!(
+            Instant::now() < deadline,
+            "shims {shims:?} still alive after their containers were deleted"
+        );
+        reap_orphans();
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Shims of this containerd that were not there in `before`.
@@ -357,11 +349,18 @@ fn keeps_everything(s: Series, rt: Runtime) {
     assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", &sleeper]).code, 0);
     assert!(c.wait_status(&sleeper, "STOPPED", Duration::from_secs(10)));
 
-    // Each exit exactly once, with its status.
+    // Each exit exactly once, with its status: counted once the shims are gone (nothing can
+    // publish another exit then).
     ev.wait_until("the exits", Duration::from_secs(20), |_| {
         exits(&ev, &sleeper).len() >= 3
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // (The attached `ctr run`s deleted their own tasks when they ended.)
+    assert_eq!(c.ctr(&["task", "rm", &sleeper]).code, 0);
+    for id in [&counter, &echo, &sleeper] {
+        let _ = c.ctr(&["container", "rm", id]);
+    }
+    wait_shims_gone(&c, &shims);
+    ev.barrier(&c);
     // The execs run alongside the upgrade: each exited once, with 0.
     let (bg, mut s): (Vec<_>, Vec<_>) = exits(&ev, &sleeper)
         .into_iter()
@@ -384,10 +383,6 @@ fn keeps_everything(s: Series, rt: Runtime) {
     );
     assert_eq!(exits(&ev, &counter), vec![(counter.clone(), 3)]);
     assert_eq!(exits(&ev, &echo), vec![(echo.clone(), 4)]);
-    for id in [&counter, &echo, &sleeper] {
-        let _ = c.ctr(&["task", "rm", id]);
-        let _ = c.ctr(&["container", "rm", id]);
-    }
     // containerd saw nothing wrong with any shim.
     let log = c.log();
     for line in log.lines().filter(|l| l.contains("level=error")) {
@@ -541,7 +536,13 @@ fn exits_during_handover(rt: Runtime) {
     ev.wait_until("the exits", Duration::from_secs(20), |_| {
         exits(&ev, &a).len() >= 2
     });
-    std::thread::sleep(Duration::from_millis(500));
+    // Exactly once: counted once the shim is gone.
+    for id in std::iter::once(&a).chain(b.iter()) {
+        assert_eq!(c.ctr(&["task", "rm", id]).code, 0);
+        let _ = c.ctr(&["container", "rm", id]);
+    }
+    wait_shims_gone(&c, &shims);
+    ev.barrier(&c);
     let mut got = exits(&ev, &a);
     got.sort();
     assert_eq!(
@@ -552,10 +553,6 @@ fn exits_during_handover(rt: Runtime) {
     );
     if let Some(b) = &b {
         assert_eq!(exits(&ev, b), vec![(b.clone(), 137)], "{}", ev.dump());
-    }
-    for id in std::iter::once(&a).chain(b.iter()) {
-        assert_eq!(c.ctr(&["task", "rm", id]).code, 0);
-        let _ = c.ctr(&["container", "rm", id]);
     }
     c.assert_clean();
 }
@@ -628,12 +625,17 @@ fn failed_adoption_rolls_back(rt: Runtime) {
     assert_eq!(out.code, 0, "{}", out.brief());
     assert_eq!(outcomes[0]["to"], NEXT_VERSION);
     assert_eq!(doctor_version(shim), NEXT_VERSION);
-    // It now runs another build than the one containerd would start: doctor says so.
-    let findings = doctor()["findings"].to_string();
+    // It now runs another build than the one containerd would start: doctor says so, about
+    // this shim.
+    let findings = doctor()["findings"].clone();
     assert!(
-        findings.contains(&format!(
-            "pid {shim} runs {NEXT_VERSION}, {THIS_VERSION} installed"
-        )),
+        findings.as_array().unwrap().iter().any(|f| {
+            f["id"] == "shim-outdated"
+                && f["subject"] == serde_json::json!({"kind": "shim", "pid": shim})
+                && f["message"].as_str().unwrap_or("").contains(&format!(
+                    "runs shimgate {NEXT_VERSION}, {THIS_VERSION} is installed"
+                ))
+        }),
         "{findings}"
     );
     echoer.write(b"two\n");
@@ -671,6 +673,7 @@ fn unusable_binaries_are_refused() {
     assert_eq!(out.code, 0, "{}", out.brief());
     assert_eq!(listed.len(), 1, "{}", out.text());
     assert_eq!(listed[0]["from"], THIS_VERSION, "{}", out.text());
+    assert_eq!(listed[0]["result"], "would-upgrade", "{}", out.text());
     assert_eq!(
         listed[0]["containers"],
         serde_json::json!([id]),
@@ -680,7 +683,7 @@ fn unusable_binaries_are_refused() {
     assert_eq!(upgrade(&[1], None, &["--dry-run"]).0.code, 1);
 
     let (out, _) = upgrade(&[shim], Some(Path::new("/bin/true")), &[]);
-    assert_eq!(out.code, 2, "{}", out.brief());
+    assert_eq!(out.code, 3, "refused, nothing changed: {}", out.brief());
     assert!(out.err().contains("not a shimgate"), "{}", out.err());
 
     let future = c.dir.join("future-shimgate");
@@ -694,6 +697,7 @@ fn unusable_binaries_are_refused() {
     assert_eq!(out.code, 1, "{}", out.brief());
     let err = outcomes[0]["error"].as_str().unwrap_or("");
     assert!(err.contains("formats [2]"), "{err}");
+    assert_eq!(outcomes[0]["result"], "failed");
     let e = c.ctr(&["task", "exec", "--exec-id", "e1", &id, "echo", "fine"]);
     assert_eq!((e.code, e.text()), (0, "fine\n".to_string()));
 
@@ -701,6 +705,7 @@ fn unusable_binaries_are_refused() {
     let (out, outcomes) = upgrade(&[shim], None, &[]);
     assert_eq!(out.code, 0, "{}", out.brief());
     assert_eq!(outcomes[0]["to"], THIS_VERSION);
+    assert_eq!(outcomes[0]["result"], "upgraded");
     let e = c.ctr(&["task", "exec", "--exec-id", "e2", &id, "echo", "fine"]);
     assert_eq!((e.code, e.text()), (0, "fine\n".to_string()));
     c.ctr(&["task", "kill", "-s", "SIGKILL", &id]);
@@ -708,6 +713,220 @@ fn unusable_binaries_are_refused() {
     let _ = c.ctr(&["task", "rm", &id]);
     let _ = c.ctr(&["container", "rm", &id]);
     c.assert_clean();
+}
+
+/// Start `argv` as a child of this process with exactly the pid `pid` (`clone3` with
+/// `set_tid`, as root), so a test can put a decoy where a dead process's pid was. `None` when
+/// the pid is taken already.
+fn spawn_with_pid(pid: i32, argv: &[&str]) -> Option<i32> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    let cargs: Vec<std::ffi::CString> = argv
+        .iter()
+        .map(|a| std::ffi::CString::new(*a).unwrap())
+        .collect();
+    let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    let tid = [pid];
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: tid.as_ptr() as u64,
+        set_tid_size: 1,
+        ..Default::default()
+    };
+    // SAFETY: clone3 with a fully initialised argument block; the child only calls execv
+    // (async-signal-safe) on memory prepared before the call, then _exit.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if r == 0 {
+        // SAFETY: in the child: replace the image at once.
+        unsafe {
+            libc::execv(ptrs[0], ptrs.as_ptr());
+            libc::_exit(127);
+        }
+    }
+    (r > 0).then_some(r as i32)
+}
+
+fn alive_not_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            let st = s.rsplit_once(')').map(|x| x.1.trim_start()).unwrap_or("");
+            !st.starts_with('Z') && !st.starts_with('X')
+        })
+        .unwrap_or(false)
+}
+
+/// A container whose logging binary (`binary://`) ended on its own before the upgrade: the
+/// new image must not "stop the logger" by its old pid, which by then belongs to another
+/// process (here a decoy this test starts with exactly that pid); and Delete is answered
+/// promptly instead of waiting for an exit that will never come.
+fn an_exited_logger_is_left_alone_after_an_upgrade(rt: Runtime) {
+    let Some(c) = Ctd::start() else { return };
+    let next = next_binary();
+    let logger = c.dir.join("logger.sh");
+    let pid_file = c.dir.join("logger.pid");
+    std::fs::write(
+        &logger,
+        format!(
+            "#!/bin/sh\necho $$ > {}\nexec 5>&-\nsleep 1\nexit 0\n",
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&logger, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let before = c.shim_pids();
+    let id = c.id("logged");
+    let uri = format!("binary://{}", logger.display());
+    c.run_detached(rt, &id, &["--log-uri", &uri], &["sleep", "600"]);
+    let shim = new_shims(&c, &before)[0];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let logger_pid: i32 = loop {
+        if let Some(p) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "the logger never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    while Path::new(&format!("/proc/{logger_pid}")).exists() {
+        assert!(Instant::now() < deadline, "the logger did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let decoy = spawn_with_pid(logger_pid, &["/bin/sleep", "120"]);
+    eprintln!("logger pid {logger_pid}; decoy {decoy:?}");
+
+    let (out, outcomes) = upgrade(&[shim], Some(&next), &[]);
+    assert_eq!(out.code, 0, "{}", out.brief());
+    assert_eq!(outcomes[0]["to"], NEXT_VERSION);
+    assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).code, 0);
+    assert!(c.wait_status(&id, "STOPPED", Duration::from_secs(10)));
+    let t = Instant::now();
+    let rm = c.ctr_timeout(&["task", "rm", &id], Duration::from_secs(40));
+    let took = t.elapsed();
+    let decoy_alive = decoy.map(alive_not_zombie);
+    if let Some(d) = decoy {
+        // SAFETY: our own decoy child; reaped right after.
+        unsafe {
+            libc::kill(d, libc::SIGKILL);
+            libc::waitpid(d, std::ptr::null_mut(), 0);
+        }
+    }
+    assert_ne!(
+        decoy_alive,
+        Some(false),
+        "the process now holding the logger's old pid was signalled"
+    );
+    assert_eq!(rm.code, 0, "{}", rm.brief());
+    assert!(took < Duration::from_secs(5), "Delete took {took:?}");
+    let _ = c.ctr(&["container", "rm", &id]);
+    c.assert_clean();
+}
+
+#[test]
+fn runcv2_an_exited_logger_is_left_alone_after_an_upgrade() {
+    an_exited_logger_is_left_alone_after_an_upgrade(RUNC_V2);
+}
+
+#[test]
+fn v1linux_an_exited_logger_is_left_alone_after_an_upgrade() {
+    an_exited_logger_is_left_alone_after_an_upgrade(V1_LINUX);
+}
+
+/// The shim itself (not only the operator tool, which a caller can bypass by speaking to the
+/// socket) refuses to become, or even run, a binary that others than root could have
+/// written: one inside a container's bundle, one writable by its group, one in a directory
+/// anybody may write to. Each would print a marker if it ran.
+#[test]
+fn the_shim_refuses_targets_others_could_have_written() {
+    use shimgate::protos::admin::UpgradeRequest;
+    let Some(c) = Ctd::start() else { return };
+    let id = c.id("tgt");
+    c.run_detached(RUNC_V2, &id, &[], &["sleep", "600"]);
+    let marker = c.dir.join("target-ran");
+    let body = format!("#!/bin/sh\ntouch {}\n", marker.display());
+    let open_dir = c.dir.join("open");
+    std::fs::create_dir(&open_dir).unwrap();
+    std::fs::set_permissions(
+        &open_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let cases = [
+        (c.bundle(&id).join("evil"), 0o755, "inside the bundle"),
+        (c.dir.join("group-writable"), 0o775, "written by others"),
+        (open_dir.join("evil"), 0o755, "can be written by others"),
+    ];
+    let sock = c.socket_for(&id);
+    for (path, mode, why) in &cases {
+        std::fs::write(path, &body).unwrap();
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(*mode))
+            .unwrap();
+        let mut raw = raw_ttrpc::Raw::connect(&sock, Duration::from_secs(30));
+        let r = raw.call(
+            "shimgate.admin.v1.Admin",
+            "Upgrade",
+            &UpgradeRequest {
+                binary: path.display().to_string(),
+                ..Default::default()
+            },
+        );
+        assert_eq!(r.code, 9, "{}: {}", path.display(), r.message); // FAILED_PRECONDITION
+        assert!(r.message.contains(why), "{}: {}", path.display(), r.message);
+        assert!(!marker.exists(), "{} was run", path.display());
+        let _ = std::fs::remove_file(path);
+    }
+    let e = c.ctr(&["task", "exec", "--exec-id", "e1", &id, "echo", "fine"]);
+    assert_eq!((e.code, e.text()), (0, "fine\n".to_string()));
+    c.ctr(&["task", "kill", "-s", "SIGKILL", &id]);
+    assert!(c.wait_status(&id, "STOPPED", Duration::from_secs(10)));
+    assert_eq!(c.ctr(&["task", "rm", &id]).code, 0);
+    let _ = c.ctr(&["container", "rm", &id]);
+    c.assert_clean();
+}
+
+/// Test-only knobs are not in the binary under test (built like the one operators run), only
+/// in the tests' second build, which enables the `test-faults` feature.
+#[test]
+fn fault_knobs_exist_only_in_the_test_build() {
+    let has = |p: &Path, needle: &[u8]| {
+        std::fs::read(p)
+            .unwrap()
+            .windows(needle.len())
+            .any(|w| w == needle)
+    };
+    for knob in [&b"SHIMGATE_UPGRADE_FAULT"[..], b"SHIMGATE_TEST_FAULT"] {
+        let name = String::from_utf8_lossy(knob);
+        assert!(
+            !has(&shimgate_bin(), knob),
+            "{name} in {}",
+            shimgate_bin().display()
+        );
+        assert!(
+            has(&next_binary(), knob),
+            "{name} missing from the test build"
+        );
+    }
 }
 
 /// Hand-over time (quiesce to serving again, as the new image reports it) for a runc.v2 group

@@ -456,6 +456,6 @@ fn v1_shim_answers_like_the_go_shim() {
     check("shimgate", &ours, false);
     match go {
         Some(go) => check("Go containerd-shim", &go, true),
-        None => eprintln!("Go containerd-shim not installed; table checked against shimgate only"),
+        None => peer_missing("the Go containerd-shim"),
     }
 }

@@ -1,8 +1,9 @@
 """shimbench: shimgate beside the Go shims, through private real containerds, in one run.
 
 Usage (as root; bench/run.sh builds the release binary first):
-  python3 -m shimbench [--rounds N] [--out DIR] [--quick] [--runtimes runc.v2,runc.v1,v1linux]
-                       [--shim PATH] [-n SAMPLES] [--idle SECONDS] [--no-scale]
+  python3 -m shimbench [--series 1.6|1.7|2.2|2.3] [--rounds N] [--out DIR] [--quick]
+                       [--runtimes runc.v2,runc.v1,v1linux] [--shim PATH] [-n SAMPLES]
+                       [--idle SECONDS] [--no-scale] [--burst K] [--burst-reps N]
 """
 from __future__ import annotations
 
@@ -19,33 +20,48 @@ import time
 import traceback
 
 from . import cgroup, env as envmod, measure as m, proc, report
+from . import series as seriesmod
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def parse(argv):
     ap = argparse.ArgumentParser(prog="bench/run.sh", description=__doc__.split("\n")[0])
+    ap.add_argument("--series", default="1.6", choices=sorted(seriesmod.SERIES),
+                    help="containerd series: 1.6 is Debian's /usr/bin/containerd with the Go shims "
+                         "in /usr/bin; 1.7, 2.2 and 2.3 come from the peers ($SHIMGATE_PEERS, default "
+                         "<repo>/../shared/peers) with their own Go shims (default 1.6)")
     ap.add_argument("--rounds", type=int, help="rounds per side (default 3, --quick 1)")
     ap.add_argument("--out", help="output directory (default bench/results/<UTC time>)")
     ap.add_argument("--quick", action="store_true",
                     help="fewer samples, 5 s idle windows, no 100-container scaling, 1 round unless --rounds")
-    ap.add_argument("--runtimes", default="runc.v2,runc.v1,v1linux")
+    ap.add_argument("--runtimes", help="default: all the series starts (1.x: runc.v2,runc.v1,v1linux; "
+                    "2.x: runc.v2,runc.v1, runc.v1 for shimgate alone: 2.x ships no Go runc.v1 shim)")
     ap.add_argument("--shim", default=os.path.join(REPO, "target", "release", "shimgate"),
                     help="the shimgate binary (default target/release/shimgate)")
     ap.add_argument("-n", type=int, help="latency samples per round and metric (default 20, --quick 6)")
     ap.add_argument("--idle", type=float, help="idle window in seconds (default 10, --quick 5)")
     ap.add_argument("--no-scale", action="store_true", help="skip the 100-container scaling points")
+    ap.add_argument("--burst", type=int, default=100, help="concurrent execs in the exec burst (default 100)")
+    ap.add_argument("--burst-reps", type=int, default=1,
+                    help="exec bursts per round and runtime (default 1; the Go 1.x shims take minutes for one)")
     a = ap.parse_args(argv)
+    a.series_def = seriesmod.SERIES[a.series]
     a.rounds = a.rounds or (1 if a.quick else 3)
     a.n = a.n or (6 if a.quick else 20)
     a.idle = a.idle or (5.0 if a.quick else 10.0)
     a.scale = not (a.quick or a.no_scale)
     a.tp_reps = 1 if a.quick else 2
-    a.runtimes = [r for r in a.runtimes.split(",") if r]
+    a.runtimes = ([r for r in a.runtimes.split(",") if r] if a.runtimes
+                  else list(a.series_def.runtimes))
     for r in a.runtimes:
         if r not in envmod.RUNTIMES:
             ap.error(f"unknown runtime {r}; known: {', '.join(envmod.RUNTIMES)}")
-    a.out = a.out or os.path.join(REPO, "bench", "results", dt.datetime.utcnow().strftime("%Y%m%dT%H%M%SZ"))
+        if r not in a.series_def.runtimes:
+            ap.error(f"containerd {a.series} has no {envmod.RUNTIMES[r][0]} (the legacy runtime was "
+                     "removed in containerd 2.0)")
+    a.out = a.out or os.path.join(REPO, "bench", "results",
+                                  dt.datetime.utcnow().strftime("%Y%m%dT%H%M%SZ") + f"-containerd{a.series}")
     return a
 
 
@@ -69,6 +85,10 @@ def bench_env(e: envmod.Env, a) -> dict:
     res = {}
     for rt in a.runtimes:
         r = res[rt] = {}
+        if envmod.RUNTIMES[rt][1] not in e.shims:
+            r["na"] = (f"containerd {a.series} ships no Go {envmod.RUNTIMES[rt][1]}")
+            log(f"  {rt}: n/a ({r['na']})")
+            continue
         try:
             bench_runtime(e, a, rt, r)
         except KeyboardInterrupt:
@@ -103,6 +123,11 @@ def bench_runtime(e: envmod.Env, a, rt: str, r: dict) -> None:
     cx = e.start_many(rt, 1, "x")
     settle(e, 0.5)
     r.update(m.execs(e, cx[0], a.n))
+    log(f"  {rt}: {a.burst} concurrent execs on one container, {a.burst_reps} x")
+    r["burst"] = []
+    for k in range(a.burst_reps):
+        r["burst"].append(m.exec_burst(e, cx[0], a.burst, tag=f"b{k}-"))
+        settle(e, 0.5)
     if rt == a.runtimes[0]:
         log(f"  bare runc run, {a.n} x")
         r.update(m.runc_baseline(e, e.bundle_config(cx[0]), a.n))
@@ -141,32 +166,37 @@ def worker(a) -> int:
         print("shimbench: must run as root (containerd, runc and cgroups need it)", file=sys.stderr)
         return 2
     shimgate = os.path.realpath(a.shim)
-    go = {n: shutil.which(n, path="/usr/bin:/usr/local/bin") for n in envmod.SHIM_NAMES}
-    missing = [n for n, p in go.items() if not p]
-    if missing:
-        print(f"shimbench: Go shims missing: {missing}", file=sys.stderr)
+    try:
+        bins = seriesmod.resolve(a.series_def, REPO, log=log)
+    except (RuntimeError, OSError) as err:
+        print(f"shimbench: containerd {a.series}: {err}", file=sys.stderr)
         return 2
+    go = bins.go_shims
     if not os.access(shimgate, os.X_OK):
         print(f"shimbench: no shimgate binary at {shimgate} (cargo build --release)", file=sys.stderr)
         return 2
     os.makedirs(a.out, exist_ok=True)
     tag = f"shimbench-{os.getpid()}"
     base = f"/tmp/{tag}.common"
-    tools = envmod.Tools(base, tag)
+    tools = envmod.Tools(base, tag, bins)
     # A private copy: another build replacing target/release/shimgate mid-run changes nothing.
     meta = {
         "started": dt.datetime.utcnow().isoformat() + "Z",
         "host": platform.node(), "kernel": platform.release(), "cpus": os.cpu_count(),
         "cgroup": cgroup.mode(),
         "config": {"rounds": a.rounds, "n": a.n, "idle_s": a.idle, "scale": a.scale,
-                   "tp_reps": a.tp_reps, "runtimes": a.runtimes, "quick": a.quick},
+                   "tp_reps": a.tp_reps, "burst": a.burst, "burst_reps": a.burst_reps,
+                   "runtimes": a.runtimes, "quick": a.quick},
+        "series": {"name": a.series, "origin": a.series_def.origin, "config_version": a.series_def.config_version,
+                   "containerd": bins.containerd, "ctr": bins.ctr, "go_shims": go, "peers": bins.peers},
         "versions": {},
         "binaries": {},
         "load_start": proc.loadavg(),
         "shimgate": shimgate,
     }
-    for cmd in (["containerd", "--version"], ["runc", "--version"], ["ctr", "--version"]):
-        meta["versions"][cmd[0]] = proc.run(cmd).out.decode().strip().splitlines()[0]
+    for name, cmd in (("containerd", [bins.containerd, "--version"]), ("runc", [tools.runc, "--version"]),
+                      ("ctr", [bins.ctr, "--version"])):
+        meta["versions"][name] = proc.run(cmd, env=tools.ctr_env).out.decode().strip().splitlines()[0]
     try:
         meta["bench_git"] = subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty"],
                                               capture_output=True, text=True).stdout.strip()
@@ -207,6 +237,7 @@ def worker(a) -> int:
                 t0 = time.time()
                 try:
                     e.start()
+                    entry["containerd_version"] = e.version
                     entry["results"] = bench_env(e, a)
                 finally:
                     entry["leaks"] = e.close()
@@ -230,10 +261,14 @@ def worker(a) -> int:
     meta["load_end"] = proc.loadavg()
     meta["finished"] = dt.datetime.utcnow().isoformat() + "Z"
     done = [r for r in result["rounds"] if r["results"]]
-    summary = report.summarize(done, a.runtimes)
+    summary = report.summarize(done, a.runtimes, burst=a.burst)
     result["summary"] = summary
     per_side = {s: sum(1 for r in done if r["side"] == s) for s in ("go", "shimgate")}
-    md = report.table(summary, sizes, per_side)
+    versions = sorted({r.get("containerd_version", "?") for r in done})
+    where = (f"containerd {a.series} ({', '.join(versions) or '?'}: {a.series_def.origin}), "
+             f"each runtime against the Go shim of that series")
+    md = report.headline(summary, where, report.not_available(done), burst=a.burst)
+    md += "\n" + report.table(summary, sizes, per_side, report.not_available(done))
     md += "\n" + report.scaling_table(summary)
     md += "\n" + report.notes(done, result["calibration"])
     loads = [r["load_before"][0] for r in result["rounds"]]

@@ -1,7 +1,8 @@
-"""A private containerd per (side, round): own root/state/sockets in a temp dir, CRI disabled,
-PATH leading to a directory of wrappers with the three shim names and `runc`, the v1 runtime's
-`shim` pointing there. The wrappers put every shim process in cgroup `shim`, every runc
-process in cgroup `runc`, and the v1 shim's `containerd publish` helper in cgroup `publish`.
+"""A private containerd of the chosen series per (side, round): own root/state/sockets in a temp
+dir, CRI (and NRI) disabled, PATH leading to a directory of wrappers with the shim names and
+`runc`, the v1 runtime's `shim` pointing there (1.x). The wrappers put every shim process in
+cgroup `shim`, every runc process in cgroup `runc`, and the v1 shim's `containerd publish`
+helper in cgroup `publish`.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import tempfile
 import time
 
 from . import cgroup, proc
+from . import series as seriesmod
 
 SHIM_NAMES = ("containerd-shim", "containerd-shim-runc-v1", "containerd-shim-runc-v2")
 
@@ -32,25 +34,32 @@ CSRC = os.path.join(os.path.dirname(HERE), "c")
 
 
 class Tools:
-    """Things shared by every environment of one bench run: compiled helpers, the rootfs, a
-    copy of the containerd binary (see Env.start for why), the cgroup parent."""
+    """Things shared by every environment of one bench run: the series' binaries, compiled
+    helpers, the rootfs, a copy of the series' containerd binary (see Env.start for why), the
+    cgroup parent."""
 
-    def __init__(self, base: str, cg_base: str):
+    def __init__(self, base: str, cg_base: str, bins: seriesmod.Binaries):
         self.base = base
         self.cg_base = cg_base
+        self.bins = bins
+        self.series = bins.series
         self.rootfs = os.path.join(base, "rootfs")
         self.containerd_copy = os.path.join(base, "containerd")
         self.runc = shutil.which("runc") or "/usr/sbin/runc"
-        self.ctr = shutil.which("ctr") or "/usr/bin/ctr"
+        self.ctr = bins.ctr
+        # ctr 2.x warns about cgroup v1 on every call; stderr should carry only real errors.
+        self.ctr_env = dict(os.environ, CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS="1")
         self.nop = os.path.join(base, "nop")
         self.spawnloop = os.path.join(base, "spawnloop")
+        self.burst = os.path.join(base, "burst")
 
     def prepare(self) -> None:
         os.makedirs(self.base, exist_ok=True)
         nolibc = self.NOLIBC if platform.machine() in ("x86_64", "aarch64") else []
         self._gcc(nolibc + ["-o", self.nop, os.path.join(CSRC, "nop.c")])
         self._gcc(["-o", self.spawnloop, os.path.join(CSRC, "spawnloop.c")])
-        shutil.copy2(shutil.which("containerd") or "/usr/bin/containerd", self.containerd_copy)
+        self._gcc(["-o", self.burst, os.path.join(CSRC, "burst.c")])
+        shutil.copy2(self.bins.containerd, self.containerd_copy)
         for d in ("bin", "proc", "dev", "sys", "tmp"):
             os.makedirs(os.path.join(self.rootfs, d), exist_ok=True)
         shutil.copy2("/bin/busybox", os.path.join(self.rootfs, "bin", "busybox"))
@@ -86,7 +95,7 @@ class Env:
     def __init__(self, tools: Tools, side: str, shims: dict[str, str], tag: str, log=print):
         self.tools = tools
         self.side = side
-        self.shims = shims  # shim name -> real binary
+        self.shims = shims  # shim name -> real binary (names this side lacks are absent)
         self.tag = tag
         self.log = log
         self.ns = f"shimbench-{os.getpid()}-{tag}"
@@ -112,6 +121,8 @@ class Env:
         for g in ("shim", "runc", "publish"):
             self.cg[g] = cgroup.CpuGroup(f"{t.cg_base}/{self.tag}/{g}")
         for name in SHIM_NAMES:
+            if name not in self.shims:
+                continue  # 2.x Go side: the series ships no such shim; its runtime is not run
             t.wrapper(os.path.join(self.bin, name), self.shims[name], self.cg["shim"], self.invlog)
         t.wrapper(os.path.join(self.bin, "runc"), t.runc, self.cg["runc"], self.invlog)
         # The legacy shim publishes exits by running `<containerd binary> publish`, where the
@@ -125,24 +136,7 @@ class Env:
             shutil.copy2(t.containerd_copy, ctd_bin)
         cfg = os.path.join(w, "containerd.toml")
         with open(cfg, "w") as f:
-            f.write(f"""version = 2
-root = "{w}/root"
-state = "{w}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{self.addr}"
-[ttrpc]
-  address = "{self.addr}.ttrpc"
-[debug]
-  address = "{self.addr}.debug"
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{w}/opt"
-[plugins."io.containerd.runtime.v1.linux"]
-  shim = "{self.bin}/containerd-shim"
-  runtime = "runc"
-""")
+            f.write(seriesmod.config(t.series, w, self.addr, self.bin))
         env = dict(os.environ)
         env["PATH"] = f"{self.bin}:{env.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
         self.ctd_log = open(os.path.join(w, "containerd.log"), "wb")
@@ -152,11 +146,18 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         while True:
             if self.ctd.poll() is not None:
                 raise RuntimeError(f"containerd exited {self.ctd.returncode}; see {w}/containerd.log")
-            if proc.run([t.ctr, "-a", self.addr, "version"], timeout=10).rc == 0:
+            v = proc.run([t.ctr, "-a", self.addr, "version"], timeout=10, env=t.ctr_env)
+            if v.rc == 0:
                 break
             if time.time() > deadline:
                 raise RuntimeError("containerd did not come up")
             time.sleep(0.1)
+        # The daemon is the series asked for (ctr version's server part).
+        server = v.out.decode(errors="replace").split("Server:", 1)[-1]
+        self.version = next((ln.split(":", 1)[1].strip().lstrip("v") for ln in server.splitlines()
+                             if ln.strip().startswith("Version:")), "")
+        if not self.version.startswith(t.series.version):
+            raise RuntimeError(f"containerd {t.series.name} expected, the daemon says {self.version!r}")
         real = ctd_bin + ".real"
         os.link(ctd_bin, real)
         t.wrapper(ctd_bin + ".wrap", real, self.cg["publish"], self.invlog)
@@ -169,7 +170,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         return [self.tools.ctr, "-a", self.addr, "-n", self.ns, *args]
 
     def ctr(self, *args, timeout=120) -> proc.Result:
-        return proc.run(self.ctr_argv(*args), timeout=timeout)
+        return proc.run(self.ctr_argv(*args), timeout=timeout, env=self.tools.ctr_env)
 
     def new_id(self, prefix: str) -> str:
         self.counter += 1
@@ -195,7 +196,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         if group and group not in self.ids:
             self.ids.append(group)
         proc.run(self.run_argv(rt, cid, ["/bin/sleep", "1000000"], rm=False, detach=True,
-                               annotations=ann), timeout=60).check()
+                               annotations=ann), timeout=60, env=self.tools.ctr_env).check()
 
     def start_many(self, rt: str, n: int, prefix: str, group: str | None = None,
                    parallel: int = 4) -> list[str]:
@@ -249,6 +250,13 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             if len(p) == count or time.time() > deadline:
                 return p
             time.sleep(0.02)
+
+    def containerd_cpu_ns(self) -> int:
+        """CPU of the daemon so far (utime+stime of /proc/PID/stat: every thread, exited ones
+        included; clock-tick resolution)."""
+        with open(f"/proc/{self.ctd.pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+        return (int(rest[11]) + int(rest[12])) * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 
     def usage(self) -> dict[str, int]:
         return {g: c.usage_ns() for g, c in self.cg.items()}

@@ -29,7 +29,7 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 
 use super::inspect::{self, BinaryKind};
-use super::run_tool;
+use super::{exit, run_tool};
 use crate::cli::Personality;
 
 /// The shim names install manages.
@@ -45,7 +45,9 @@ const MANIFEST_FORMAT: u32 = 1;
 /// `Record::installed` of the binary copy.
 const COPY: &str = "copy";
 /// `Record::installed` of a name that was already as wanted before any install.
-const UNCHANGED: &str = "unchanged";
+pub const UNCHANGED: &str = "unchanged";
+/// Where install manifests live by default (inside the root).
+pub const STATE_DIR: &str = "/var/lib/shimgate";
 
 /// Options shared by install and uninstall.
 #[derive(Debug, Clone)]
@@ -58,6 +60,8 @@ pub struct Options {
     pub state_dir: Option<PathBuf>,
     pub dry_run: bool,
     pub force: bool,
+    /// Print one JSON object ([`Outcome`]) instead of the text.
+    pub json: bool,
     /// The binary to install (default: the running executable).
     pub source: Option<PathBuf>,
 }
@@ -146,7 +150,7 @@ fn layout(o: &Options) -> Result<Layout, String> {
     let state = o
         .state_dir
         .clone()
-        .unwrap_or_else(|| host_path(&root, Path::new("/var/lib/shimgate")));
+        .unwrap_or_else(|| host_path(&root, Path::new(STATE_DIR)));
     Ok(Layout {
         root,
         prefix: inner,
@@ -195,6 +199,50 @@ fn dpkg_owner(root: &Path, inner: &Path) -> Option<String> {
         let (pkgs, path) = l.split_once(": ")?;
         (path == want).then(|| pkgs.to_string())
     })
+}
+
+/// The package (Debian, else RPM) that owns `inner` (a path inside `root`), if any.
+pub fn package_owner(root: &Path, inner: &Path) -> Option<String> {
+    if let Some(p) = dpkg_owner(root, inner) {
+        return Some(p);
+    }
+    crate::admin::which("rpm")?;
+    let mut cmd = Command::new("rpm");
+    if root != Path::new("/") {
+        cmd.arg("--root").arg(root);
+    }
+    cmd.args(["-qf", "--queryformat", "%{NAME}\\n"]).arg(inner);
+    let out = run_tool(cmd).ok().filter(|o| o.status == 0)?;
+    out.stdout.lines().next().map(|l| l.trim().to_string())
+}
+
+/// Every install manifest in `state_dir`, with its file (unreadable ones are skipped: doctor
+/// reports what it can).
+pub fn manifests(state_dir: &Path) -> Vec<(PathBuf, Manifest)> {
+    let Ok(rd) = std::fs::read_dir(state_dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<(PathBuf, Manifest)> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter_map(|p| read_manifest(&p).ok().flatten().map(|m| (p, m)))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// What stands at a recorded name now: `ok` (what install put there, or a name install
+/// found already right), `changed` (something else) or `missing`.
+pub fn record_state(root: &Path, rec: &Record) -> &'static str {
+    let host = host_path(root, Path::new(&rec.path));
+    if std::fs::symlink_metadata(&host).is_err() {
+        "missing"
+    } else if rec.installed == UNCHANGED || still_ours(&host, rec) {
+        "ok"
+    } else {
+        "changed"
+    }
 }
 
 /// Who diverts `inner` already ("LOCAL" or a package), if anyone.
@@ -284,6 +332,9 @@ enum Action {
     Rename,
     /// Keep the file under the kept name, by dpkg-divert for this package.
     Divert(String),
+    /// A name this install had renamed away was written over since (an RPM upgrade writes
+    /// the new shim over our symlink): the new file replaces the older kept original.
+    Rekeep,
 }
 
 struct Planned {
@@ -347,6 +398,22 @@ fn judge(
         }
     }
     if saved_exists {
+        // Our own rename, written over since by a package upgrade (not dpkg: its upgrades
+        // land on the diverted name): keep the newer file as the original.
+        let renamed_by_us = matches!(
+            ours,
+            Some(Record {
+                kept: Kept::Renamed { .. },
+                ..
+            })
+        );
+        let recognised = matches!(
+            inspect::classify(&host),
+            BinaryKind::Shimgate { .. } | BinaryKind::GoContainerd
+        );
+        if renamed_by_us && want_link.is_some() && (recognised || force) {
+            return Ok(Action::Rekeep);
+        }
         return Err(format!(
             "{} exists already and is not recorded by a shimgate install; \
              move it away (it may be an original from an earlier install) and run again",
@@ -396,6 +463,9 @@ fn describe(p: &Planned, source: &Path) -> String {
         Action::Divert(pkg) => {
             format!("divert   {path} to {kept} (dpkg-divert, package {pkg}), {then}")
         }
+        Action::Rekeep => format!(
+            "rekeep   {path} (written over since install) as {kept}, replacing the older original, {then}"
+        ),
     }
 }
 
@@ -440,6 +510,17 @@ fn apply(
             let sum = inspect::sha256_file(&host).map_err(|e| format!("{inner_s}: {e}"))?;
             std::fs::hard_link(&host, layout.host(&saved))
                 .map_err(|e| format!("keep {inner_s} as {}: {e}", saved.display()))?;
+            put(&host)?;
+            Kept::Renamed {
+                saved_as: saved.to_string_lossy().into_owned(),
+                sha256: sum,
+            }
+        }
+        Action::Rekeep => {
+            let sum = inspect::sha256_file(&host).map_err(|e| format!("{inner_s}: {e}"))?;
+            // The kept name is replaced atomically by the newer file, then the name by our
+            // link: at every moment both names hold a working shim.
+            place_hardlink(&host, &layout.host(&saved))?;
             put(&host)?;
             Kept::Renamed {
                 saved_as: saved.to_string_lossy().into_owned(),
@@ -498,19 +579,132 @@ fn copy_binary(source: &Path, host: &Path) -> Result<(), String> {
     })
 }
 
-/// `shimgate install`. Returns the exit code.
-pub fn install(o: &Options) -> i32 {
-    match install_inner(o) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("shimgate install: {e}");
-            1
+/// The `--json` account of one install or uninstall of one prefix
+/// (schema/install.schema.json): what changed and what was already so.
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    pub command: &'static str,
+    pub shimgate_version: String,
+    pub prefix: String,
+    pub root: String,
+    pub manifest: String,
+    pub dry_run: bool,
+    /// `done`, `nothing-to-do`, `partial` (entries left), `refused` (nothing changed) or
+    /// `failed` (failed partway).
+    pub result: &'static str,
+    pub entries: Vec<Entry>,
+    pub errors: Vec<String>,
+}
+
+/// One name in an [`Outcome`].
+#[derive(Debug, Serialize)]
+pub struct Entry {
+    pub path: String,
+    /// install: `none` (already so), `create`, `update`, `replace-symlink`, `rename`, `divert`,
+    /// `rekeep`; uninstall: `none` (there before install), `remove`, `restore-symlink`,
+    /// `restore`, `restore-diverted`, `left` (changed since install), `failed`.
+    pub action: &'static str,
+    /// Whether this run changed the name (false for `none`, `left`, `failed` and dry runs).
+    pub changed: bool,
+    /// The same as the text output's line.
+    pub detail: String,
+}
+
+impl Outcome {
+    fn new(command: &'static str, o: &Options) -> Outcome {
+        Outcome {
+            command,
+            shimgate_version: crate::VERSION.to_string(),
+            prefix: o
+                .prefix
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            root: o.root.display().to_string(),
+            manifest: String::new(),
+            dry_run: o.dry_run,
+            result: "done",
+            entries: Vec::new(),
+            errors: Vec::new(),
         }
+    }
+
+    fn at(&mut self, layout: &Layout) {
+        self.prefix = layout.prefix.display().to_string();
+        self.root = layout.root.display().to_string();
+        self.manifest = layout.manifest.display().to_string();
+    }
+
+    fn entry(
+        &mut self,
+        json: bool,
+        path: &str,
+        action: &'static str,
+        changed: bool,
+        detail: String,
+    ) {
+        if !json {
+            println!("  {detail}");
+        }
+        self.entries.push(Entry {
+            path: path.to_string(),
+            action,
+            changed,
+            detail,
+        });
+    }
+
+    /// Report the outcome (JSON line or the error on stderr) and return the exit code.
+    fn finish(self, json: bool) -> i32 {
+        let code = match self.result {
+            "refused" => exit::REFUSED,
+            "failed" => exit::FAILED,
+            "partial" => exit::PARTIAL,
+            _ => exit::OK,
+        };
+        for e in &self.errors {
+            eprintln!("shimgate {}: {e}", self.command);
+        }
+        if json {
+            match serde_json::to_string(&self) {
+                Ok(line) => println!("{line}"),
+                Err(e) => {
+                    eprintln!("shimgate {}: encode: {e}", self.command);
+                    return exit::FAILED.max(code);
+                }
+            }
+        }
+        code
     }
 }
 
-fn install_inner(o: &Options) -> Result<(), String> {
+fn action_name(a: &Action) -> &'static str {
+    match a {
+        Action::Keep => "none",
+        Action::Create => "create",
+        Action::Update => "update",
+        Action::ReplaceSymlink(_) => "replace-symlink",
+        Action::Rename => "rename",
+        Action::Divert(_) => "divert",
+        Action::Rekeep => "rekeep",
+    }
+}
+
+/// `shimgate install`. Returns the exit code.
+pub fn install(o: &Options) -> i32 {
+    let mut out = Outcome::new("install", o);
+    if let Err(e) = install_inner(o, &mut out) {
+        if out.result == "done" {
+            out.result = "refused";
+        }
+        out.errors.push(e);
+    }
+    out.finish(o.json)
+}
+
+fn install_inner(o: &Options, out: &mut Outcome) -> Result<(), String> {
     let layout = layout(o)?;
+    out.at(&layout);
     let source = match &o.source {
         Some(s) => s.clone(),
         None => std::env::current_exe().map_err(|e| format!("locate this binary: {e}"))?,
@@ -552,26 +746,40 @@ fn install_inner(o: &Options) -> Result<(), String> {
         }
     }
     if !refusals.is_empty() {
-        return Err(format!("nothing changed:\n  {}", refusals.join("\n  ")));
+        out.result = "refused";
+        out.errors
+            .extend(refusals.iter().map(|r| format!("nothing changed: {r}")));
+        return Ok(());
     }
 
     let verb = if o.dry_run { "would" } else { "did" };
-    println!(
-        "shimgate install {} into {}{} ({verb}):",
-        crate::VERSION,
-        layout.prefix.display(),
-        if layout.root == Path::new("/") {
-            String::new()
-        } else {
-            format!(" under root {}", layout.root.display())
-        }
-    );
-    for p in &plan {
-        println!("  {}", describe(p, &source));
+    if !o.json {
+        println!(
+            "shimgate install {} into {}{} ({verb}):",
+            crate::VERSION,
+            layout.prefix.display(),
+            if layout.root == Path::new("/") {
+                String::new()
+            } else {
+                format!(" under root {}", layout.root.display())
+            }
+        );
     }
-    println!("  manifest {}", layout.manifest.display());
     if o.dry_run {
-        println!("dry run: nothing changed");
+        for p in &plan {
+            let path = p.inner.display().to_string();
+            out.entry(
+                o.json,
+                &path,
+                action_name(&p.action),
+                false,
+                describe(p, &source),
+            );
+        }
+        if !o.json {
+            println!("  manifest {}", layout.manifest.display());
+            println!("dry run: nothing changed");
+        }
         return Ok(());
     }
 
@@ -584,11 +792,24 @@ fn install_inner(o: &Options) -> Result<(), String> {
     for p in &plan {
         match apply(&layout, p, &source, prev_rec(&p.inner)) {
             Ok(rec) => {
+                let path = p.inner.display().to_string();
+                let changed = !matches!(p.action, Action::Keep);
+                out.entry(
+                    o.json,
+                    &path,
+                    action_name(&p.action),
+                    changed,
+                    describe(p, &source),
+                );
                 manifest.records.push(rec);
                 // After every change, so a failure later still leaves an exact undo list.
-                write_manifest(&layout.manifest, &manifest)?;
+                if let Err(e) = write_manifest(&layout.manifest, &manifest) {
+                    out.result = "failed";
+                    return Err(e);
+                }
             }
             Err(e) => {
+                out.result = "failed";
                 // Keep the records of a previous install we have not reached yet.
                 if let Some(prev) = &previous {
                     for r in &prev.records {
@@ -605,24 +826,65 @@ fn install_inner(o: &Options) -> Result<(), String> {
             }
         }
     }
-    println!(
-        "New containers now start under shimgate; running containers keep the shims they \
-         started with (containerd reconnects to them through their sockets).\n\
-         Check with `shimgate doctor`; undo with `shimgate uninstall --prefix {}`.",
-        layout.prefix.display()
-    );
+    if out.entries.iter().all(|e| !e.changed) {
+        out.result = "nothing-to-do";
+    }
+    if !o.json {
+        println!("  manifest {}", layout.manifest.display());
+        println!(
+            "New containers now start under shimgate; running containers keep the shims they \
+             started with (containerd reconnects to them through their sockets).\n\
+             Check with `shimgate doctor`; undo with `shimgate uninstall --prefix {}`.",
+            layout.prefix.display()
+        );
+    }
     Ok(())
 }
 
 /// `shimgate uninstall`. Returns the exit code.
 pub fn uninstall(o: &Options) -> i32 {
-    match uninstall_inner(o) {
-        Ok(clean) => i32::from(!clean),
-        Err(e) => {
-            eprintln!("shimgate uninstall: {e}");
-            1
+    let mut out = Outcome::new("uninstall", o);
+    if let Err(e) = uninstall_inner(o, &mut out) {
+        if out.result == "done" {
+            out.result = "refused";
         }
+        out.errors.push(e);
     }
+    out.finish(o.json)
+}
+
+/// `shimgate uninstall --all`: every prefix with a manifest in the state directory (what the
+/// Debian package's prerm runs, so no shim name outlives the binary it points to). The exit
+/// code is the worst of them.
+pub fn uninstall_all(o: &Options) -> i32 {
+    let root = match std::fs::canonicalize(&o.root) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("shimgate uninstall: root {}: {e}", o.root.display());
+            return exit::REFUSED;
+        }
+    };
+    let state = o
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| host_path(&root, Path::new(STATE_DIR)));
+    let found = manifests(&state);
+    if found.is_empty() && !o.json {
+        println!(
+            "shimgate uninstall: no shimgate install recorded in {}; nothing to do",
+            state.display()
+        );
+    }
+    found
+        .into_iter()
+        .map(|(_, m)| {
+            uninstall(&Options {
+                prefix: Some(PathBuf::from(&m.prefix)),
+                ..o.clone()
+            })
+        })
+        .max()
+        .unwrap_or(exit::OK)
 }
 
 /// Is `host` still what install put there?
@@ -634,65 +896,104 @@ fn still_ours(host: &Path, rec: &Record) -> bool {
     }
 }
 
-/// Returns whether everything was restored.
-fn uninstall_inner(o: &Options) -> Result<bool, String> {
+fn uninstall_inner(o: &Options, out: &mut Outcome) -> Result<(), String> {
     let layout = layout(o)?;
+    out.at(&layout);
     let Some(manifest) = read_manifest(&layout.manifest)? else {
-        println!(
-            "shimgate uninstall: no shimgate install recorded for {} ({} not found); nothing to do",
-            layout.prefix.display(),
-            layout.manifest.display()
-        );
-        return Ok(true);
+        out.result = "nothing-to-do";
+        if !o.json {
+            println!(
+                "shimgate uninstall: no shimgate install recorded for {} ({} not found); nothing to do",
+                layout.prefix.display(),
+                layout.manifest.display()
+            );
+        }
+        return Ok(());
     };
     let verb = if o.dry_run { "would" } else { "did" };
-    println!(
-        "shimgate uninstall from {} ({verb}):",
-        layout.prefix.display()
-    );
+    if !o.json {
+        println!(
+            "shimgate uninstall from {} ({verb}):",
+            layout.prefix.display()
+        );
+    }
     let mut left = Vec::new();
+    let mut failed = false;
     // Shims first, the binary last, so no shim name ever points at a missing binary.
     let mut order: Vec<&Record> = manifest.records.iter().collect();
     order.sort_by_key(|r| r.installed == COPY);
     for rec in order {
         if rec.installed == UNCHANGED {
-            println!("  ok       {} (was there before install; left)", rec.path);
+            out.entry(
+                o.json,
+                &rec.path,
+                "none",
+                false,
+                format!("ok       {} (was there before install; left)", rec.path),
+            );
             continue;
         }
         let inner = Path::new(&rec.path);
         let host = layout.host(inner);
         let present = std::fs::symlink_metadata(&host).is_ok();
         if present && !still_ours(&host, rec) && !o.force {
-            println!(
-                "  left     {} (changed since install; use --force to restore the original anyway)",
-                rec.path
+            out.entry(
+                o.json,
+                &rec.path,
+                "left",
+                false,
+                format!(
+                    "left     {} (changed since install; use --force to restore the original anyway)",
+                    rec.path
+                ),
             );
             left.push(rec.clone());
             continue;
         }
-        let line = match &rec.kept {
-            Kept::Nothing => format!("remove   {}", rec.path),
-            Kept::Symlink { target } => format!("restore  {} -> {target} (symlink)", rec.path),
-            Kept::Renamed { saved_as, .. } => format!("restore  {} from {saved_as}", rec.path),
+        let (action, line) = match &rec.kept {
+            Kept::Nothing => ("remove", format!("remove   {}", rec.path)),
+            Kept::Symlink { target } => (
+                "restore-symlink",
+                format!("restore  {} -> {target} (symlink)", rec.path),
+            ),
+            Kept::Renamed { saved_as, .. } => {
+                ("restore", format!("restore  {} from {saved_as}", rec.path))
+            }
             Kept::Diverted {
                 saved_as, package, ..
-            } => format!(
-                "restore  {} from {saved_as} (remove dpkg diversion, package {package})",
-                rec.path
+            } => (
+                "restore-diverted",
+                format!(
+                    "restore  {} from {saved_as} (remove dpkg diversion, package {package})",
+                    rec.path
+                ),
             ),
         };
-        println!("  {line}");
         if o.dry_run {
+            out.entry(o.json, &rec.path, action, false, line);
             continue;
         }
-        if let Err(e) = restore(&layout, rec) {
-            println!("  failed   {}: {e}", rec.path);
-            left.push(rec.clone());
+        match restore(&layout, rec) {
+            Ok(()) => out.entry(o.json, &rec.path, action, true, line),
+            Err(e) => {
+                out.entry(
+                    o.json,
+                    &rec.path,
+                    "failed",
+                    false,
+                    format!("failed   {}: {e}", rec.path),
+                );
+                out.errors.push(format!("{}: {e}", rec.path));
+                failed = true;
+                left.push(rec.clone());
+            }
         }
     }
     if o.dry_run {
-        println!("dry run: nothing changed");
-        return Ok(true);
+        if !o.json {
+            println!("dry run: nothing changed");
+        }
+        return Ok(());
     }
     if left.is_empty() {
         std::fs::remove_file(&layout.manifest)
@@ -701,23 +1002,27 @@ fn uninstall_inner(o: &Options) -> Result<bool, String> {
             // Only if empty: other prefixes may have manifests there.
             let _ = std::fs::remove_dir(d);
         }
-        println!(
-            "Restored. New containers start under the original shims; containers started \
-             under shimgate keep running under it until they are removed."
-        );
-        Ok(true)
+        if !o.json {
+            println!(
+                "Restored. New containers start under the original shims; containers started \
+                 under shimgate keep running under it until they are removed."
+            );
+        }
     } else {
+        out.result = if failed { "failed" } else { "partial" };
         let m = Manifest {
             records: left,
             ..manifest
         };
         write_manifest(&layout.manifest, &m)?;
-        println!(
-            "Some entries were left; they stay recorded in {}.",
-            layout.manifest.display()
-        );
-        Ok(false)
+        if !o.json {
+            println!(
+                "Some entries were left; they stay recorded in {}.",
+                layout.manifest.display()
+            );
+        }
     }
+    Ok(())
 }
 
 fn restore(layout: &Layout, rec: &Record) -> Result<(), String> {

@@ -4,6 +4,7 @@
 //! this is an ordinary clap command line.
 
 pub mod doctor;
+pub mod exit;
 pub mod inspect;
 pub mod install;
 pub mod upgrade;
@@ -23,12 +24,23 @@ use clap::{Parser, Subcommand};
     long_about = "One containerd shim for every containerd version.\n\n\
         Installed (symlinked) as containerd-shim, containerd-shim-runc-v1 or \
         containerd-shim-runc-v2 the same binary is the containerd shim of that name; \
-        as `shimgate` it is this operator tool."
+        as `shimgate` it is this operator tool.",
+    after_help = EXIT_CODES_HELP
 )]
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
 }
+
+/// The exit-code table under `--help` (the same as [`exit::TABLE`]; a unit test keeps them
+/// equal).
+const EXIT_CODES_HELP: &str = "Exit codes:
+  0   done; doctor: nothing needs doing
+  1   doctor: warnings; install/uninstall/upgrade: done in part (something left as it was, a shim not moved)
+  2   doctor: problems
+  3   nothing changed: refused (unrecognised file, unusable --binary, unreadable manifest) or could not run
+  4   failed partway: something changed first (recorded in the install manifest)
+  64  bad command line";
 
 #[derive(Debug, clap::Args)]
 struct Where {
@@ -49,6 +61,9 @@ struct Where {
     /// names changed since install
     #[arg(long)]
     force: bool,
+    /// Machine-readable output: one JSON object per prefix (schema/install.schema.json)
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,16 +81,22 @@ enum Cmd {
     Uninstall {
         #[command(flatten)]
         at: Where,
+        /// Every prefix recorded in the state directory (what the package's prerm runs)
+        #[arg(long, conflicts_with = "prefix")]
+        all: bool,
     },
-    /// Report containerd versions, runtimes, running shims, stale state and kernel features,
-    /// with a verdict (exit 0 ok, 1 warnings, 2 problems)
+    /// Report containerd versions, runtimes, running shims, installs, stale state and kernel
+    /// features, with findings and a verdict (exit 0 ok, 1 warnings, 2 problems)
     Doctor {
-        /// Machine-readable output
+        /// Machine-readable output (schema/doctor.schema.json; finding ids in MIGRATION.md)
         #[arg(long)]
         json: bool,
         /// Read the compatibility matrix from FILE instead of the built-in one
         #[arg(long, value_name = "FILE")]
         matrix: Option<PathBuf>,
+        /// Where `shimgate install` keeps its manifests
+        #[arg(long, value_name = "DIR", default_value = install::STATE_DIR)]
+        state_dir: PathBuf,
     },
     /// Move running shimgate shims onto a new binary without stopping their containers (live
     /// upgrade: same pid, same children, same sockets)
@@ -95,8 +116,16 @@ fn options(at: Where, binary: Option<PathBuf>) -> install::Options {
         state_dir: at.state_dir,
         dry_run: at.dry_run,
         force: at.force,
+        json: at.json,
         source: binary,
     }
+}
+
+/// The operator tool's command line, for generators of man pages and completions (they live
+/// outside this binary: `examples/gen-docs.rs`).
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command()
 }
 
 /// Entry point; `args` excludes argv[0]. Returns the exit code.
@@ -109,15 +138,30 @@ pub fn main(args: Vec<String>) -> i32 {
     let cli = match Cli::try_parse_from(std::iter::once("shimgate".to_string()).chain(args)) {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
             let _ = e.print();
             return code;
         }
     };
     match cli.command {
         Some(Cmd::Install { at, binary }) => install::install(&options(at, binary)),
-        Some(Cmd::Uninstall { at }) => install::uninstall(&options(at, None)),
-        Some(Cmd::Doctor { json, matrix }) => doctor::main(json, matrix.as_deref()),
+        Some(Cmd::Uninstall { at, all }) => {
+            let o = options(at, None);
+            if all {
+                install::uninstall_all(&o)
+            } else {
+                install::uninstall(&o)
+            }
+        }
+        Some(Cmd::Doctor {
+            json,
+            matrix,
+            state_dir,
+        }) => doctor::main(json, matrix.as_deref(), &state_dir),
         Some(Cmd::Upgrade(opts)) => upgrade::main(&opts),
         Some(Cmd::HandoverFormats) => {
             println!("{}", crate::api::upgrade::formats_answer());
@@ -243,6 +287,31 @@ mod tests {
             Some(Cmd::Doctor { json: true, .. })
         ));
         assert!(p(&["frobnicate"]).is_err());
+        assert!(matches!(
+            p(&["uninstall", "--all", "--json"]).unwrap().command,
+            Some(Cmd::Uninstall {
+                all: true,
+                at: Where { json: true, .. }
+            })
+        ));
+        assert!(p(&["uninstall", "--all", "--prefix", "/x"]).is_err());
+    }
+
+    #[test]
+    fn usage_errors_have_their_own_exit_code() {
+        assert_eq!(main(vec!["frobnicate".into()]), exit::USAGE);
+        assert_eq!(main(vec!["doctor".into(), "--nope".into()]), exit::USAGE);
+        assert_eq!(main(vec!["--help".into()]), exit::OK);
+        // --help's table is exit::TABLE.
+        let mut want = String::from("Exit codes:");
+        for (code, what) in exit::TABLE {
+            want.push_str(&format!("\n  {code:<3} {what}"));
+        }
+        assert_eq!(EXIT_CODES_HELP, want);
+        let codes: Vec<i32> = exit::TABLE.iter().map(|(c, _)| *c).collect();
+        let mut unique = codes.clone();
+        unique.dedup();
+        assert_eq!(codes, unique);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::doctor::{host, is_serving_shim};
+use super::exit;
 use super::inspect::{self, BinaryKind};
 use crate::api::upgrade::{FormatsAnswer, FORMATS_COMMAND};
 use crate::protos::admin::{InfoRequest, UpgradeRequest};
@@ -46,9 +47,13 @@ pub struct Options {
     pub json: bool,
 }
 
-/// One shim's outcome.
+/// One shim's outcome: with `--json`, one line each, printed as soon as it is known
+/// (schema/upgrade.schema.json).
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
+    /// `upgraded`, `failed`, `would-upgrade` (dry run) or `not-attempted` (after the first
+    /// failure without `--keep-going`).
+    pub result: &'static str,
     pub pid: u32,
     pub personality: String,
     pub socket: String,
@@ -112,7 +117,7 @@ pub fn main(opts: &Options) -> i32 {
                 Ok(a) => Some((b, a.version)),
                 Err(e) => {
                     eprintln!("shimgate upgrade: {e}");
-                    return 2;
+                    return exit::REFUSED;
                 }
             }
         }
@@ -124,7 +129,7 @@ pub fn main(opts: &Options) -> i32 {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("shimgate upgrade: {e}");
-            return 2;
+            return exit::REFUSED;
         }
     };
     // Ask every shimgate shim what it is (its containers select it for --id).
@@ -162,54 +167,73 @@ pub fn main(opts: &Options) -> i32 {
         };
         println!("{} shimgate shim(s) to move to {to}", chosen.len());
     }
+    let partial = if missing { exit::PARTIAL } else { exit::OK };
     if opts.dry_run {
-        if opts.json {
-            let listed: Vec<&Outcome> = chosen.iter().map(|(_, o)| o).collect();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&listed).unwrap_or_default()
-            );
+        for (t, mut o) in chosen {
+            if opts.json {
+                o.result = "would-upgrade";
+                json_line(&o);
+            } else {
+                println!(
+                    "would upgrade pid {} {} {} on {} ({} container(s))",
+                    t.pid,
+                    t.personality,
+                    o.from,
+                    t.socket,
+                    o.containers.len()
+                );
+            }
         }
-        for (t, o) in chosen.iter().filter(|_| !opts.json) {
-            println!(
-                "would upgrade pid {} {} {} on {} ({} container(s))",
-                t.pid,
-                t.personality,
-                o.from,
-                t.socket,
-                o.containers.len()
-            );
-        }
-        return i32::from(missing);
+        return partial;
     }
     let target = binary.as_ref().map(|(b, _)| b.as_path());
-    let mut outcomes = Vec::new();
     let mut failed = false;
     for (t, o) in chosen {
-        let o = if o.error.is_some() {
+        if failed && !opts.keep_going {
+            // Tools following the run learn which shims stay where they are.
+            if opts.json {
+                json_line(&Outcome {
+                    result: "not-attempted",
+                    ..o
+                });
+            }
+            continue;
+        }
+        let mut o = if o.error.is_some() {
             o
         } else {
             rt.block_on(upgrade_one(&t, o, target, opts.timeout_ms))
         };
-        if !opts.json {
+        o.result = if o.error.is_some() {
+            "failed"
+        } else {
+            "upgraded"
+        };
+        if opts.json {
+            json_line(&o);
+        } else {
             print_outcome(&o);
         }
         failed |= o.error.is_some();
-        outcomes.push(o);
-        if failed && !opts.keep_going {
-            if !opts.json {
-                println!("stopping at the first failure (--keep-going to continue)");
-            }
-            break;
+        if failed && !opts.keep_going && !opts.json {
+            println!("stopping at the first failure (--keep-going to continue)");
         }
     }
-    if opts.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&outcomes).unwrap_or_default()
-        );
+    if failed {
+        exit::PARTIAL
+    } else {
+        partial
     }
-    i32::from(failed || missing)
+}
+
+/// One compact JSON line, flushed at once (a long `--all` is followed line by line).
+fn json_line(o: &Outcome) {
+    use std::io::Write;
+    if let Ok(line) = serde_json::to_string(o) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
 }
 
 fn print_outcome(o: &Outcome) {
@@ -243,6 +267,7 @@ async fn connect(socket: &str) -> Result<AdminClient, String> {
 /// The shim's own account of itself (`Admin/Info`).
 async fn describe(t: &Target) -> Outcome {
     let mut o = Outcome {
+        result: "failed",
         pid: t.pid,
         personality: t.personality.clone(),
         socket: t.socket.clone(),

@@ -1,7 +1,15 @@
-//! `shimgate.admin.v1.Admin`, served next to the containerd API on every shimgate shim's
-//! socket (both APIs): what this shim is (`Info`), and live upgrade (`Upgrade`). Only the
-//! operator tool calls it; containerd never does, and an unknown service to containerd's
-//! clients is simply never asked for.
+//! `shimgate.admin.v1.Admin`, served next to the containerd API on a shimgate shim's socket
+//! (both APIs): what this shim is (`Info`), and live upgrade (`Upgrade`). Only the operator
+//! tool calls it; containerd never does, and an unknown service to containerd's clients is
+//! simply never asked for.
+//!
+//! Who can reach it: `Upgrade` makes the shim run a program as host root, so the service
+//! answers only where nobody but host root can connect: a socket bound to a path (whose
+//! directory nobody else may write to), with the server's peer-credential check (same uid as
+//! the shim) on every connection. On an abstract socket (`containerd-shim
+//! -allow-abstract-socket`) any process in the host's network namespace can connect, root
+//! in a host-network container included, so there every Admin call is refused
+//! (PERMISSION_DENIED) and such a shim keeps its binary until its container restarts.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,12 +25,55 @@ use crate::protos::admin_ttrpc::Admin;
 
 pub struct AdminService {
     upgrader: Upgrader,
+    /// `Err(why)` when the listener is one others than host root could reach.
+    access: Result<(), String>,
 }
 
 impl AdminService {
-    pub fn new(upgrader: Upgrader) -> Arc<Self> {
-        Arc::new(AdminService { upgrader })
+    /// The service for a shim serving on `listener` (see the module docs for who may call it).
+    pub fn new(upgrader: Upgrader, listener: &std::os::unix::net::UnixListener) -> Arc<Self> {
+        let access = only_root_reaches(listener);
+        if let Err(why) = &access {
+            tracing::info!(reason = %why, "admin service (live upgrade) not offered on this socket");
+        }
+        Arc::new(AdminService { upgrader, access })
     }
+
+    fn allowed(&self) -> ttrpc::Result<()> {
+        self.access.as_ref().map_err(|why| {
+            ttrpc::Error::RpcStatus(ttrpc::get_status(Code::PERMISSION_DENIED, why.clone()))
+        })?;
+        Ok(())
+    }
+}
+
+/// Whether only host root can connect to `listener`: bound to a filesystem path (not an
+/// abstract name) in a directory owned by root that nobody else may write to (or that is
+/// sticky, so nobody else can replace root's entry). The server refuses peers of another uid.
+pub fn only_root_reaches(listener: &std::os::unix::net::UnixListener) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("socket address: {e}"))?;
+    let Some(path) = addr.as_pathname() else {
+        return Err(
+            "the admin service is not served on an abstract socket: any process in the host's \
+             network namespace can connect to one (restart the container to move it to a new \
+             binary)"
+                .into(),
+        );
+    };
+    let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+    let md = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let sticky = md.mode() & libc::S_ISVTX != 0;
+    if md.uid() != 0 || (md.mode() & 0o022 != 0 && !sticky) {
+        return Err(format!(
+            "the admin service is not served on {}: its directory may be written by others \
+             than root",
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 fn info(u: &Upgrader) -> InfoResponse {
@@ -48,6 +99,7 @@ fn info(u: &Upgrader) -> InfoResponse {
 #[async_trait]
 impl Admin for AdminService {
     async fn info(&self, _ctx: &TtrpcContext, _req: InfoRequest) -> ttrpc::Result<InfoResponse> {
+        self.allowed()?;
         Ok(info(&self.upgrader))
     }
 
@@ -56,6 +108,7 @@ impl Admin for AdminService {
         _ctx: &TtrpcContext,
         req: UpgradeRequest,
     ) -> ttrpc::Result<UpgradeResponse> {
+        self.allowed()?;
         let quiesce = match req.quiesce_timeout_ms {
             0 => DEFAULT_QUIESCE,
             ms => Duration::from_millis(u64::from(ms)),

@@ -117,7 +117,7 @@ pub fn path_opt(s: &str) -> Option<PathBuf> {
 /// fields alike. The options (each API has its own message) and the work directory are the
 /// caller's. Evaluates to `Result<CreateSpec>`.
 macro_rules! create_spec {
-    ($req:expr, $options:expr, $work_dir:expr) => {{
+    ($req:expr, $options:expr, $work_dir:expr, $deadline:expr) => {{
         let r = &$req;
         $crate::api::convert::container_id(&r.id).map(|id| $crate::core::types::CreateSpec {
             id,
@@ -128,10 +128,18 @@ macro_rules! create_spec {
             parent_checkpoint: $crate::api::convert::path_opt(&r.parent_checkpoint),
             options: $options,
             work_dir: $work_dir,
+            deadline: $deadline,
         })
     }};
 }
 pub(crate) use create_spec;
+
+/// When the caller stops waiting for a request (its `timeout_nano`), if it said.
+pub fn deadline(ctx: &ttrpc::r#async::TtrpcContext) -> Option<std::time::Instant> {
+    (ctx.timeout_nano > 0).then(|| {
+        std::time::Instant::now() + std::time::Duration::from_nanos(ctx.timeout_nano as u64)
+    })
+}
 
 /// The payload of an `Any` carrying JSON (an OCI `Process` or `LinuxResources`); `absent`
 /// when the request has none.

@@ -15,7 +15,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::stat::SFlag;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use ttrpc::r#async::Service;
@@ -28,6 +27,7 @@ use crate::core::{ApiProfile, Core, RuncFactory};
 use crate::events::queue::Queue;
 use crate::events::Publisher;
 use crate::reaper::{Reaper, Spawner};
+use crate::supervise::Ended;
 
 /// The descriptor on which the listening socket is inherited.
 pub const LISTENER_FD: i32 = 3;
@@ -35,24 +35,24 @@ pub const LISTENER_FD: i32 = 3;
 /// Take ownership of the listening socket inherited on fd 3 (checked to be a socket, so an
 /// unrelated descriptor is never adopted).
 pub fn inherited_listener() -> Result<StdListener, String> {
-    // SAFETY: only borrowed for the fstat call; ownership is taken below once checked.
-    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(LISTENER_FD) };
-    let st = nix::sys::stat::fstat(borrowed)
+    // Only the number is looked at until it is known to be an open socket: a `BorrowedFd`
+    // must never name a closed descriptor.
+    let st = server::fstat_raw(LISTENER_FD)
         .map_err(|e| format!("no listening socket on fd {LISTENER_FD}: {e}"))?;
-    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFSOCK {
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
         return Err(format!("fd {LISTENER_FD} is not a socket"));
     }
+    // SAFETY: fd 3 was checked to be an open socket, and nothing else in this process owns it
+    // (it was inherited across exec and nothing has wrapped it yet).
+    let fd = unsafe { OwnedFd::from_raw_fd(LISTENER_FD) };
     // An inherited descriptor is not close-on-exec; every runtime or publish child would keep
     // the listening socket open (a publish child may outlive the shim). Go's FileListener
     // likewise serves from a close-on-exec duplicate.
     nix::fcntl::fcntl(
-        borrowed,
+        &fd,
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     )
     .map_err(|e| format!("fd {LISTENER_FD}: set close-on-exec: {e}"))?;
-    // SAFETY: fd 3 was checked to be an open socket, and nothing else in this process owns it
-    // (it was inherited across exec and nothing has wrapped it yet).
-    let fd = unsafe { OwnedFd::from_raw_fd(LISTENER_FD) };
     Ok(StdListener::from(fd))
 }
 
@@ -65,9 +65,17 @@ pub fn ignore_sigpipe() {
     }
 }
 
-/// The daemon's runtime (single-threaded: see the module docs).
+/// Blocking threads the runtime may start. Everything that can block on the filesystem
+/// (mounts, opening stdio targets, writing to a file sink) runs there, never on the serving
+/// thread; each such job waits on its own caller's deadline, so a few threads stuck in a hung
+/// filesystem cost only themselves. Idle ones end after tokio's keep-alive (10 s).
+const BLOCKING_THREADS: usize = 32;
+
+/// The daemon's runtime (single-threaded: see the module docs; blocking work goes to at most
+/// [`BLOCKING_THREADS`] helper threads, which never fork).
 pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(BLOCKING_THREADS)
         .enable_all()
         .build()
         .map_err(|e| format!("start runtime: {e}"))
@@ -84,10 +92,32 @@ pub fn reaper_and_spawner() -> (Reaper, Spawner) {
 
 /// Install the SIGCHLD handler and sweep. Call inside the runtime, as the last step before
 /// serving: after it, exits are collected, and (when adopting) a rollback could lose them.
-pub fn start_reaper(reaper: &Reaper) -> Result<(), String> {
+pub fn start_reaper(reaper: &Reaper) -> Result<Ended, String> {
     reaper
         .start()
         .map_err(|e| format!("install SIGCHLD handler: {e}"))
+}
+
+/// Watch a critical task (see `crate::supervise`): if it ends and `expected` does not say why
+/// (a live upgrade took the event queue over), the shim exits loudly. Serving on without
+/// collecting, handling or publishing exits would leave containerd waiting for them forever;
+/// a dead shim is something containerd cleans up after (`delete` reads the recorded exit).
+pub fn supervise(
+    task: &'static str,
+    mut ended: Ended,
+    expected: impl Fn() -> bool + Send + 'static,
+) {
+    tokio::spawn(async move {
+        ended.wait().await;
+        if expected() {
+            return;
+        }
+        tracing::error!(
+            task,
+            "a critical task of the shim ended; exiting so that containerd cleans up after it"
+        );
+        std::process::exit(2);
+    });
 }
 
 /// A listener's filesystem path, if it has one (an abstract socket does not), so the caller
@@ -236,6 +266,7 @@ impl Serving {
             stop,
         } = self;
         let ctl = Control::new();
+        let upgrader_queue = queue.clone();
         let upgrader = Upgrader::new(
             core.clone(),
             ctl.clone(),
@@ -245,7 +276,7 @@ impl Serving {
             stop.clone(),
         );
         services.extend(crate::protos::admin_ttrpc::create_admin(AdminService::new(
-            upgrader,
+            upgrader, &listener,
         )));
         let services: Services = Arc::new(services);
         let (listener, _) = serve_on(listener)?;
@@ -259,7 +290,13 @@ impl Serving {
                 &reply,
             ))?;
         }
-        start_reaper(reaper)?;
+        let reaping = start_reaper(reaper)?;
+        supervise("SIGCHLD/waitpid loop", reaping, || false);
+        supervise("exit dispatcher", core.dispatcher_ended(), || false);
+        let events = upgrader_queue;
+        supervise("event delivery", events.delivery_ended(), move || {
+            events.handed_over()
+        });
         if let Some(doc) = from {
             doc.release_old_binary();
             match &doc.rollback {

@@ -11,7 +11,18 @@
 //!
 //! Concurrency: each connection has a reader (its task) and a writer task; each request runs
 //! in its own task, so a blocking `Wait` does not hold up `State` on the same connection, and
-//! responses go out in completion order. In-flight requests per connection are bounded.
+//! responses go out in completion order.
+//!
+//! What a peer can make the shim hold is bounded ([`Hold`]): a request counts against its
+//! connection's and the server's in-flight limits, and its bytes against the server's request
+//! budget, from the moment it is read until its handler has *ended* (a handler outliving its
+//! deadline keeps counting: `timeout_nano=1` cannot start unbounded background work) *and*
+//! its answer is written to the socket (not merely queued). Answers waiting to be written
+//! count against the connection's reply budget, so a peer that never reads stops being read
+//! from instead of filling memory. Parked requests (`Wait`) have their own per-connection
+//! count and server-wide byte budget; past them a `Wait` is refused with RESOURCE_EXHAUSTED
+//! rather than held. When a budget is used up the connection's reader waits (back-pressure on
+//! that socket only); other connections are served as long as the server-wide budgets last.
 //!
 //! Hand-over ([`Control`]): `quiesce` stops accepting and reading and waits until no request
 //! but the parked kinds (`Wait`, which may run for the life of a process, and the `Upgrade`
@@ -20,8 +31,9 @@
 //! loop give back the listener. The new image replays parked `Wait`s on the same stream ids
 //! ([`adopt_connections`]), so the caller sees one slow answer, never an error. Invariant that makes
 //! this exact: a request's in-flight entry is removed in the same poll that queues its answer
-//! (the response channel is unbounded, so queueing never waits), and the daemons run on one
-//! thread, so a request is either answered on the wire or handed over, never both or neither.
+//! (the reply budget is acquired first; the channel itself never waits), and the daemons run
+//! on one thread, so a request is either answered on the wire or handed over, never both or
+//! neither.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -47,10 +59,32 @@ pub const HEADER_LEN: usize = 10;
 const TYPE_REQUEST: u8 = 1;
 const TYPE_RESPONSE: u8 = 2;
 /// Requests a single connection may have in flight; more wait (back-pressure on the socket)
-/// instead of queueing without bound. Parked kinds (`Wait`) are not counted: containerd keeps
-/// one open per live process for as long as it lives (a container with a thousand execs has a
-/// thousand), and each costs only a parked task.
-const MAX_IN_FLIGHT: usize = 256;
+/// instead of queueing without bound. Parked kinds (`Wait`) are not counted here: containerd
+/// keeps one open per live process for as long as it lives (a container with a thousand execs
+/// has a thousand); they have [`MAX_PARKED`]. Most requests start a runtime process, and a
+/// burst of them is forked from the one serving thread: 64 keeps such a burst (say, requests
+/// whose 1 ns deadline passed at once while their runtime calls go on) well under the time
+/// within which other containers must still be answered.
+const MAX_IN_FLIGHT: usize = 64;
+/// Requests (not parked) in flight over all connections.
+const MAX_IN_FLIGHT_TOTAL: usize = 512;
+/// Bytes of requests (not parked) in flight over all connections: what their handlers hold.
+/// Larger than any one frame, so every request fits.
+const REQUEST_BYTES_TOTAL: usize = 64 << 20;
+/// Parked requests (`Wait`) a single connection may have.
+const MAX_PARKED: usize = 65_536;
+/// Bytes of parked requests over all connections, each counted three times (the envelope
+/// kept for a hand-over, the envelope its handler holds and the request decoded from it).
+/// A containerd `Wait` is a few hundred bytes: this is tens of thousands of them.
+const PARKED_BYTES_TOTAL: usize = 32 << 20;
+/// Largest parked request (what containerd sends is far smaller).
+const MAX_PARKED_REQUEST: usize = 64 << 10;
+/// Bytes of answers queued on one connection but not yet written (its peer is slow or does
+/// not read at all). Larger than any one frame.
+const REPLY_BYTES: usize = 8 << 20;
+/// How long a hand-over waits for a connection's queued answers to be written; a peer that
+/// does not read for that long loses its connection instead of stalling the upgrade.
+const HANDOVER_FLUSH: Duration = Duration::from_secs(5);
 /// Connections served at once. containerd opens one per task (plus short-lived ones); beyond
 /// this a new connection is closed at once, so idle or abandoned sockets cannot exhaust the
 /// shim's descriptors.
@@ -149,6 +183,10 @@ struct CtlInner {
     live: watch::Sender<usize>,
     handed: Mutex<Handed>,
     connections: Arc<Semaphore>,
+    /// Server-wide budgets (see the module docs).
+    requests: Arc<Semaphore>,
+    request_bytes: Arc<Semaphore>,
+    parked_bytes: Arc<Semaphore>,
 }
 
 /// The handle through which the upgrade orchestration stops and hands over the server.
@@ -194,6 +232,9 @@ impl Control {
                 live: watch::Sender::new(0),
                 handed: Mutex::new(Handed::default()),
                 connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+                requests: Arc::new(Semaphore::new(MAX_IN_FLIGHT_TOTAL)),
+                request_bytes: Arc::new(Semaphore::new(REQUEST_BYTES_TOTAL)),
+                parked_bytes: Arc::new(Semaphore::new(PARKED_BYTES_TOTAL)),
             }),
         }
     }
@@ -257,6 +298,12 @@ impl Control {
 
     fn phase(&self) -> watch::Receiver<Phase> {
         self.inner.phase.subscribe()
+    }
+
+    /// A request that counts as running for as long as the returned value lives.
+    #[cfg(test)]
+    pub(crate) fn busy_for_test(&self) -> impl Drop {
+        Count::new(&self.inner.busy)
     }
 }
 
@@ -342,6 +389,10 @@ pub fn adopt_connections(
     if conns.len() > MAX_CONNECTIONS {
         return Err("hand-over: too many connections".into());
     }
+    let mut fds = std::collections::HashSet::new();
+    if let Some(c) = conns.iter().find(|c| !fds.insert(c.fd)) {
+        return Err(format!("hand-over: descriptor {} named twice", c.fd));
+    }
     let mut parked = Vec::new();
     for c in conns {
         check_socket(c.fd)?;
@@ -369,29 +420,64 @@ pub fn adopt_connections(
                 type_: TYPE_REQUEST,
                 flags: p.flags,
             };
-            conn.dispatch(header, request, Park::Replay, p.payload.clone(), None);
+            let hold = match conn.admit(Park::Replay, p.payload.len() + HEADER_LEN) {
+                Admit::Now(hold) => hold,
+                // Already accepted by the previous image: replayed even past the budget.
+                Admit::Later(..) | Admit::Refuse(_) => None,
+            };
+            conn.dispatch(header, request, Park::Replay, p.payload.clone(), hold);
         }
         conn.spawn(stop.clone(), slot);
     }
     Ok(())
 }
 
+/// `fstat` of a descriptor *number* that may not be open (inherited or handed over): no
+/// `BorrowedFd` is made for it, since one must only ever name an open descriptor.
+pub(crate) fn fstat_raw(fd: i32) -> std::io::Result<libc::stat> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a `stat` into the buffer we own and only reads the number `fd`;
+    // a closed descriptor is an EBADF error, not undefined behaviour.
+    let rc = unsafe { libc::fstat(fd, st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fstat succeeded, so it filled the whole structure.
+    Ok(unsafe { st.assume_init() })
+}
+
 fn check_socket(fd: i32) -> Result<(), String> {
-    // SAFETY: only borrowed for fstat; ownership is taken by the caller once checked.
-    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    let st =
-        nix::sys::stat::fstat(borrowed).map_err(|e| format!("hand-over: descriptor {fd}: {e}"))?;
-    let kind =
-        nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT;
-    if kind != nix::sys::stat::SFlag::S_IFSOCK {
+    let st = fstat_raw(fd).map_err(|e| format!("hand-over: descriptor {fd}: {e}"))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
         return Err(format!("hand-over: descriptor {fd} is not a socket"));
     }
-    nix::fcntl::fcntl(
-        borrowed,
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    )
-    .map_err(|e| format!("hand-over: descriptor {fd}: {e}"))?;
+    // SAFETY: fcntl(F_SETFD) on a number just checked to be open; nothing is borrowed.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+        return Err(format!(
+            "hand-over: descriptor {fd}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
     Ok(())
+}
+
+/// The descriptors a server snapshot names, checked: at most once each (the listener and the
+/// connections are each taken into ownership once), none of them stdio.
+pub fn checked_fds(snap: &ServerSnap) -> Result<Vec<i32>, String> {
+    let mut seen = std::collections::HashSet::new();
+    let named = std::iter::once(snap.listener)
+        .filter(|fd| *fd >= 0)
+        .chain(snap.conns.iter().map(|c| c.fd));
+    for fd in named {
+        if fd <= 2 || !seen.insert(fd) {
+            return Err(format!(
+                "hand-over: descriptor {fd} named twice or as stdio by the server"
+            ));
+        }
+    }
+    let mut v: Vec<i32> = seen.into_iter().collect();
+    v.sort_unstable();
+    Ok(v)
 }
 
 /// Take the listening socket a previous image handed over.
@@ -400,6 +486,7 @@ pub fn adopt_listener(snap: &ServerSnap) -> Result<std::os::unix::net::UnixListe
     if fd < 0 {
         return Err("hand-over: no listening socket".into());
     }
+    checked_fds(snap)?;
     check_socket(fd)?;
     for c in &snap.conns {
         check_socket(c.fd)?;
@@ -567,11 +654,55 @@ pub(crate) fn encode_response(stream_id: u32, resp: Response) -> Vec<u8> {
     frame
 }
 
+/// What one request holds of the budgets (see the module docs); shared by its handler task
+/// and its queued answer, released when both are done.
+struct Hold {
+    _permits: Vec<OwnedSemaphorePermit>,
+}
+
 /// What a connection's writer task is asked to do.
 enum Out {
-    Frame(Vec<u8>),
+    /// A frame, the reply budget it takes until written, and its request's [`Hold`].
+    Frame(Vec<u8>, Option<OwnedSemaphorePermit>, Option<Arc<Hold>>),
     /// Write everything queued before this, then give the write half back (hand-over).
     Finish(oneshot::Sender<OwnedWriteHalf>),
+}
+
+/// The sending side of a connection: frames queue only within the reply budget.
+#[derive(Clone)]
+struct Replies {
+    tx: mpsc::UnboundedSender<Out>,
+    budget: Arc<Semaphore>,
+}
+
+impl Replies {
+    /// The reply budget for `frame` (waits while the peer is not reading).
+    async fn room(&self, frame: &[u8]) -> Option<OwnedSemaphorePermit> {
+        let n = frame.len().clamp(1, REPLY_BYTES) as u32;
+        self.budget.clone().acquire_many_owned(n).await.ok()
+    }
+
+    /// Queue `frame` with its reply budget already taken.
+    fn queue(&self, frame: Vec<u8>, room: Option<OwnedSemaphorePermit>, hold: Option<Arc<Hold>>) {
+        let _ = self.tx.send(Out::Frame(frame, room, hold));
+    }
+
+    /// Queue an answer without waiting (only for the few frames that cannot wait: the
+    /// hand-over's own answers); it still takes what is left of the budget.
+    fn queue_now(&self, frame: Vec<u8>) {
+        let n = frame.len().clamp(1, REPLY_BYTES) as u32;
+        let room = self.budget.clone().try_acquire_many_owned(n).ok();
+        self.queue(frame, room, None);
+    }
+}
+
+/// Whether the budgets let a request in now.
+enum Admit {
+    Now(Option<Arc<Hold>>),
+    /// Wait for this semaphore to have `n` permits, then parse the frame again.
+    Later(Arc<Semaphore>, u32),
+    /// Refuse it (parked requests past their budget).
+    Refuse(String),
 }
 
 /// A request being served on a connection.
@@ -591,9 +722,10 @@ struct Conn {
     ctl: Control,
     rd: OwnedReadHalf,
     writer: tokio::task::JoinHandle<()>,
-    tx: mpsc::UnboundedSender<Out>,
+    replies: Replies,
     in_flight: InFlightMap,
     permits: Arc<Semaphore>,
+    parked: Arc<Semaphore>,
     /// Read but not yet parsed.
     buf: Vec<u8>,
     /// Payload bytes of a refused oversized frame still to discard.
@@ -613,6 +745,8 @@ enum Next {
     },
     /// Consumed; nothing to dispatch.
     Consumed,
+    /// Consumed; answer this (a refused frame).
+    Answer(u32, Response),
     /// Need `n` more bytes at least.
     More(usize),
 }
@@ -624,7 +758,8 @@ impl Conn {
         let writer = tokio::spawn(async move {
             while let Some(out) = rx.recv().await {
                 match out {
-                    Out::Frame(frame) => {
+                    // The budgets this frame and its request hold go only once it is written.
+                    Out::Frame(frame, _room, _hold) => {
                         if wr.write_all(&frame).await.is_err() {
                             return;
                         }
@@ -643,9 +778,13 @@ impl Conn {
             ctl,
             rd,
             writer,
-            tx,
+            replies: Replies {
+                tx,
+                budget: Arc::new(Semaphore::new(REPLY_BYTES)),
+            },
             in_flight: Arc::new(Mutex::new(HashMap::new())),
             permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            parked: Arc::new(Semaphore::new(MAX_PARKED)),
             buf: from.buffered,
             skip: from.skip,
             last_stream: from.last_stream,
@@ -660,8 +799,58 @@ impl Conn {
         });
     }
 
+    /// Queue an answer now (the hand-over's answers to adopted requests).
     fn send(&self, stream_id: u32, resp: Response) {
-        let _ = self.tx.send(Out::Frame(encode_response(stream_id, resp)));
+        self.replies.queue_now(encode_response(stream_id, resp));
+    }
+
+    /// Take what a request of kind `park` with a `len`-byte frame holds (see [`Admit`]).
+    fn admit(&self, park: Park, len: usize) -> Admit {
+        let len = len.max(1);
+        let ctl = &self.ctl.inner;
+        let mut permits = Vec::new();
+        let mut take = |sem: &Arc<Semaphore>, n: usize| -> Option<Admit> {
+            let n = n.min(u32::MAX as usize) as u32;
+            match sem.clone().try_acquire_many_owned(n) {
+                Ok(p) => {
+                    permits.push(p);
+                    None
+                }
+                Err(_) => Some(Admit::Later(sem.clone(), n)),
+            }
+        };
+        match park {
+            Park::UpgradeReply => return Admit::Now(None),
+            Park::No => {
+                for (sem, n) in [
+                    (&self.permits, 1),
+                    (&ctl.requests, 1),
+                    (&ctl.request_bytes, len),
+                ] {
+                    if let Some(wait) = take(sem, n) {
+                        return wait;
+                    }
+                }
+            }
+            Park::Replay => {
+                if len > MAX_PARKED_REQUEST {
+                    return Admit::Refuse(format!(
+                        "a waiting request may not exceed {} KiB",
+                        MAX_PARKED_REQUEST >> 10
+                    ));
+                }
+                for (sem, n) in [(&self.parked, 1), (&ctl.parked_bytes, 3 * len)] {
+                    if take(sem, n).is_some() {
+                        return Admit::Refuse(format!(
+                            "too many waiting requests ({MAX_PARKED} per connection, \
+                             {} MiB in all)",
+                            PARKED_BYTES_TOTAL >> 20
+                        ));
+                    }
+                }
+            }
+        }
+        Admit::Now(Some(Arc::new(Hold { _permits: permits })))
     }
 
     /// Parse (without consuming a request) what is at the front of the buffer.
@@ -682,8 +871,7 @@ impl Conn {
             // Answer now and discard the payload as it arrives, keeping the connection.
             self.buf.drain(..HEADER_LEN);
             self.skip = frame.len as u64;
-            self.send(refused.stream_id, refused.response());
-            return Next::Consumed;
+            return Next::Answer(refused.stream_id, refused.response());
         }
         let total = HEADER_LEN + frame.len;
         if self.buf.len() < total {
@@ -710,8 +898,7 @@ impl Conn {
             Err(refused) => {
                 self.last_stream = last_stream;
                 self.buf.drain(..total);
-                self.send(refused.stream_id, refused.response());
-                Next::Consumed
+                Next::Answer(refused.stream_id, refused.response())
             }
         }
     }
@@ -735,6 +922,17 @@ impl Conn {
             }
             let want = match self.next() {
                 Next::Consumed => continue,
+                Next::Answer(stream_id, resp) => {
+                    // A refused frame's answer waits for reply budget like any other: a peer
+                    // that sends garbage and never reads must not grow the queue either.
+                    let frame = encode_response(stream_id, resp);
+                    let room = tokio::select! {
+                        r = self.replies.room(&frame) => r,
+                        _ = stop.changed() => break,
+                    };
+                    self.replies.queue(frame, room, None);
+                    continue;
+                }
                 Next::Request {
                     header,
                     request,
@@ -742,23 +940,32 @@ impl Conn {
                     last_stream,
                 } => {
                     let park = parking(&request);
-                    let permit = if park == Park::No {
-                        match self.permits.clone().try_acquire_owned() {
-                            Ok(p) => Some(p),
-                            Err(_) => {
-                                // Back-pressure: leave the frame in the buffer until a
-                                // request finishes (or the server is stopped or handed over).
-                                let permits = self.permits.clone();
-                                tokio::select! {
-                                    _ = permits.acquire() => {}
-                                    _ = phase.changed() => {}
-                                    _ = stop.changed() => break,
-                                }
-                                continue;
+                    let hold = match self.admit(park, len) {
+                        Admit::Now(hold) => hold,
+                        Admit::Later(sem, n) => {
+                            // Back-pressure: leave the frame in the buffer until the budget
+                            // has room again (or the server is stopped or handed over).
+                            tokio::select! {
+                                _ = sem.acquire_many(n) => {}
+                                _ = phase.changed() => {}
+                                _ = stop.changed() => break,
                             }
+                            continue;
                         }
-                    } else {
-                        None
+                        Admit::Refuse(why) => {
+                            self.last_stream = last_stream;
+                            self.buf.drain(..len);
+                            let frame = encode_response(
+                                header.stream_id,
+                                status_response(Code::RESOURCE_EXHAUSTED, why),
+                            );
+                            let room = tokio::select! {
+                                r = self.replies.room(&frame) => r,
+                                _ = stop.changed() => break,
+                            };
+                            self.replies.queue(frame, room, None);
+                            continue;
+                        }
                     };
                     let payload = if park == Park::Replay {
                         self.buf[HEADER_LEN..len].to_vec()
@@ -767,7 +974,7 @@ impl Conn {
                     };
                     self.last_stream = last_stream;
                     self.buf.drain(..len);
-                    self.dispatch(header, request, park, payload, permit);
+                    self.dispatch(header, request, park, payload, hold);
                     continue;
                 }
                 Next::More(n) => n,
@@ -787,19 +994,22 @@ impl Conn {
             }
         }
         // Let responses already queued go out; the writer ends when every sender is gone.
-        let Conn { tx, writer, .. } = self;
-        drop(tx);
+        let Conn {
+            replies, writer, ..
+        } = self;
+        drop(replies);
         let _ = writer.await;
     }
 
-    /// Run one request in its own task; the in-flight entry lives until its answer is queued.
+    /// Run one request in its own task; the in-flight entry lives until its answer is queued,
+    /// `hold` until its handler ended and its answer was written.
     fn dispatch(
         &self,
         header: MessageHeader,
         request: Request,
         park: Park,
         payload: Vec<u8>,
-        permit: Option<OwnedSemaphorePermit>,
+        hold: Option<Arc<Hold>>,
     ) {
         let stream_id = header.stream_id;
         let flags = header.flags;
@@ -813,18 +1023,19 @@ impl Conn {
             },
         );
         let busy = (park == Park::No).then(|| Count::new(&self.ctl.inner.busy));
-        let (services, tx, in_flight) = (
+        let (services, replies, in_flight) = (
             self.services.clone(),
-            self.tx.clone(),
+            self.replies.clone(),
             self.in_flight.clone(),
         );
         let task = tokio::spawn(async move {
-            let (resp, busy) = dispatch(&services, header, request, busy).await;
+            let (resp, busy) = dispatch(&services, header, request, busy, hold.clone()).await;
+            let frame = encode_response(stream_id, resp);
+            let room = replies.room(&frame).await;
             // Same poll: the entry goes and the answer is queued (see the module docs).
             lock(&in_flight).remove(&stream_id);
-            let _ = tx.send(Out::Frame(encode_response(stream_id, resp)));
+            replies.queue(frame, room, hold);
             drop(busy);
-            drop(permit);
         });
         if let Some(e) = lock(&self.in_flight).get_mut(&stream_id) {
             e.task = Some(task.abort_handle());
@@ -837,7 +1048,7 @@ impl Conn {
         let Conn {
             rd,
             writer,
-            tx,
+            replies,
             in_flight,
             buf,
             skip,
@@ -873,11 +1084,22 @@ impl Conn {
         }
         snap.replay.sort_by_key(|p| p.stream_id);
         let (back_tx, back_rx) = oneshot::channel();
-        let _ = tx.send(Out::Finish(back_tx));
-        drop(tx);
-        let wr = back_rx.await;
+        let _ = replies.tx.send(Out::Finish(back_tx));
+        drop(replies);
+        let wr = match tokio::time::timeout(HANDOVER_FLUSH, back_rx).await {
+            Ok(wr) => wr.ok(),
+            Err(_) => {
+                tracing::warn!(
+                    "hand-over: a peer did not read its answers for {}s; its connection is \
+                     closed instead of handed over",
+                    HANDOVER_FLUSH.as_secs()
+                );
+                writer.abort();
+                None
+            }
+        };
         let _ = writer.await;
-        let Ok(wr) = wr else {
+        let Some(wr) = wr else {
             // The writer failed: the peer is gone, and so is everything it waited for.
             tracing::debug!("hand-over: connection already broken; dropped");
             drop(live);
@@ -921,6 +1143,7 @@ async fn dispatch(
     header: MessageHeader,
     req: Request,
     busy: Option<Count>,
+    hold: Option<Arc<Hold>>,
 ) -> (Response, Option<Count>) {
     let Some(service) = services.get(&req.service) else {
         return (
@@ -963,8 +1186,10 @@ async fn dispatch(
             return;
         };
         let r = m.handler(ctx, req).await;
-        // Nobody waits any more (deadline passed): the count ends here, with the work.
+        // Nobody waits any more (deadline passed): the count and the budgets end here, with
+        // the work.
         let _ = done_tx.send((r, busy));
+        drop(hold);
     });
     let _ = method;
     let result = match timeout {

@@ -3,15 +3,20 @@
 //! containerd notices nothing but one slower answer.
 //!
 //! The old image ([`Upgrader::upgrade`], run by the `Admin.Upgrade` request):
-//! 1. checks the target answers `shimgate handover-formats` with a format this image writes;
+//! 1. opens the target once and checks that file: a regular, executable file owned by root
+//!    that nobody else can write, in directories nobody else can write to, outside every
+//!    bundle this shim serves (a container's root can write there); then runs *that open
+//!    file* (never the path again: no window to swap it) as `shimgate handover-formats`,
+//!    which must answer with a format this image writes;
 //! 2. quiesces the server (no new request is read; those running finish, `Wait`s stay parked);
 //! 3. checks the core can be handed over (no create, start or restore half-way);
 //! 4. freezes the event queue between two deliveries (bounded by the quiesce timeout);
 //! 5. freezes every process's IO at a safe point, then takes the sockets back from the server;
 //! 6. synchronously (no await, one thread: nothing can change any more) captures the core and
 //!    the queued events, writes the [`Handover`] document into a memfd, clears close-on-exec on
-//!    exactly the descriptors it names and `execve`s the target with the same argv (argv[0]
-//!    still picks the personality) and `SHIMGATE_HANDOVER_FD` in the environment.
+//!    exactly the descriptors it names and `fexecve`s the target file opened in step 1 with
+//!    the same argv (argv[0] still picks the personality) and `SHIMGATE_HANDOVER_FD` in the
+//!    environment.
 //!
 //! Steps 1-4 can be refused or time out; the shim then serves on as if nothing happened.
 //! From step 5 on there is no way back inside this image: any failure, in the `execve` or in
@@ -53,7 +58,9 @@ pub const FORMATS_COMMAND: &str = "handover-formats";
 const PREFLIGHT_DEADLINE: Duration = Duration::from_secs(10);
 /// Fault injection for the tests of the hand-over's hard cases, read by the new image only
 /// (never on a rollback): `delay=<ms>` sleeps before adopting (so children exit while no
-/// image serves), `fail-adoption` refuses to adopt (so the rollback runs).
+/// image serves), `fail-adoption` refuses to adopt (so the rollback runs). Only in builds with
+/// the `test-faults` feature: the binary operators run has no such knob.
+#[cfg(feature = "test-faults")]
 pub const FAULT_ENV: &str = "SHIMGATE_UPGRADE_FAULT";
 /// Default for how long running requests may take to finish.
 pub const DEFAULT_QUIESCE: Duration = Duration::from_secs(10);
@@ -168,7 +175,14 @@ impl Handover {
         }
     }
 
+    /// Apply the test builds' `SHIMGATE_UPGRADE_FAULT` (nothing in any other build).
+    #[cfg(not(feature = "test-faults"))]
+    pub fn injected_faults(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Apply [`FAULT_ENV`] (tests only; see there).
+    #[cfg(feature = "test-faults")]
     pub fn injected_faults(&self) -> Result<(), String> {
         if self.rollback.is_some() {
             return Ok(());
@@ -208,14 +222,42 @@ impl Handover {
         v
     }
 
-    /// Before adopting anything: every descriptor named must be open (a failure after the
-    /// adoption has begun could not roll back cleanly, since adopted descriptors close with
-    /// the objects that own them).
+    /// Before adopting anything: every descriptor named must be open, and named by one owner
+    /// only (each process's IO, the listener, each connection, the old binary), so nothing is
+    /// taken into ownership twice. A failure after the adoption has begun could not roll back
+    /// cleanly, since adopted descriptors close with the objects that own them.
     pub fn check_fds(&self) -> Result<(), String> {
-        for fd in self.fds() {
-            // SAFETY: borrowed for F_GETFD only.
-            let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-            nix::fcntl::fcntl(b, nix::fcntl::FcntlArg::F_GETFD)
+        let mut owners: std::collections::HashMap<RawFd, String> = Default::default();
+        let mut claim = |fds: Vec<RawFd>, owner: String| -> Result<(), String> {
+            for fd in fds {
+                if fd <= 2 {
+                    return Err(format!("hand-over: {owner} names descriptor {fd}"));
+                }
+                if let Some(first) = owners.insert(fd, owner.clone()) {
+                    return Err(format!(
+                        "hand-over: descriptor {fd} is named by {first} and by {owner}"
+                    ));
+                }
+            }
+            Ok(())
+        };
+        for c in &self.core.containers {
+            for p in std::iter::once(&c.init).chain(c.execs.iter()) {
+                let who = match &p.exec_id {
+                    Some(e) => format!("exec {e} of {}", c.id),
+                    None => format!("container {}", c.id),
+                };
+                claim(p.io.checked_fds()?, who)?;
+            }
+        }
+        claim(
+            crate::api::server::checked_fds(&self.server)?,
+            "the server".into(),
+        )?;
+        claim(vec![self.old_binary_fd], "the old binary".into())?;
+        for fd in owners.keys() {
+            // A number only: nothing is borrowed before it is known to be open.
+            crate::api::server::fstat_raw(*fd)
                 .map_err(|e| format!("hand-over descriptor {fd}: {e}"))?;
         }
         Ok(())
@@ -227,8 +269,9 @@ impl Handover {
     }
 }
 
-enum Image<'a> {
-    Path(&'a Path),
+/// The program an `execve` replaces this image with: always an open file (the target checked
+/// and run by the preflight, or the old binary for a rollback), never a path looked up again.
+enum Image {
     Fd(RawFd),
 }
 
@@ -238,7 +281,7 @@ fn cstring(b: &[u8]) -> Result<CString, String> {
 
 /// Write `doc` to a fresh memfd, make it and every descriptor it names survive `execve`, and
 /// replace this image. Synchronous on purpose: see the module docs. Returns only on failure.
-fn exec_with(doc: &Handover, image: Image<'_>) -> Result<std::convert::Infallible, String> {
+fn exec_with(doc: &Handover, image: Image) -> Result<std::convert::Infallible, String> {
     let text = serde_json::to_vec(doc).map_err(|e| format!("encode hand-over: {e}"))?;
     let memfd =
         nix::sys::memfd::memfd_create(c"shimgate-handover", nix::sys::memfd::MFdFlags::empty())
@@ -249,22 +292,26 @@ fn exec_with(doc: &Handover, image: Image<'_>) -> Result<std::convert::Infallibl
     let mut fds = doc.fds();
     fds.push(file.as_raw_fd());
     for fd in fds.iter().copied().filter(|fd| *fd > 2) {
-        // SAFETY: borrowed only for this fcntl; every number here is a descriptor this image
-        // holds open (frozen IO, sockets, the document, the old binary).
-        let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        nix::fcntl::fcntl(
-            b,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-        )
-        .map_err(|e| format!("descriptor {fd}: {e}"))?;
+        // SAFETY: fcntl(F_SETFD) on a descriptor number; nothing is borrowed, and a number
+        // that is not open is an error (EBADF), not undefined behaviour.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+            return Err(format!(
+                "descriptor {fd}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
     }
     let argv: Vec<CString> = std::env::args_os()
         .map(|a| cstring(a.as_bytes()))
         .collect::<Result<_, _>>()?;
     let mut env: Vec<CString> = Vec::new();
     for (k, v) in std::env::vars_os() {
+        if k == HANDOVER_ENV {
+            continue;
+        }
         // A rollback must not meet the injected fault that caused it.
-        if k == HANDOVER_ENV || (k == FAULT_ENV && doc.rollback.is_some()) {
+        #[cfg(feature = "test-faults")]
+        if k == FAULT_ENV && doc.rollback.is_some() {
             continue;
         }
         let mut kv: OsString = k;
@@ -275,18 +322,12 @@ fn exec_with(doc: &Handover, image: Image<'_>) -> Result<std::convert::Infallibl
     env.push(cstring(
         format!("{HANDOVER_ENV}={}", file.as_raw_fd()).as_bytes(),
     )?);
-    let r = match image {
-        Image::Path(p) => {
-            let path = cstring(p.as_os_str().as_bytes())?;
-            nix::unistd::execve(&path, &argv, &env)
-        }
-        Image::Fd(fd) => {
-            // SAFETY: borrowed for the call only; the old binary's descriptor stays open.
-            let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-            nix::unistd::fexecve(b, &argv, &env)
-        }
-    };
-    r.map_err(|e| format!("execve: {e}"))
+    let Image::Fd(fd) = image;
+    crate::api::server::fstat_raw(fd).map_err(|e| format!("program descriptor {fd}: {e}"))?;
+    // SAFETY: `fd` was just checked to be open, and this image holds it (the target opened by
+    // the upgrade, or the old binary handed over) for at least this call.
+    let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    nix::unistd::fexecve(b, &argv, &env).map_err(|e| format!("execve: {e}"))
 }
 
 impl ServerSnap {
@@ -309,6 +350,66 @@ fn default_target() -> Option<PathBuf> {
     crate::admin::which(name)
 }
 
+/// The program an upgrade moves to, opened once: what the preflight runs and what the shim
+/// becomes are this very file, whatever happens to the path meanwhile.
+struct Target {
+    file: std::fs::File,
+    /// Where it is (resolved through the open descriptor), for messages and the document.
+    path: PathBuf,
+}
+
+/// Open `path` and check it may become this shim: see the module docs. `bundles` are the
+/// bundles of the containers this shim serves.
+fn open_target(path: &Path, bundles: &[PathBuf]) -> Result<Target, String> {
+    use std::os::unix::fs::MetadataExt;
+    let file = std::fs::File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
+    let md = file
+        .metadata()
+        .map_err(|e| format!("stat {}: {e}", path.display()))?;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .unwrap_or_else(|_| path.to_path_buf());
+    let shown = real.display();
+    if !md.is_file() {
+        return Err(format!("{shown} is not a regular file"));
+    }
+    if md.mode() & 0o111 == 0 {
+        return Err(format!("{shown} is not executable"));
+    }
+    if md.uid() != 0 {
+        return Err(format!(
+            "{shown} is owned by uid {}, not root: a live upgrade only runs a binary that \
+             nobody but root can have written",
+            md.uid()
+        ));
+    }
+    if md.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{shown} can be written by others than root (mode {:o})",
+            md.mode() & 0o7777
+        ));
+    }
+    for dir in real.ancestors().skip(1) {
+        let d = std::fs::metadata(dir).map_err(|e| format!("stat {}: {e}", dir.display()))?;
+        let sticky = d.mode() & libc::S_ISVTX != 0;
+        if d.uid() != 0 || (d.mode() & 0o022 != 0 && !sticky) {
+            return Err(format!(
+                "{shown}: directory {} can be written by others than root",
+                dir.display()
+            ));
+        }
+    }
+    for b in bundles {
+        let b = std::fs::canonicalize(b).unwrap_or_else(|_| b.clone());
+        if real.starts_with(&b) {
+            return Err(format!(
+                "{shown} is inside the bundle {} of a container this shim serves",
+                b.display()
+            ));
+        }
+    }
+    Ok(Target { file, path: real })
+}
+
 /// Runs upgrades for one serving shim. Shared by both APIs' daemons.
 pub struct Upgrader {
     pub core: Core,
@@ -320,6 +421,46 @@ pub struct Upgrader {
     /// The daemon's stop flag: a shim shutting down is not upgraded.
     pub stop: watch::Receiver<bool>,
     running: AtomicBool,
+}
+
+/// "An upgrade is running", held for exactly as long as one is: the flag is lowered when this
+/// guard goes, however the attempt ends (an answer, a panic, or its request task dropped).
+struct Running<'a>(&'a AtomicBool);
+
+impl<'a> Running<'a> {
+    fn take(flag: &'a AtomicBool) -> Option<Running<'a>> {
+        (!flag.swap(true, Ordering::SeqCst)).then_some(Running(flag))
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Resumes the server it holds when dropped (see [`Upgrader::upgrade`]'s attempt).
+struct ResumeOnDrop<'a>(Option<&'a Control>);
+
+impl Drop for ResumeOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(server) = self.0 {
+            server.resume();
+        }
+    }
+}
+
+/// Alive from the point of no return to the `execve`, which never returns. Dropped only if
+/// the upgrade task panicked or was cancelled in between: the server is handing over, the IO
+/// and events are frozen, nothing can serve any more, so the shim ends loudly and containerd
+/// cleans up after it (as after any dead shim).
+struct PastNoReturn;
+
+impl Drop for PastNoReturn {
+    fn drop(&mut self) {
+        tracing::error!("upgrade: interrupted past the point of no return; exiting");
+        std::process::exit(2);
+    }
 }
 
 /// Why an upgrade did not happen (the shim serves on unchanged).
@@ -350,22 +491,35 @@ impl Upgrader {
     /// when the upgrade was refused before the point of no return; success (and a rollback)
     /// is answered by the next image.
     pub async fn upgrade(&self, binary: &str, quiesce: Duration) -> Refused {
-        if self.running.swap(true, Ordering::SeqCst) {
+        let Some(_running) = Running::take(&self.running) else {
             return Refused("an upgrade is already in progress".into());
-        }
-        let r = self.attempt(binary, quiesce).await;
-        self.running.store(false, Ordering::SeqCst);
-        r
+        };
+        self.attempt(binary, quiesce).await
     }
 
     async fn attempt(&self, binary: &str, quiesce: Duration) -> Refused {
-        let target = if binary.is_empty() {
+        let asked = if binary.is_empty() {
             match default_target() {
                 Some(p) => p,
                 None => return Refused("cannot find the installed binary; name one".into()),
             }
         } else {
             PathBuf::from(binary)
+        };
+        let bundles: Vec<PathBuf> = self
+            .core
+            .container_ids()
+            .iter()
+            .filter_map(|id| {
+                self.core
+                    .state(id, &crate::core::types::ProcessRef::Init)
+                    .ok()
+            })
+            .map(|st| st.bundle)
+            .collect();
+        let target = match open_target(&asked, &bundles) {
+            Ok(t) => t,
+            Err(e) => return Refused(e),
         };
         let version = match self.preflight(&target).await {
             Ok(v) => v,
@@ -381,8 +535,11 @@ impl Upgrader {
         let old_path = std::fs::read_link("/proc/self/exe")
             .map(|p| p.display().to_string())
             .unwrap_or_default();
-        tracing::info!(target = %target.display(), version = %version, "upgrade: quiescing");
+        tracing::info!(target = %target.path.display(), version = %version, "upgrade: quiescing");
         let quiesced_at_ns = monotonic_ns();
+        // Serving again however this attempt ends before the point of no return (a refusal,
+        // a panic, the request task dropped): a server left quiesced would answer nobody.
+        let mut quiesced = ResumeOnDrop(Some(&self.server));
         if let Err(e) = self.server.quiesce(quiesce).await {
             return Refused(format!("requests did not finish: {e}"));
         }
@@ -409,7 +566,9 @@ impl Upgrader {
             }
         };
         // The point of no return: from here on the only ways out are the new image or the
-        // old binary executed afresh.
+        // old binary executed afresh (or, should this task die half-way, the shim's end).
+        quiesced.0 = None;
+        let _past = PastNoReturn;
         let io = self.core.freeze_io().await;
         let server = self.server.hand_over().await;
         // Synchronous from here to execve.
@@ -420,7 +579,7 @@ impl Upgrader {
             quiesced_at_ns,
             old_binary_fd: old_binary.as_raw_fd(),
             old_binary: old_path,
-            target: target.display().to_string(),
+            target: target.path.display().to_string(),
             rollback: None,
             server: server.snap.clone(),
             core: self.core.capture(&io),
@@ -432,12 +591,12 @@ impl Upgrader {
             events = doc.events.len(),
             "upgrade: handing over"
         );
-        let why = match exec_with(&doc, Image::Path(&target)) {
+        let why = match exec_with(&doc, Image::Fd(target.file.as_raw_fd())) {
             Ok(never) => match never {},
             Err(e) => e,
         };
         tracing::error!(error = %why, "upgrade: the new binary could not be started");
-        doc.rollback = Some(format!("start {}: {why}", target.display()));
+        doc.rollback = Some(format!("start {}: {why}", target.path.display()));
         let why = match exec_with(&doc, Image::Fd(old_binary.as_raw_fd())) {
             Ok(never) => match never {},
             Err(e) => e,
@@ -447,34 +606,425 @@ impl Upgrader {
         std::process::exit(1);
     }
 
-    /// Ask the target which formats it adopts; its version for the log.
-    async fn preflight(&self, target: &Path) -> Result<String, String> {
+    /// Ask the target which formats it adopts; its version for the log. The open file is what
+    /// runs (through `/proc/self/fd`, i.e. `fexecve`), never its path again.
+    async fn preflight(&self, target: &Target) -> Result<String, String> {
         use std::os::unix::process::CommandExt;
-        let mut cmd = std::process::Command::new(target);
+        let fd = target.file.as_raw_fd();
+        let mut cmd = std::process::Command::new(format!("/proc/self/fd/{fd}"));
         cmd.arg0("shimgate").arg(FORMATS_COMMAND);
+        // SAFETY: runs in the forked child before exec; fcntl is async-signal-safe and touches
+        // only the child's copy of the descriptor (open: the parent holds it). Clearing
+        // close-on-exec lets an interpreter (`#!`) reopen the file through the same path.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let shown = target.path.display();
         let out = self
             .spawner
             .output(cmd, None, Some(PREFLIGHT_DEADLINE), 64 << 10)
             .await
-            .map_err(|e| format!("run {}: {e}", target.display()))?;
+            .map_err(|e| format!("run {shown}: {e}"))?;
         if out.timed_out {
-            return Err(format!("{} did not answer", target.display()));
+            return Err(format!("{shown} did not answer"));
         }
         let answer: FormatsAnswer = serde_json::from_slice(&out.stdout).map_err(|_| {
             format!(
-                "{} cannot adopt a running shim (is it shimgate 0.2 or later?): {}",
-                target.display(),
+                "{shown} cannot adopt a running shim (is it shimgate 0.2 or later?): {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             )
         })?;
         if !answer.formats.contains(&FORMAT) {
             return Err(format!(
-                "{} ({}) adopts hand-over formats {:?}, this shim writes {FORMAT}",
-                target.display(),
-                answer.version,
-                answer.formats
+                "{shown} ({}) adopts hand-over formats {:?}, this shim writes {FORMAT}",
+                answer.version, answer.formats
             ));
         }
         Ok(answer.version)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::handover::{ContainerSnap, ProcSnap};
+    use crate::io::{IoSnap, PumpSnap, SinkSnap};
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::Arc;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn proc_snap(exec_id: Option<&str>, io: IoSnap) -> ProcSnap {
+        ProcSnap {
+            exec_id: exec_id.map(str::to_string),
+            state: crate::core::state::State::Running,
+            pid: 1 << 30,
+            exit: None,
+            reaped_exit: None,
+            stdio: Default::default(),
+            spec: None,
+            gate_counted: false,
+            io,
+        }
+    }
+
+    fn container(id: &str, init: ProcSnap, execs: Vec<ProcSnap>) -> ContainerSnap {
+        ContainerSnap {
+            id: id.into(),
+            bundle: PathBuf::from("/nonexistent"),
+            options: Default::default(),
+            own_pidns: true,
+            rootfs: vec![],
+            rootfs_mounted: false,
+            checkpoint: None,
+            parent_checkpoint: None,
+            work_dir: PathBuf::from("/nonexistent"),
+            init_exited: false,
+            oom_seen: None,
+            init,
+            execs,
+        }
+    }
+
+    fn output(src: i32, fd: i32, keep: Option<i32>) -> PumpSnap {
+        PumpSnap {
+            src,
+            sink: SinkSnap::Poll { fd, keep },
+            pending: vec![],
+        }
+    }
+
+    fn doc(containers: Vec<ContainerSnap>, server: ServerSnap, old: RawFd) -> Handover {
+        Handover {
+            format: FORMAT,
+            written_by: "test".into(),
+            personality: "containerd-shim-runc-v2".into(),
+            quiesced_at_ns: 0,
+            old_binary_fd: old,
+            old_binary: String::new(),
+            target: String::new(),
+            rollback: None,
+            server,
+            core: CoreSnap {
+                containers,
+                tombstones: vec![],
+            },
+            events: vec![],
+        }
+    }
+
+    /// Open descriptors to name in documents (kept open by the returned files).
+    fn open_fds(n: usize) -> (Vec<std::fs::File>, Vec<RawFd>) {
+        let files: Vec<_> = (0..n)
+            .map(|_| std::fs::File::open("/dev/null").unwrap())
+            .collect();
+        let fds = files.iter().map(|f| f.as_raw_fd()).collect();
+        (files, fds)
+    }
+
+    /// Every descriptor of a hand-over document has exactly one owner in the next image: one
+    /// named by two processes, by a process and the server, twice by the server, twice in one
+    /// process's IO in roles that do not share, or as stdio, is refused before anything is
+    /// adopted. The sharing one process IO really has (a pty master as a pump's source and
+    /// stdin's sink; one file as stdout and stderr) is accepted.
+    #[test]
+    fn a_document_naming_a_descriptor_for_two_owners_is_refused() {
+        let (_keep, f) = open_fds(9);
+        let server = |listener, conns: &[i32]| ServerSnap {
+            listener,
+            conns: conns
+                .iter()
+                .map(|fd| crate::api::server::ConnSnap {
+                    fd: *fd,
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        let io = |outputs: Vec<PumpSnap>, keepalive: Option<i32>| IoSnap {
+            outputs,
+            stdin_keepalive: keepalive,
+            ..Default::default()
+        };
+        // A good document: two processes, each its own descriptors; a tty-like sharing.
+        let tty = IoSnap {
+            outputs: vec![output(f[2], f[3], Some(f[4]))],
+            stdin: Some(PumpSnap {
+                src: f[5],
+                sink: SinkSnap::Poll {
+                    fd: f[2],
+                    keep: None,
+                },
+                pending: vec![],
+            }),
+            master: Some(f[2]),
+            ..Default::default()
+        };
+        let good = doc(
+            vec![container(
+                "a",
+                proc_snap(None, io(vec![output(f[0], f[1], None)], None)),
+                vec![proc_snap(Some("t"), tty.clone())],
+            )],
+            server(f[6], &[f[7]]),
+            f[8],
+        );
+        good.check_fds().unwrap();
+        let refused = |d: Handover, what: &str| {
+            let e = d.check_fds().unwrap_err();
+            assert!(e.contains("descriptor"), "{what}: {e}");
+        };
+        // The same descriptor in two containers' IO.
+        refused(
+            doc(
+                vec![
+                    container(
+                        "a",
+                        proc_snap(None, io(vec![output(f[0], f[1], None)], None)),
+                        vec![],
+                    ),
+                    container(
+                        "b",
+                        proc_snap(None, io(vec![output(f[0], f[3], None)], None)),
+                        vec![],
+                    ),
+                ],
+                server(f[6], &[]),
+                f[8],
+            ),
+            "two containers",
+        );
+        // An exec's keep-alive that is also a connection.
+        refused(
+            doc(
+                vec![container(
+                    "a",
+                    proc_snap(None, io(vec![], None)),
+                    vec![proc_snap(Some("e"), io(vec![], Some(f[7])))],
+                )],
+                server(f[6], &[f[7]]),
+                f[8],
+            ),
+            "process and server",
+        );
+        // The listener named as a connection too; a connection twice.
+        refused(
+            doc(vec![], server(f[6], &[f[6]]), f[8]),
+            "listener as connection",
+        );
+        refused(
+            doc(vec![], server(f[6], &[f[7], f[7]]), f[8]),
+            "connection twice",
+        );
+        // Within one IO: a keep-alive that is also a FIFO keep (two owners of one descriptor).
+        refused(
+            doc(
+                vec![container(
+                    "a",
+                    proc_snap(None, io(vec![output(f[0], f[1], Some(f[4]))], Some(f[4]))),
+                    vec![],
+                )],
+                server(f[6], &[]),
+                f[8],
+            ),
+            "keep twice",
+        );
+        // Stdio, and the old binary's descriptor as a process's.
+        refused(
+            doc(
+                vec![container(
+                    "a",
+                    proc_snap(None, io(vec![output(0, f[1], None)], None)),
+                    vec![],
+                )],
+                server(f[6], &[]),
+                f[8],
+            ),
+            "stdio",
+        );
+        refused(
+            doc(
+                vec![container(
+                    "a",
+                    proc_snap(None, io(vec![output(f[0], f[8], None)], None)),
+                    vec![],
+                )],
+                server(f[6], &[]),
+                f[8],
+            ),
+            "old binary",
+        );
+        // A closed descriptor is refused (checked by number, never borrowed).
+        let closed = {
+            let (files, fds) = open_fds(1);
+            drop(files);
+            fds[0]
+        };
+        refused(doc(vec![], server(closed, &[]), f[8]), "closed");
+    }
+
+    struct Nowhere;
+    impl crate::core::event::EventSink for Nowhere {
+        fn publish(&self, _e: crate::core::event::Event) {}
+    }
+
+    fn upgrader() -> Upgrader {
+        let reaper = crate::reaper::Reaper::new();
+        reaper
+            .start_polling_thread(Duration::from_millis(5))
+            .unwrap();
+        let spawner = Spawner::new(reaper);
+        let core = Core::new(
+            crate::api::v1::profile(),
+            "ns",
+            spawner.clone(),
+            Arc::new(crate::core::RuncFactory {
+                spawner: spawner.clone(),
+                namespace: "ns".into(),
+                deadlines: crate::core::runc::Deadlines::from_env(),
+            }),
+            Arc::new(Nowhere),
+        );
+        let (queue, _rx) = crate::events::queue::queue();
+        let (_tx, stop) = watch::channel(false);
+        std::mem::forget(_tx);
+        Upgrader::new(
+            core,
+            crate::api::server::Control::new(),
+            queue,
+            spawner,
+            "containerd-shim-runc-v2",
+            stop,
+        )
+    }
+
+    fn script(dir: &Path, name: &str, body: &str, mode: u32) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    /// An upgrade whose request goes away half-way (here: its future is dropped while the
+    /// preflight runs; a panicking handler ends the same way) does not leave "an upgrade is
+    /// in progress" behind.
+    #[test]
+    fn an_abandoned_upgrade_does_not_block_the_next() {
+        rt().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let slow = script(dir.path(), "slow", "sleep 5", 0o755);
+            let u = upgrader();
+            let slow = slow.display().to_string();
+            let abandoned = tokio::time::timeout(
+                Duration::from_millis(300),
+                u.upgrade(&slow, DEFAULT_QUIESCE),
+            )
+            .await;
+            assert!(abandoned.is_err(), "the preflight should still be running");
+            let r = u.upgrade("/nonexistent/shimgate", DEFAULT_QUIESCE).await;
+            assert!(r.0.contains("/nonexistent/shimgate"), "{}", r.0);
+        });
+    }
+
+    /// An upgrade whose request goes away while the server is quiesced (waiting for a
+    /// request to finish) leaves the server serving, not quiesced for ever.
+    #[test]
+    fn an_upgrade_abandoned_while_quiescing_resumes_the_server() {
+        rt().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let ok = script(
+                dir.path(),
+                "ok",
+                "echo '{\"version\":\"9\",\"formats\":[1]}'",
+                0o755,
+            );
+            let u = upgrader();
+            let busy = u.server.busy_for_test();
+            let ok = ok.display().to_string();
+            let abandoned = tokio::time::timeout(
+                Duration::from_millis(1500),
+                u.upgrade(&ok, Duration::from_secs(30)),
+            )
+            .await;
+            assert!(abandoned.is_err(), "the quiesce should still be waiting");
+            let e = u
+                .server
+                .quiesce(Duration::from_millis(1))
+                .await
+                .unwrap_err();
+            assert!(e.contains("still running"), "{e}");
+            drop(busy);
+            u.server.quiesce(Duration::from_millis(100)).await.unwrap();
+        });
+    }
+
+    /// What the shim refuses to become (it would run it as root): a file others can write, or
+    /// in a directory others can write to, not owned by root, inside a container's bundle;
+    /// and what the preflight runs is the file it opened, not whatever the path names later.
+    #[test]
+    fn targets_others_could_have_written_are_refused_and_the_checked_file_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let answer = |v: &str| format!("echo '{{\"version\":\"{v}\",\"formats\":[1]}}'");
+        let ok = script(dir.path(), "ok", &answer("checked"), 0o755);
+        let bundle = dir.path().join("bundle");
+        std::fs::create_dir(&bundle).unwrap();
+        let refusals = [
+            (
+                script(dir.path(), "gw", &answer("x"), 0o775),
+                "written by others",
+            ),
+            (
+                script(dir.path(), "ow", &answer("x"), 0o757),
+                "written by others",
+            ),
+            (
+                script(&bundle, "inside", &answer("x"), 0o755),
+                "inside the bundle",
+            ),
+            (
+                script(dir.path(), "noexec", &answer("x"), 0o644),
+                "not executable",
+            ),
+            (dir.path().to_path_buf(), "not a regular file"),
+        ];
+        for (p, why) in &refusals {
+            let e = open_target(p, std::slice::from_ref(&bundle))
+                .err()
+                .unwrap_or_default();
+            assert!(e.contains(why), "{}: {e}", p.display());
+        }
+        let owned = script(dir.path(), "owned", &answer("x"), 0o755);
+        std::os::unix::fs::chown(&owned, Some(1000), None).unwrap();
+        let e = open_target(&owned, &[]).err().unwrap_or_default();
+        assert!(e.contains("not root"), "{e}");
+        let open_dir = dir.path().join("open");
+        std::fs::create_dir(&open_dir).unwrap();
+        std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = open_target(&script(&open_dir, "t", &answer("x"), 0o755), &[])
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("directory"), "{e}");
+        // A sticky world-writable directory (like /tmp) is fine: nobody else can replace
+        // root's entries in it.
+        std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        open_target(&open_dir.join("t"), &[]).unwrap();
+
+        // Checked once, run as checked: swapping the path afterwards changes nothing.
+        let target = open_target(&ok, std::slice::from_ref(&bundle)).unwrap();
+        let swapped = script(dir.path(), "other", &answer("swapped"), 0o755);
+        std::fs::rename(&swapped, &ok).unwrap();
+        let version = rt()
+            .block_on(async { upgrader().preflight(&target).await })
+            .unwrap();
+        assert_eq!(version, "checked");
     }
 }

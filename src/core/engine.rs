@@ -20,6 +20,7 @@ use super::cgroup::{Cgroup, CgroupStats};
 use super::container::{lock, spec_has_own_pidns, Container, ExecGate, Process};
 use super::error::{Error, Kind, Result};
 use super::event::{Event, EventKind, EventSink};
+use super::guards;
 use super::lifecycle::{self, ExitNote};
 use super::mount;
 use super::runc::Runc;
@@ -146,6 +147,8 @@ pub struct Inner {
     pub(super) tombstones: Mutex<std::collections::VecDeque<Tombstone>>,
     sink: Arc<dyn EventSink>,
     pub(super) exits: mpsc::UnboundedSender<ExitNote>,
+    /// Watches the exit dispatcher (see [`Core::dispatcher_ended`]).
+    dispatcher: crate::supervise::Ended,
 }
 
 impl Inner {
@@ -176,6 +179,11 @@ impl Inner {
         }
     }
 
+    /// Wake whoever waits for a container to be added or removed ([`Core::idle_for`]).
+    pub(super) fn notify_changed(&self) {
+        self.changed.notify_waiters();
+    }
+
     /// Queue an event if this personality publishes its kind.
     pub fn emit(&self, ev: Event) {
         if self.profile.publishes(ev.kind()) {
@@ -198,6 +206,14 @@ pub(super) struct Tombstone {
 
 /// How many deleted containers are remembered.
 const TOMBSTONES: usize = 256;
+
+/// How long a Delete waits for its process's exit event to be delivered before answering.
+/// containerd acts on the Delete answer at once (the legacy runtime publishes `/tasks/delete`
+/// itself, a client such as `ctr run --rm` reports the end): an exit that arrived later would
+/// read as an exit after the delete. A live containerd takes the event in milliseconds (the
+/// legacy shim's `containerd publish` run in ~100 ms); the bound only covers a containerd
+/// that cannot take events while it still sends requests.
+const EXIT_BEFORE_DELETE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The engine. Cheap to clone.
 #[derive(Clone)]
@@ -223,6 +239,49 @@ fn write_private(path: &Path, data: &[u8]) -> Result<()> {
         .map_err(|e| Error::from(e).context(format!("write {}", path.display())))?;
     f.write_all(data)
         .map_err(|e| Error::from(e).context(format!("write {}", path.display())))
+}
+
+/// The container's own pid files in its bundle (`init.pid` written by the runtime, `shim.pid`
+/// by `start` or by containerd's legacy runtime): crash recovery and `delete` read them.
+const CONTAINER_PID_FILES: [&str; 2] = ["init", "shim"];
+
+/// An exec's pid file: `<exec-id>.pid`, as the Go shims name it, except for an exec whose id
+/// would make that one of the container's own files (`--exec-id init` would otherwise
+/// overwrite `init.pid` while it runs, and remove it afterwards). Those are named
+/// `exec--<id>.pid`: no valid id contains `--`, so the name can be nobody else's either.
+fn exec_pid_file(bundle: &Path, exec_id: &ExecId) -> PathBuf {
+    let id = exec_id.as_str();
+    if CONTAINER_PID_FILES.contains(&id) {
+        bundle.join(format!("exec--{id}.pid"))
+    } else {
+        bundle.join(format!("{id}.pid"))
+    }
+}
+
+/// How long preparing a process may take before it is given up (opening its stdio targets):
+/// the runtime's deadline for calls that start processes (`SHIMGATE_RUNTIME_TIMEOUT`).
+fn setup_limit() -> std::time::Duration {
+    super::runc::Deadlines::from_env().long
+}
+
+/// Run blocking work (mount(2), umount(2) on a filesystem that may hang) on the runtime's
+/// blocking threads instead of the serving thread.
+async fn off_thread<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::unknown(format!("{what}: {e}")))
+}
+
+/// Unmount everything under a container's rootfs, off the serving thread.
+async fn unmount_rootfs(dir: &Path) -> std::result::Result<(), String> {
+    let dir = dir.to_path_buf();
+    off_thread("unmount rootfs", move || mount::unmount_all(&dir))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }
 
 /// The OCI Process JSON with `terminal` forced to what the request says; every other field is
@@ -257,6 +316,7 @@ impl Core {
         sink: Arc<dyn EventSink>,
     ) -> Core {
         let (tx, mut rx) = mpsc::unbounded_channel::<ExitNote>();
+        let (line, dispatcher) = crate::supervise::lifeline();
         let inner = Arc::new(Inner {
             profile,
             namespace: namespace.to_string(),
@@ -269,17 +329,43 @@ impl Core {
             changed: tokio::sync::Notify::new(),
             sink,
             exits: tx,
+            dispatcher,
         });
         let weak = Arc::downgrade(&inner);
         // The exit dispatcher: one task, woken only by exits; each exit is handled in its own
-        // short-lived task because an init exit may wait for its execs' exits.
+        // short-lived task because an init exit may wait for its execs' exits. It is a
+        // critical task (`crate::supervise`), and so are those handlers: one that panicked
+        // lost an exit, so the dispatcher ends with it (and the daemon ends the shim).
         tokio::spawn(async move {
-            while let Some(note) = rx.recv().await {
-                let Some(inner) = weak.upgrade() else { return };
-                tokio::spawn(lifecycle::on_exit(inner, note));
+            let _line = line;
+            let mut handlers = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    note = rx.recv() => {
+                        let Some(note) = note else { return };
+                        let Some(inner) = weak.upgrade() else { return };
+                        if crate::supervise::fault("exit-dispatcher-ends") {
+                            return;
+                        }
+                        handlers.spawn(lifecycle::on_exit(inner, note));
+                    }
+                    Some(done) = handlers.join_next(), if !handlers.is_empty() => {
+                        if let Err(e) = done {
+                            if e.is_panic() {
+                                tracing::error!(error = %e, "an exit handler panicked");
+                                return;
+                            }
+                        }
+                    }
+                }
             }
         });
         Core { inner }
+    }
+
+    /// Ends when the exit dispatcher does (a critical task, see `crate::supervise`).
+    pub fn dispatcher_ended(&self) -> crate::supervise::Ended {
+        self.inner.dispatcher.clone()
     }
 
     pub fn inner(&self) -> &Arc<Inner> {
@@ -457,21 +543,35 @@ impl Core {
             }
             creating.insert(spec.id.clone());
         }
+        let _creating = guards::Creating {
+            inner: &self.inner,
+            id: spec.id.clone(),
+        };
         self.inner.changed.notify_waiters();
         lock(&self.inner.tombstones).retain(|t| t.id != spec.id);
-        let id = spec.id.clone();
-        let r = self.create_inner(spec).await;
-        lock(&self.inner.creating).remove(&id);
-        self.inner.changed.notify_waiters();
-        r
+        self.create_inner(spec).await
     }
 
+    /// Create a container. Everything that may block on the filesystem (mounting the rootfs,
+    /// opening stdio targets) runs on the runtime's blocking threads, so a hung mount or a
+    /// FIFO nobody reads holds only this Create. Past the caller's deadline
+    /// (`spec.deadline`) the Create stops at its next safe point (after the mounts, after the
+    /// opens, after the runtime's create) and undoes what it made: nobody would ever start or
+    /// delete a container whose Create the caller saw fail.
     async fn create_inner(&self, spec: CreateSpec) -> Result<u32> {
         let bundle = spec.bundle.clone();
         let config = std::fs::read(bundle.join("config.json")).map_err(|e| {
             Error::from(e).context(format!("read {}", bundle.join("config.json").display()))
         })?;
         let own_pidns = spec_has_own_pidns(&config);
+        let deadline = spec.deadline;
+        let expired = |step: &str| match deadline {
+            Some(d) if std::time::Instant::now() >= d => Some(Error::deadline_exceeded(format!(
+                "create of {} given up {step}: the caller's deadline passed",
+                spec.id
+            ))),
+            _ => None,
+        };
 
         // Persist the options the way the Go shim does, so `delete` (ours or theirs) finds the
         // runtime and its root even after this process is gone.
@@ -492,18 +592,25 @@ impl Core {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(Error::from(e).context("create rootfs directory")),
             }
-            mount::mount_all(&spec.rootfs, &rootfs_dir)
+            let (mounts, dir) = (spec.rootfs.clone(), rootfs_dir.clone());
+            off_thread("mount rootfs", move || mount::mount_all(&mounts, &dir))
+                .await?
                 .map_err(|e| Error::unknown(super::error::chain(&e)).context("mount rootfs"))?;
         }
-        let undo_mounts = |mounted: bool| {
+        let undo_mounts = || async {
             if mounted {
-                if let Err(e) = mount::unmount_all(&rootfs_dir) {
+                if let Err(e) = unmount_rootfs(&rootfs_dir).await {
                     tracing::warn!(error = %e, "unmount rootfs after failed create");
                 }
             }
         };
+        if let Some(e) = expired("after mounting the rootfs") {
+            undo_mounts().await;
+            return Err(e);
+        }
 
         let runtime = self.inner.factory.runtime(&spec.options, &bundle);
+        let io_deadline = std::time::Instant::now() + setup_limit();
         let (io, stdio, console) = match ProcessIo::prepare(
             IoConfig {
                 id: spec.id.as_str(),
@@ -512,6 +619,7 @@ impl Core {
                 terminal: spec.stdio.terminal,
                 uid: spec.options.io_uid,
                 gid: spec.options.io_gid,
+                deadline: deadline.map_or(io_deadline, |d| d.min(io_deadline)),
             },
             &self.inner.spawner,
         )
@@ -519,11 +627,16 @@ impl Core {
         {
             Ok(x) => x,
             Err(e) => {
-                undo_mounts(mounted);
+                undo_mounts().await;
                 return Err(io_error(e).context("failed to create init process IO"));
             }
         };
         let io = Arc::new(io);
+        if let Some(e) = expired("after opening its stdio") {
+            io.close(std::time::Duration::ZERO).await;
+            undo_mounts().await;
+            return Err(e);
+        }
         let init = Arc::new(Process::new(None, spec.stdio.clone(), None));
         init.set_io(io.clone());
         let restore = spec.checkpoint.is_some();
@@ -574,19 +687,27 @@ impl Core {
                 Err(e) => {
                     io.close(std::time::Duration::ZERO).await;
                     let _ = runtime.delete(spec.id.as_str(), true).await;
-                    undo_mounts(mounted);
+                    undo_mounts().await;
                     return Err(e);
                 }
             };
             init.st().pid = pid;
             self.claim(&sub, pid, &c, &init);
             drop(sub);
-            if let Err(e) = io.start().await {
-                // The process exists; without its IO it is useless, so undo everything.
+            let started = match expired("after the runtime created it") {
+                Some(e) => Err(e),
+                None => io
+                    .start()
+                    .await
+                    .map_err(|e| io_error(e).context("failed to start init process IO")),
+            };
+            if let Err(e) = started {
+                // The process exists; without its IO (or its caller) it is useless, so undo
+                // everything.
                 let _ = runtime.delete(spec.id.as_str(), true).await;
                 io.close(std::time::Duration::ZERO).await;
-                undo_mounts(mounted);
-                return Err(io_error(e).context("failed to start init process IO"));
+                undo_mounts().await;
+                return Err(e);
             }
             pid
         };
@@ -624,6 +745,7 @@ impl Core {
 
     async fn start_init(&self, c: &Arc<Container>, p: &Arc<Process>, cur: State) -> Result<u32> {
         p.st().starting = true;
+        let _starting = self.starting(c, p);
         let started = if cur == State::CreatedCheckpoint {
             self.restore_init(c, p).await
         } else {
@@ -707,12 +829,7 @@ impl Core {
             }
             g.starting += 1;
         }
-        let release_start = || {
-            let mut g = c.gate();
-            g.starting = g.starting.saturating_sub(1);
-            drop(g);
-            c.gate_changed.notify_waiters();
-        };
+        let gate_start = guards::GateStarting::new(c);
         let prepared = async {
             let stdio_spec = StdioSpec::parse(&p.stdio.stdin, &p.stdio.stdout, &p.stdio.stderr)
                 .map_err(io_error)?;
@@ -726,6 +843,7 @@ impl Core {
                     terminal: p.stdio.terminal,
                     uid: c.options.io_uid,
                     gid: c.options.io_gid,
+                    deadline: std::time::Instant::now() + setup_limit(),
                 },
                 &self.inner.spawner,
             )
@@ -737,15 +855,16 @@ impl Core {
         let (process, io, stdio, console) = match prepared {
             Ok(x) => x,
             Err(e) => {
-                release_start();
+                drop(gate_start);
                 return Err(e);
             }
         };
         p.set_io(io.clone());
 
-        let pid_file = c.bundle.join(format!("{exec_id}.pid"));
+        let pid_file = exec_pid_file(&c.bundle, &exec_id);
         let sub = self.inner.reaper_subscribe();
         p.st().starting = true;
+        let _starting = self.starting(c, p);
         let ran = c
             .runtime
             .exec(
@@ -763,13 +882,14 @@ impl Core {
         let pid = match ran {
             Ok(pid) => pid,
             Err(e) => {
-                release_start();
+                drop(gate_start);
                 io.close(std::time::Duration::ZERO).await;
                 lifecycle::finish_start(&self.inner, c, p).await;
                 return Err(e);
             }
         };
         p.st().pid = pid;
+        gate_start.settled();
         {
             let mut g = c.gate();
             g.starting = g.starting.saturating_sub(1);
@@ -845,11 +965,28 @@ impl Core {
         let _op = p.op.lock().await;
         let cur = p.st().state;
         state::check(p.kind(), cur, Op::Delete)?;
+        let exited = p.st().exit.is_some();
+        let r = self.delete_process(&c, &p, which).await;
+        if exited && r.is_ok() {
+            // The process's exit left before this answer does (see `EXIT_BEFORE_DELETE`).
+            if !self.inner.sink.delivered(EXIT_BEFORE_DELETE).await {
+                tracing::warn!(id = %c.id, exec_id = p.exec_id.as_ref().map(|e| e.as_str()), "exit event still undelivered; answering delete anyway");
+            }
+        }
+        r
+    }
+
+    async fn delete_process(
+        &self,
+        c: &Arc<Container>,
+        p: &Arc<Process>,
+        which: &ProcessRef,
+    ) -> Result<Deleted> {
         match which {
-            ProcessRef::Init => self.delete_init(&c, &p).await,
+            ProcessRef::Init => self.delete_init(c, p).await,
             ProcessRef::Exec(e) => {
                 p.io().close(CLOSE_WAIT).await;
-                let _ = std::fs::remove_file(c.bundle.join(format!("{e}.pid")));
+                let _ = std::fs::remove_file(exec_pid_file(&c.bundle, e));
                 lock(&c.execs).remove(e);
                 let st = {
                     let mut st = p.st();
@@ -875,7 +1012,7 @@ impl Core {
             .err()
             .map(|e| e.context("failed to delete task"));
         if c.rootfs_mounted {
-            if let Err(e) = mount::unmount_all(&c.bundle.join("rootfs")) {
+            if let Err(e) = unmount_rootfs(&c.bundle.join("rootfs")).await {
                 tracing::warn!(id = %c.id, error = %e, "unmount rootfs");
                 if err.is_none() {
                     err = Some(Error::unknown(format!("failed rootfs umount: {e}")));
@@ -996,6 +1133,7 @@ impl Core {
         let _op = p.op.lock().await;
         state::check(state::Kind::Init, p.st().state, Op::Pause)?;
         p.st().pausing = true;
+        let _pausing = guards::Pausing(&p);
         let r = c.runtime.pause(c.id.as_str()).await;
         {
             let mut st = p.st();
@@ -1236,6 +1374,15 @@ impl Core {
         let task_pid = self.container(id).map(|c| c.init_pid()).unwrap_or(0);
         (self.inner.shim_pid, task_pid)
     }
+
+    /// The guard that finishes a start of `p` however it ends (see `guards`).
+    fn starting(&self, c: &Arc<Container>, p: &Arc<Process>) -> guards::Starting {
+        guards::Starting {
+            inner: self.inner.clone(),
+            c: c.clone(),
+            p: p.clone(),
+        }
+    }
 }
 
 impl Inner {
@@ -1346,6 +1493,18 @@ mod tests {
             assert_eq!(e.kind(), Kind::InvalidArgument, "{bad}");
         }
         assert!(check_bundle(Path::new("/tmp/anything"), None, "ns", "x").is_ok());
+    }
+
+    #[test]
+    fn exec_pid_files_never_take_the_containers_own_names() {
+        let b = Path::new("/b");
+        let f = |id: &str| exec_pid_file(b, &ExecId::new(id).unwrap());
+        assert_eq!(f("e1"), Path::new("/b/e1.pid"));
+        assert_eq!(f("exec-init"), Path::new("/b/exec-init.pid"));
+        assert_eq!(f("init"), Path::new("/b/exec--init.pid"));
+        assert_eq!(f("shim"), Path::new("/b/exec--shim.pid"));
+        // No valid id maps onto a reserved name.
+        assert!(ExecId::new("exec--init").is_err());
     }
 
     #[test]

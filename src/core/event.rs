@@ -90,4 +90,15 @@ impl Event {
 /// is enqueue order.
 pub trait EventSink: Send + Sync {
     fn publish(&self, event: Event);
+
+    /// Wait (at most `limit`) until every event published so far has left: delivered to
+    /// containerd, or given up after its retries. False if the time ran out. A sink that
+    /// delivers synchronously has nothing to wait for.
+    fn delivered(
+        &self,
+        limit: std::time::Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+        let _ = limit;
+        Box::pin(std::future::ready(true))
+    }
 }

@@ -21,6 +21,11 @@
 //!    cgroup's OOM-kill counter and reports unreported kills before queueing the exit; the
 //!    watcher and the exit path share the last reading, so each kill is reported once
 //!    (`Inner::report_ooms`).
+//! 8. A process's `Exit` has left (delivered to containerd) before its Delete is answered, so
+//!    nothing containerd does after the Delete (the legacy runtime's own `/tasks/delete`, a
+//!    client's next step) can come before it (`Core::delete`, bounded). The exit is queued in
+//!    the same poll that makes the process stopped (the daemons run on one thread), so a
+//!    Delete that sees it stopped always finds the exit queued.
 //!
 //! All events leave through the one `EventSink` queue, so "queued before" means "delivered
 //! before".
@@ -66,6 +71,12 @@ pub async fn on_exit(inner: Arc<Inner>, note: ExitNote) {
 
 /// Called by a start once its start event is queued (or once it failed).
 pub async fn finish_start(inner: &Arc<Inner>, c: &Arc<Container>, p: &Arc<Process>) {
+    start_finished(inner, c, p);
+}
+
+/// [`finish_start`] without the `async`, for a guard's `Drop` (a start that panicked or was
+/// dropped must not stash its process's exit forever). Idempotent.
+pub fn start_finished(inner: &Arc<Inner>, c: &Arc<Container>, p: &Arc<Process>) {
     let stashed = {
         let mut st = p.st();
         st.starting = false;
@@ -74,8 +85,10 @@ pub async fn finish_start(inner: &Arc<Inner>, c: &Arc<Container>, p: &Arc<Proces
     if let Some(exit) = stashed {
         let (inner, c, p) = (inner.clone(), c.clone(), p.clone());
         // Handled in its own task: the init path may wait for execs, and the start RPC must
-        // not wait for that.
-        tokio::spawn(async move { handle_exit(&inner, &c, &p, exit).await });
+        // not wait for that. (No runtime only while the shim itself is being torn down.)
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { handle_exit(&inner, &c, &p, exit).await });
+        }
     }
 }
 

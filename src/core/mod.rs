@@ -7,6 +7,7 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod exitfile;
+mod guards;
 pub mod handover;
 pub mod lifecycle;
 pub mod mount;

@@ -28,6 +28,9 @@ struct Hooks {
     exec_exits_during_exec: HashMap<String, u32>,
     /// Init exits while this exec's `runc exec` is running.
     init_exits_during_exec: HashMap<String, u32>,
+    /// These runtime calls (`create`, `start`, `exec`, `pause`) panic, once each: a bug in a
+    /// handler, as far as the core can tell.
+    panics: std::collections::HashSet<&'static str>,
 }
 
 struct Fake {
@@ -58,11 +61,17 @@ impl Fake {
     fn record(&self, s: String) {
         self.calls.lock().unwrap().push(s);
     }
+    fn maybe_panic(&self, call: &'static str) {
+        if self.hooks.lock().unwrap().panics.remove(call) {
+            panic!("injected panic in {call}");
+        }
+    }
 }
 
 #[async_trait]
 impl OciRuntime for Fake {
     async fn create(&self, id: &str, _b: &Path, opts: CreateOpts) -> Result<()> {
+        self.maybe_panic("create");
         self.new_pid(id, &opts.pid_file);
         Ok(())
     }
@@ -73,6 +82,7 @@ impl OciRuntime for Fake {
             // Let the exit reach the lifecycle before the start finishes.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        self.maybe_panic("start");
         Ok(())
     }
     async fn exec(&self, id: &str, _b: &Path, _p: &[u8], opts: ExecOpts) -> Result<()> {
@@ -98,6 +108,7 @@ impl OciRuntime for Fake {
             self.exit(pid, status);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        self.maybe_panic("exec");
         Ok(())
     }
     async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<()> {
@@ -109,6 +120,7 @@ impl OciRuntime for Fake {
         Ok(())
     }
     async fn pause(&self, _id: &str) -> Result<()> {
+        self.maybe_panic("pause");
         Ok(())
     }
     async fn resume(&self, id: &str) -> Result<()> {
@@ -244,6 +256,7 @@ impl Rig {
                 parent_checkpoint: None,
                 options: RuncOptions::default(),
                 work_dir: None,
+                deadline: None,
             })
             .await
             .unwrap();
@@ -565,5 +578,98 @@ fn capture_and_thaw_carry_processes_and_unhandled_exits() {
         assert_eq!(core.wait(&c, &ProcessRef::Init).await.unwrap().status, 137);
         let d = core.delete(&c, &ProcessRef::Init).await.unwrap();
         assert_eq!(d.exit_status, 137);
+    });
+}
+
+/// A handler that panics half-way (here: inside the runtime call) leaves no "in progress" flag
+/// behind: the same id can be created again, a process's exit that came during the panicking
+/// start is still published, a panicking exec start does not hold its container's init exit
+/// back, and the shim can still be handed over (live upgrade).
+#[test]
+fn a_panicking_operation_leaves_no_flag_up() {
+    rt().block_on(async {
+        let r = Rig::new();
+        let hooks = |call| r.fake.hooks.lock().unwrap().panics.insert(call);
+        let bundle = r.dir.path().join("c1");
+        std::fs::create_dir(&bundle).unwrap();
+        std::fs::write(
+            bundle.join("config.json"),
+            r#"{"linux":{"namespaces":[{"type":"pid"}]}}"#,
+        )
+        .unwrap();
+        let spec = CreateSpec {
+            id: ContainerId::new("c1").unwrap(),
+            bundle: bundle.clone(),
+            rootfs: vec![],
+            stdio: StdioRequest::default(),
+            checkpoint: None,
+            parent_checkpoint: None,
+            options: RuncOptions::default(),
+            work_dir: None,
+            deadline: None,
+        };
+        // Create panics: the id is free again, and nothing is in progress.
+        hooks("create");
+        let core = r.core.clone();
+        let again = CreateSpec {
+            id: spec.id.clone(),
+            bundle: spec.bundle.clone(),
+            rootfs: vec![],
+            stdio: StdioRequest::default(),
+            checkpoint: None,
+            parent_checkpoint: None,
+            options: RuncOptions::default(),
+            work_dir: None,
+            deadline: None,
+        };
+        assert!(tokio::spawn(async move { core.create(spec).await })
+            .await
+            .unwrap_err()
+            .is_panic());
+        r.core.can_hand_over().unwrap();
+        let c = {
+            r.core.create(again).await.unwrap();
+            ContainerId::new("c1").unwrap()
+        };
+
+        // Start panics after init exited during it: the exit is not stashed for ever.
+        r.fake.hooks.lock().unwrap().init_exits_during_start = Some(3);
+        hooks("start");
+        let (core, id) = (r.core.clone(), c.clone());
+        assert!(
+            tokio::spawn(async move { core.start(&id, &ProcessRef::Init).await })
+                .await
+                .unwrap_err()
+                .is_panic()
+        );
+        let t = r.exits(1).await;
+        assert!(t.contains(&"exit c1 3".to_string()), "{t:?}");
+        r.core.can_hand_over().unwrap();
+
+        // A second container: an exec start panics, then init dies: its exit goes out at once
+        // (a stuck exec-start count would hold it back for a minute).
+        let c2 = r.create("c2", false).await;
+        r.core.start(&c2, &ProcessRef::Init).await.unwrap();
+        let e = r.add_exec(&c2, "e1").await;
+        hooks("exec");
+        let (core, id, e2) = (r.core.clone(), c2.clone(), e.clone());
+        assert!(tokio::spawn(async move { core.start(&id, &e2).await })
+            .await
+            .unwrap_err()
+            .is_panic());
+        r.core.can_hand_over().unwrap();
+        // Pause panics: not "in progress" for ever either.
+        hooks("pause");
+        let (core, id) = (r.core.clone(), c2.clone());
+        assert!(tokio::spawn(async move { core.pause(&id).await })
+            .await
+            .unwrap_err()
+            .is_panic());
+        r.core.can_hand_over().unwrap();
+        r.fake.exit(r.fake.pid_of("c2"), 137);
+        let t = tokio::time::timeout(Duration::from_secs(5), r.exits(2))
+            .await
+            .expect("init exit held back by a panicked exec start");
+        assert!(t.contains(&"exit c2 137".to_string()), "{t:?}");
     });
 }

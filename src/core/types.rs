@@ -183,6 +183,10 @@ pub struct CreateSpec {
     /// checkpoint, and the default one for a restore). `None`: `<bundle>/work`, which the task
     /// API's bundle provides; the legacy shim API names a separate directory (`-workdir`).
     pub work_dir: Option<PathBuf>,
+    /// The caller's deadline (the request's `timeout_nano`). A Create still running then
+    /// stops at its next safe point and undoes what it made: the caller has been told it
+    /// failed and will not come back for this container.
+    pub deadline: Option<std::time::Instant>,
 }
 
 /// Everything `Exec` needs. `process` is the OCI `Process` JSON as containerd sent it; the core

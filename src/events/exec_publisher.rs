@@ -91,6 +91,13 @@ impl EventSink for ExecPublisher {
     fn publish(&self, ev: Event) {
         self.queue.push(ev);
     }
+
+    fn delivered(
+        &self,
+        limit: Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+        Box::pin(self.queue.delivered(limit))
+    }
 }
 
 async fn deliver(spawner: Spawner, cmd: PublishCommand, retry: Retry, mut rx: Receiver) {

@@ -53,6 +53,13 @@ impl EventSink for TtrpcPublisher {
     fn publish(&self, ev: Event) {
         self.queue.push(ev);
     }
+
+    fn delivered(
+        &self,
+        limit: Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+        Box::pin(self.queue.delivered(limit))
+    }
 }
 
 async fn forward_loop(path: String, namespace: String, mut rx: Receiver) {

@@ -6,7 +6,7 @@
 //! event is settled (delivered or given up), so delivery order equals publish order. `pending`
 //! counts events not yet settled, which is what [`Queue::flush`] waits on at shutdown.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -32,9 +32,18 @@ pub struct Queued {
 struct Shared {
     pending: AtomicUsize,
     settled: Notify,
+    /// Events ever queued and ever settled. Delivery is in queue order, so once `done` reached
+    /// a value `queued` had, every event queued up to then is settled.
+    queued: AtomicU64,
+    done: AtomicU64,
+    progress: Notify,
     /// A freeze waiting for the delivery task (see [`Queue::freeze`]).
     freeze: std::sync::Mutex<Option<oneshot::Sender<mpsc::UnboundedReceiver<Queued>>>>,
     freeze_asked: Notify,
+    /// A freeze took the queue over (the delivery task then ends, as it should).
+    handed_over: std::sync::atomic::AtomicBool,
+    /// Ends with the delivery task's [`Receiver`] (see `crate::supervise`).
+    delivery: crate::supervise::Ended,
 }
 
 /// `Any` as (type URL, bytes) for the hand-over file.
@@ -67,6 +76,8 @@ pub struct Queue {
 pub struct Receiver {
     rx: Option<mpsc::UnboundedReceiver<Queued>>,
     shared: Arc<Shared>,
+    /// Dropped with the receiver, i.e. when the delivery task ends however it ends.
+    _line: crate::supervise::Lifeline,
 }
 
 /// A frozen queue (live upgrade): the events not delivered yet, still in order. More may be
@@ -89,11 +100,17 @@ impl FrozenQueue {
 /// A new queue and the receiver its delivery task drains.
 pub fn queue() -> (Queue, Receiver) {
     let (tx, rx) = mpsc::unbounded_channel();
+    let (line, delivery) = crate::supervise::lifeline();
     let shared = Arc::new(Shared {
         pending: AtomicUsize::new(0),
         settled: Notify::new(),
+        queued: AtomicU64::new(0),
+        done: AtomicU64::new(0),
+        progress: Notify::new(),
         freeze: std::sync::Mutex::new(None),
         freeze_asked: Notify::new(),
+        handed_over: std::sync::atomic::AtomicBool::new(false),
+        delivery,
     });
     (
         Queue {
@@ -103,6 +120,7 @@ pub fn queue() -> (Queue, Receiver) {
         Receiver {
             rx: Some(rx),
             shared,
+            _line: line,
         },
     )
 }
@@ -129,6 +147,8 @@ impl Queue {
                 if self.tx.send(q).is_err() {
                     self.shared.pending.fetch_sub(1, Ordering::SeqCst);
                     tracing::error!(?ev, "event queue closed; event not published");
+                } else {
+                    self.shared.queued.fetch_add(1, Ordering::SeqCst);
                 }
             }
             Err(e) => tracing::error!(error = %e, ?ev, "cannot encode event"),
@@ -142,8 +162,28 @@ impl Queue {
             self.shared.pending.fetch_add(1, Ordering::SeqCst);
             if self.tx.send(q).is_err() {
                 self.shared.pending.fetch_sub(1, Ordering::SeqCst);
+            } else {
+                self.shared.queued.fetch_add(1, Ordering::SeqCst);
             }
         }
+    }
+
+    /// Wait until every event queued before this call is settled (delivered or given up), at
+    /// most `limit`. False if some were not.
+    pub async fn delivered(&self, limit: Duration) -> bool {
+        let target = self.shared.queued.load(Ordering::SeqCst);
+        let wait = async {
+            loop {
+                let n = self.shared.progress.notified();
+                tokio::pin!(n);
+                n.as_mut().enable();
+                if self.shared.done.load(Ordering::SeqCst) >= target {
+                    return;
+                }
+                n.await;
+            }
+        };
+        tokio::time::timeout(limit, wait).await.is_ok()
     }
 
     /// Stop delivery between two events and take the queue over (live upgrade). The event
@@ -154,6 +194,16 @@ impl Queue {
         *self.shared.freeze.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
         self.shared.freeze_asked.notify_one();
         rx.await.ok().map(|rx| FrozenQueue { rx })
+    }
+
+    /// Watches the delivery task (it holds the [`Receiver`]).
+    pub fn delivery_ended(&self) -> crate::supervise::Ended {
+        self.shared.delivery.clone()
+    }
+
+    /// Whether a freeze took the queue over (so the delivery task ending was asked for).
+    pub fn handed_over(&self) -> bool {
+        self.shared.handed_over.load(Ordering::SeqCst)
     }
 
     /// Wait until every queued event is settled, at most `limit`. False if some were not.
@@ -176,6 +226,9 @@ impl Receiver {
     /// was frozen (the delivery task then ends).
     pub async fn next(&mut self) -> Option<Queued> {
         loop {
+            if crate::supervise::fault("event-delivery-ends") {
+                return None;
+            }
             let rx = self.rx.as_mut()?;
             tokio::select! {
                 biased;
@@ -187,10 +240,16 @@ impl Receiver {
                         .unwrap_or_else(|p| p.into_inner())
                         .take();
                     if let (Some(reply), Some(rx)) = (reply, self.rx.take()) {
+                        // Set before the hand-over can be observed, so the delivery task's
+                        // end is known to be asked for.
+                        self.shared.handed_over.store(true, Ordering::SeqCst);
                         match reply.send(rx) {
                             Ok(()) => return None,
                             // The freeze was abandoned (an upgrade that gave up): carry on.
-                            Err(rx) => self.rx = Some(rx),
+                            Err(rx) => {
+                                self.shared.handed_over.store(false, Ordering::SeqCst);
+                                self.rx = Some(rx);
+                            }
                         }
                     }
                 }
@@ -201,6 +260,8 @@ impl Receiver {
 
     /// The event last taken is delivered or given up.
     pub fn done(&self) {
+        self.shared.done.fetch_add(1, Ordering::SeqCst);
+        self.shared.progress.notify_waiters();
         if self.shared.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.shared.settled.notify_waiters();
         }
@@ -237,6 +298,41 @@ mod tests {
             })
             .collect();
         assert_eq!(pids, [1, 2, 3]);
+    }
+}
+
+#[cfg(test)]
+mod delivered_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn delivered_waits_for_what_was_queued_before_it_only() {
+        let (q, mut rx) = queue();
+        let exit = |pid| Event::Exit {
+            container_id: "c".into(),
+            id: "c".into(),
+            pid,
+            exit_status: 3,
+            exited_at: SystemTime::now(),
+        };
+        q.push(exit(1));
+        assert!(!q.delivered(Duration::from_millis(20)).await);
+        let first = rx.next().await.unwrap();
+        assert_eq!(first.topic, "/tasks/exit");
+        rx.done();
+        q.push(exit(2));
+        // The first is settled, the second (queued before the call) is not.
+        assert!(!q.delivered(Duration::from_millis(20)).await);
+        let waiter = {
+            let q = q.clone();
+            tokio::spawn(async move { q.delivered(Duration::from_secs(5)).await })
+        };
+        tokio::task::yield_now().await;
+        // Queued after the waiter's barrier: not waited for.
+        q.push(exit(3));
+        rx.next().await.unwrap();
+        rx.done();
+        assert!(waiter.await.unwrap());
     }
 }
 

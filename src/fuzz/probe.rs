@@ -130,7 +130,7 @@ impl task_ttrpc::Task for TaskProbe {
         r: task::CreateTaskRequest,
     ) -> R<task::CreateTaskResponse> {
         let options = convert::create_options(r.options.as_ref()).map_err(to_ttrpc)?;
-        let spec = convert::create_spec!(r, options, None).map_err(to_ttrpc)?;
+        let spec = convert::create_spec!(r, options, None, None).map_err(to_ttrpc)?;
         // The core persists the options as options.json: they must always encode.
         assert!(serde_json::to_vec(&spec.options).is_ok());
         assert_eq!(spec.rootfs.len(), r.rootfs.len());
@@ -251,7 +251,8 @@ impl shim_v1_ttrpc::Shim for ShimProbe {
         let settings = Settings::default();
         let opts = v1_options::create_options(&r.runtime, r.options.as_ref(), &settings)
             .map_err(to_ttrpc)?;
-        let spec = convert::create_spec!(r, opts, settings.work_dir.clone()).map_err(to_ttrpc)?;
+        let spec =
+            convert::create_spec!(r, opts, settings.work_dir.clone(), None).map_err(to_ttrpc)?;
         assert!(serde_json::to_vec(&spec.options).is_ok());
         assert_eq!(spec.options.binary_name, r.runtime);
         stdio_check(&spec.stdio)?;

@@ -60,45 +60,60 @@ impl ConsoleSocket {
         &self.path
     }
 
-    /// Receive the pty master runc sent. runc has already connected and sent it by the time
-    /// its create/exec returned, so this does not wait long; the timeout guards against a
-    /// runtime that returned success without sending one.
+    /// Receive the pty master runc sent. runc has normally connected and sent it by the time
+    /// its create/exec returned; a runtime that is slower (or that connects and never sends)
+    /// gets [`CONSOLE_WAIT`] in all. Both the accept and the receive wait on the poller, so
+    /// only the process being set up waits, never the shim.
     pub async fn receive_master(self) -> io::Result<OwnedFd> {
-        self.listener.set_nonblocking(true)?;
-        let l = tokio::net::UnixListener::from_std(self.listener.try_clone()?)?;
-        let (stream, _) = tokio::time::timeout(Duration::from_secs(10), l.accept())
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no console from runtime"))??;
-        let stream = stream.into_std()?;
-        stream.set_nonblocking(false)?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let mut name = [0u8; 4096];
-        let mut iov = [io::IoSliceMut::new(&mut name)];
-        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-        let msg = recvmsg::<()>(
-            stream.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )?;
-        for c in msg.cmsgs()? {
-            if let ControlMessageOwned::ScmRights(fds) = c {
-                let mut it = fds.into_iter();
-                if let Some(first) = it.next() {
-                    for extra in it {
-                        // SAFETY: received via SCM_RIGHTS, so each is a new fd we own.
-                        drop(unsafe { OwnedFd::from_raw_fd(extra) });
-                    }
-                    // SAFETY: as above; this one becomes the master we keep.
-                    return Ok(unsafe { OwnedFd::from_raw_fd(first) });
+        let received = async {
+            self.listener.set_nonblocking(true)?;
+            let l = tokio::net::UnixListener::from_std(self.listener.try_clone()?)?;
+            let (stream, _) = l.accept().await?;
+            loop {
+                stream.readable().await?;
+                match stream.try_io(tokio::io::Interest::READABLE, || recv_master(&stream)) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    r => return r,
                 }
             }
-        }
-        Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "runtime connected to the console socket but sent no terminal",
-        ))
+        };
+        tokio::time::timeout(CONSOLE_WAIT, received)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no console from runtime"))?
     }
+}
+
+/// How long a runtime may take to hand over a terminal after it was asked to create it.
+const CONSOLE_WAIT: Duration = Duration::from_secs(10);
+
+/// One non-blocking `recvmsg` of the message carrying the pty master.
+fn recv_master(stream: &impl AsRawFd) -> io::Result<OwnedFd> {
+    let mut name = [0u8; 4096];
+    let mut iov = [io::IoSliceMut::new(&mut name)];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+    )?;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            let mut it = fds.into_iter();
+            if let Some(first) = it.next() {
+                for extra in it {
+                    // SAFETY: received via SCM_RIGHTS, so each is a new fd we own.
+                    drop(unsafe { OwnedFd::from_raw_fd(extra) });
+                }
+                // SAFETY: as above; this one becomes the master we keep.
+                return Ok(unsafe { OwnedFd::from_raw_fd(first) });
+            }
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "runtime connected to the console socket but sent no terminal",
+    ))
 }
 
 impl Drop for ConsoleSocket {

@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::stat::Mode;
@@ -126,8 +127,8 @@ fn read_raw(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// Where copied output goes: a pollable FIFO/pipe, or a file written with ordinary (quick)
-/// blocking writes. Regular files cannot be registered with epoll.
+/// Where copied output goes: a pollable FIFO/pipe, or a file (regular files and character
+/// devices cannot be registered with epoll; a [`Mover`] writes them on blocking threads).
 pub enum Sink {
     /// The fd written to, and a companion kept open for as long as the sink lives (our own
     /// read side of an output FIFO).
@@ -143,23 +144,14 @@ impl Sink {
         }
     }
 
-    pub async fn write_all(&self, data: &[u8]) -> io::Result<()> {
-        match self {
-            Sink::Poll(p, _) => p.write_all(data).await,
-            Sink::File(f) => (&**f).write_all(data),
-        }
-    }
-
-    /// One write; see [`PollFd::write_some`]. Files take it at once.
+    /// One write; see [`PollFd::write_some`]. Files are never written here (that could block
+    /// the serving thread): a [`Mover`] writes them on a blocking thread.
     pub async fn write_some(&self, data: &[u8]) -> io::Result<usize> {
         match self {
             Sink::Poll(p, _) => p.write_some(data).await,
-            Sink::File(f) => loop {
-                match (&**f).write(data) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    r => return r,
-                }
-            },
+            Sink::File(_) => Err(io::Error::other(
+                "file sinks are written on a blocking thread",
+            )),
         }
     }
 }
@@ -228,12 +220,41 @@ fn writable_now(fd: BorrowedFd<'_>) -> bool {
 /// locals), and every await sits either before a read or between two writes whose progress
 /// is recorded. So a step may be dropped at any await without losing a byte, and
 /// [`Mover::take_pending`] hands over what is still unwritten (a live upgrade does that).
+///
+/// A file sink (a regular file, a character device) cannot be polled, and a write to it may
+/// block for as long as its filesystem likes (a hung network mount): such writes run on the
+/// runtime's blocking threads, one at a time per mover, never on the serving thread. The job
+/// in flight is kept in the mover, so a step dropped while it runs loses nothing: the next
+/// step, or [`Mover::settle`], collects its outcome first. Output a file refuses (ENOSPC, EIO,
+/// EFBIG…) is discarded and counted rather than left in the pipe, so a full disk does not
+/// wedge the process writing to it; the count is logged (`output dropped`).
 pub struct Mover {
     splice: bool,
     buf: Vec<u8>,
     /// `buf[start..end]` was read and is not written yet.
     start: usize,
     end: usize,
+    /// A file sink's write running on a blocking thread.
+    job: Option<tokio::task::JoinHandle<FileJob>>,
+    /// Output the file sink refused since it last took some.
+    refused: u64,
+    refusing: bool,
+}
+
+/// The outcome of one write to a file sink, with the buffer it wrote from.
+struct FileJob {
+    buf: Vec<u8>,
+    result: io::Result<usize>,
+    spliced: bool,
+}
+
+/// What a finished file job means for the step that waits on it.
+enum Outcome {
+    Moved(Moved),
+    /// The source was empty.
+    SourceEmpty,
+    /// Try again (splice is not possible here: the mover now copies through its buffer).
+    Retry,
 }
 
 /// One step of a [`Mover`].
@@ -253,6 +274,20 @@ impl Default for Mover {
             buf: Vec::new(),
             start: 0,
             end: 0,
+            job: None,
+            refused: 0,
+            refusing: false,
+        }
+    }
+}
+
+impl Drop for Mover {
+    fn drop(&mut self) {
+        if self.refusing {
+            tracing::warn!(
+                bytes = self.refused,
+                "output dropped: the output file did not take the end of the output"
+            );
         }
     }
 }
@@ -261,12 +296,11 @@ impl Mover {
     /// A mover that first writes `pending` (bytes a previous owner had read but not written).
     pub fn with_pending(pending: Vec<u8>) -> Mover {
         let end = pending.len();
-        Mover {
-            splice: end == 0,
-            buf: pending,
-            start: 0,
-            end,
-        }
+        let mut m = Mover::default();
+        m.splice = end == 0;
+        m.buf = pending;
+        m.end = end;
+        m
     }
 
     /// Bytes read but not written yet (empty in splice mode).
@@ -284,6 +318,16 @@ impl Mover {
         &mut self.buf
     }
 
+    /// Read one chunk into the buffer: waiting for data, or (drain mode) only what is there.
+    async fn read_chunk(&mut self, src: &PollFd, wait_for_data: bool) -> io::Result<usize> {
+        let buf = self.buffer();
+        if wait_for_data {
+            src.read(buf).await
+        } else {
+            src.try_read(buf)
+        }
+    }
+
     /// Write what is pending, recording progress after every write.
     async fn flush(&mut self, sink: &Sink) -> io::Result<()> {
         while self.start < self.end {
@@ -295,14 +339,161 @@ impl Mover {
         Ok(())
     }
 
+    /// Collect the outcome of a file write a dropped step left running (call before
+    /// [`Mover::take_pending`]).
+    pub async fn settle(&mut self, src: &PollFd) {
+        if let Some(job) = self.job.take() {
+            if let Ok(done) = job.await {
+                let _ = self.outcome(src, done);
+            }
+        }
+    }
+
+    /// Output the file sink did not take: discarded, counted, and said once per episode.
+    fn refuse(&mut self, n: usize, e: &io::Error) {
+        if !self.refusing {
+            tracing::warn!(error = %e, "output dropped: the output file does not take it; discarding until it does");
+            self.refusing = true;
+        }
+        self.refused += n as u64;
+    }
+
+    fn took(&mut self) {
+        if self.refusing {
+            tracing::warn!(
+                bytes = self.refused,
+                "output dropped: the output file takes output again"
+            );
+            self.refusing = false;
+            self.refused = 0;
+        }
+    }
+
+    /// What a finished file job means. A splice that failed for the destination's sake
+    /// discards what it could not move (read from the source and dropped).
+    fn outcome(&mut self, src: &PollFd, done: FileJob) -> io::Result<Outcome> {
+        if !done.spliced {
+            self.buf = done.buf;
+            let n = self.end - self.start;
+            self.start = 0;
+            self.end = 0;
+            match done.result {
+                Ok(_) => self.took(),
+                Err(e) => self.refuse(n, &e),
+            }
+            return Ok(Outcome::Moved(Moved::Bytes(n)));
+        }
+        match done.result {
+            Ok(0) => Ok(Outcome::Moved(Moved::Eof)),
+            Ok(n) => {
+                self.took();
+                Ok(Outcome::Moved(Moved::Bytes(n)))
+            }
+            Err(e) if would_block(&e) => Ok(Outcome::SourceEmpty),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                self.splice = false;
+                Ok(Outcome::Retry)
+            }
+            Err(e) => {
+                let mut scratch = [0u8; 64 * 1024];
+                match src.try_read(&mut scratch) {
+                    Ok(0) => Ok(Outcome::Moved(Moved::Eof)),
+                    Ok(n) => {
+                        self.refuse(n, &e);
+                        Ok(Outcome::Moved(Moved::Bytes(n)))
+                    }
+                    Err(r) if would_block(&r) => Ok(Outcome::SourceEmpty),
+                    Err(r) => Err(r),
+                }
+            }
+        }
+    }
+
+    /// [`Mover::step`] into a file sink: reads wait on the poller as usual; every write runs
+    /// on a blocking thread (see the type's docs).
+    async fn step_file(
+        &mut self,
+        src: &Arc<PollFd>,
+        file: &Arc<File>,
+        wait_for_data: bool,
+    ) -> io::Result<Moved> {
+        loop {
+            if let Some(job) = self.job.as_mut() {
+                // A job a dropped step left behind: its outcome first.
+                let done = job.await.map_err(io::Error::other)?;
+                self.job = None;
+                match self.outcome(src, done)? {
+                    Outcome::Moved(m) => return Ok(m),
+                    Outcome::SourceEmpty | Outcome::Retry => {}
+                }
+            }
+            if self.start < self.end {
+                let buf = std::mem::take(&mut self.buf);
+                let (start, end, f) = (self.start, self.end, file.clone());
+                self.job = Some(tokio::task::spawn_blocking(move || {
+                    let result = (&*f).write_all(&buf[start..end]).map(|()| end - start);
+                    FileJob {
+                        buf,
+                        result,
+                        spliced: false,
+                    }
+                }));
+                continue;
+            }
+            if self.splice {
+                let guard = if wait_for_data {
+                    Some(src.fd.readable().await?)
+                } else {
+                    None
+                };
+                let (s, f) = (src.clone(), file.clone());
+                let job = self
+                    .job
+                    .insert(tokio::task::spawn_blocking(move || FileJob {
+                        buf: Vec::new(),
+                        result: splice_raw(s.as_fd(), f.as_fd(), SPLICE_CHUNK),
+                        spliced: true,
+                    }));
+                let done = job.await.map_err(io::Error::other)?;
+                self.job = None;
+                match self.outcome(src, done)? {
+                    Outcome::Moved(m) => return Ok(m),
+                    Outcome::Retry => continue,
+                    Outcome::SourceEmpty => match guard {
+                        // Only a guard taken before the attempt is cleared, so a write that
+                        // raced with us is not forgotten.
+                        Some(mut g) => {
+                            g.clear_ready();
+                            continue;
+                        }
+                        None => return Ok(Moved::Empty),
+                    },
+                }
+            }
+            let r = self.read_chunk(src, wait_for_data).await;
+            match r {
+                Ok(0) => return Ok(Moved::Eof),
+                Ok(n) => {
+                    self.start = 0;
+                    self.end = n;
+                }
+                Err(e) if !wait_for_data && would_block(&e) => return Ok(Moved::Empty),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Move one chunk from `src` to `sink`. With `wait_for_data` false it does not wait for
     /// the source (drain mode) and reports [`Moved::Empty`] instead.
     pub async fn step(
         &mut self,
-        src: &PollFd,
+        src: &Arc<PollFd>,
         sink: &Sink,
         wait_for_data: bool,
     ) -> io::Result<Moved> {
+        if let Sink::File(f) = sink {
+            return self.step_file(src, f, wait_for_data).await;
+        }
         if self.start < self.end {
             let n = self.end - self.start;
             self.flush(sink).await?;
@@ -365,13 +556,7 @@ impl Mover {
                     }
                 }
             }
-            let r = if wait_for_data {
-                let buf = self.buffer();
-                src.read(buf).await
-            } else {
-                let buf = self.buffer();
-                src.try_read(buf)
-            };
+            let r = self.read_chunk(src, wait_for_data).await;
             let n = match r {
                 Ok(0) => return Ok(Moved::Eof),
                 Ok(n) => n,

@@ -8,8 +8,14 @@
 //!   process exits, [`ProcessIo::drain`] makes every output pump read until its pipe is empty
 //!   before the exit is published, so a consumer that stops reading at the exit event has
 //!   everything the process wrote.
-//! * FIFOs are opened without ever blocking: we open our own read side first (a keep-alive that
-//!   also lets containerd restart and reopen its end), then the write side.
+//!   (A file that refuses output, such as a full disk, is the exception: what it refuses is
+//!   dropped and logged rather than left to block the process; see [`fd::Mover`].)
+//! * Nothing here blocks the shim's serving thread: every stdio path is stat'ed, created and
+//!   opened on a blocking thread, given up at a deadline ([`IoConfig::deadline`]); containerd's
+//!   FIFOs are opened non-blocking, our own read side first (a keep-alive that also lets
+//!   containerd restart and reopen its end), then the write side; a `file://` FIFO waits for
+//!   its reader as the Go shim's open does, but only that process's setup waits. Pipes, FIFOs
+//!   and the pty master wait on the poller; files are written on blocking threads.
 //! * stdin has a keep-alive writer so the container does not see end of file when the client
 //!   goes away; `CloseIO` drops exactly that writer, and bytes already in the FIFO are still
 //!   delivered before end of file.
@@ -75,6 +81,9 @@ pub struct IoConfig<'a> {
     /// Owner for the container's ends of the pipes (`io_uid`/`io_gid`).
     pub uid: u32,
     pub gid: u32,
+    /// When opening the stdio paths is given up (a FIFO nobody reads, a hung filesystem):
+    /// the opens run on a blocking thread and the caller gets DEADLINE_EXCEEDED.
+    pub deadline: std::time::Instant,
 }
 
 /// How long `drain` waits for a stalled consumer before letting the exit go out anyway (the
@@ -142,7 +151,11 @@ pub struct IoSnap {
     pub stdin: Option<PumpSnap>,
     pub stdin_keepalive: Option<i32>,
     pub master: Option<i32>,
+    /// A logging binary still running at the freeze, and a pidfd for exactly that process
+    /// (only both together are adopted: a bare pid may have been recycled by then).
     pub logger_pid: Option<u32>,
+    #[serde(default)]
+    pub logger_pidfd: Option<i32>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -188,9 +201,60 @@ impl IoSnap {
         }
         v.extend(self.stdin_keepalive);
         v.extend(self.master);
+        v.extend(self.logger_pidfd);
         v.sort_unstable();
         v.dedup();
         v
+    }
+
+    /// The descriptors this snapshot names, checked to be shared only the way one process IO
+    /// shares them (see [`Adopted`]): a poll-registered descriptor by several pumps, one file
+    /// by stdout and stderr; everything else named once. Checked before anything is adopted,
+    /// so a bad document is refused while a rollback can still use every descriptor.
+    pub fn checked_fds(&self) -> Result<Vec<i32>, String> {
+        #[derive(PartialEq)]
+        enum Role {
+            Poll,
+            File,
+            Once,
+        }
+        let mut seen: std::collections::HashMap<i32, Role> = Default::default();
+        let mut add = |fd: i32, role: Role| -> Result<(), String> {
+            if fd <= 2 {
+                return Err(format!("hand-over names descriptor {fd} for process IO"));
+            }
+            match seen.get(&fd) {
+                None => {
+                    seen.insert(fd, role);
+                    Ok(())
+                }
+                Some(r) if *r == role && role != Role::Once => Ok(()),
+                Some(_) => Err(format!(
+                    "hand-over names descriptor {fd} twice in one process's IO"
+                )),
+            }
+        };
+        for p in self.outputs.iter().chain(self.stdin.iter()) {
+            add(p.src, Role::Poll)?;
+            match p.sink {
+                SinkSnap::Poll { fd, keep } => {
+                    add(fd, Role::Poll)?;
+                    if let Some(k) = keep {
+                        add(k, Role::Once)?;
+                    }
+                }
+                SinkSnap::File { fd } => add(fd, Role::File)?,
+            }
+        }
+        if let Some(m) = self.master {
+            add(m, Role::Poll)?;
+        }
+        for fd in self.stdin_keepalive.iter().chain(self.logger_pidfd.iter()) {
+            add(*fd, Role::Once)?;
+        }
+        let mut v: Vec<i32> = seen.into_keys().collect();
+        v.sort_unstable();
+        Ok(v)
     }
 }
 
@@ -208,28 +272,35 @@ fn sink_snap(sink: &Sink) -> SinkSnap {
     }
 }
 
-/// Descriptors handed over across `execve`, each taken into ownership exactly once.
+/// Descriptors handed over across `execve`, each taken into ownership exactly once. The only
+/// sharing a snapshot may express is the one a process IO really has: one poll-registered
+/// descriptor (a pty master) as several pumps' source or sink, one file as stdout and stderr.
+/// Any other repetition is refused (two owners would close one descriptor twice). Uniqueness
+/// across the processes of a document is the document's check (`api::upgrade`).
+#[derive(Default)]
 struct Adopted {
-    fds: std::collections::HashMap<i32, OwnedFd>,
+    taken: std::collections::HashSet<i32>,
     polls: std::collections::HashMap<i32, Arc<PollFd>>,
     files: std::collections::HashMap<i32, Arc<File>>,
 }
 
 impl Adopted {
     fn owned(&mut self, fd: i32) -> Result<OwnedFd, IoError> {
-        if let Some(o) = self.fds.remove(&fd) {
-            return Ok(o);
+        if fd <= 2 || !self.taken.insert(fd) {
+            return Err(IoError::InvalidUri(format!(
+                "hand-over names descriptor {fd} twice or as stdio"
+            )));
         }
         // Is it open at all? (A hand-over naming a closed descriptor is refused, not trusted.)
-        // SAFETY: F_GETFD only inspects the descriptor number.
+        // SAFETY: F_GETFD on a plain number; no descriptor is borrowed or owned by it.
         if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
             return Err(IoError::Os {
                 what: format!("handed-over descriptor {fd}"),
                 source: stdio::Error::last_os_error(),
             });
         }
-        // SAFETY: the previous image of this process passed `fd` across execve for us; the
-        // hand-over names each descriptor once per role and this map takes each exactly once.
+        // SAFETY: the previous image passed `fd` across execve for us; it is open (checked
+        // just above) and `taken` guarantees this is the only owner this image creates.
         let o = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         let _ = nix::fcntl::fcntl(
             o.as_fd(),
@@ -278,13 +349,69 @@ fn lock(m: &Mutex<Live>) -> std::sync::MutexGuard<'_, Live> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Open an output target: a FIFO (read side first, as keep-alive, so the write open cannot
-/// block or fail) or a file appended to.
+/// An output target as the filesystem gave it (opened on a blocking thread), before it is
+/// registered with the poller.
+enum Target {
+    /// A FIFO: our write end, and our own read end kept open as a keep-alive.
+    Fifo { w: OwnedFd, keep: OwnedFd },
+    /// Anything else (a regular file, a character device), appended to.
+    File(Arc<File>),
+}
+
+/// Everything a process's stdio paths gave, opened together off the serving thread.
+#[derive(Default)]
+struct Opened {
+    /// Our read end of the client's stdin FIFO and the keep-alive writer.
+    stdin: Option<(OwnedFd, OwnedFd)>,
+    stdout: Option<Target>,
+    stderr: Option<Target>,
+}
+
+/// The open in progress on the blocking thread, for the side that gives up waiting on it.
+#[derive(Default)]
+struct Opening {
+    path: Mutex<Option<PathBuf>>,
+    /// `path` is known to be a FIFO (a reader of ours can let its open go). Unknown on a
+    /// filesystem that hangs: touching the path again would only hang another thread.
+    fifo: std::sync::atomic::AtomicBool,
+    cancelled: std::sync::atomic::AtomicBool,
+}
+
+impl Opening {
+    /// About to touch `path` (which may block): refused once the waiting side gave up.
+    fn enter(&self, path: &Path) -> Result<(), IoError> {
+        if self.cancelled.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(IoError::Os {
+                what: format!("open {}", path.display()),
+                source: stdio::Error::new(stdio::ErrorKind::TimedOut, "given up"),
+            });
+        }
+        *self.path.lock().unwrap_or_else(|p| p.into_inner()) = Some(path.to_path_buf());
+        self.fifo.store(false, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn is_fifo(&self) {
+        self.fifo.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// How long a FIFO given up on is held open for reading, so the writer blocked in `open` on
+/// the blocking thread is let go.
+const RELEASE_WAIT: Duration = Duration::from_secs(10);
+
+/// Open an output target. A FIFO named plainly (containerd's own) is opened without ever
+/// waiting: our read side first, as a keep-alive, then the write side. A `file://` target
+/// (`create`) is opened as Go's shim opens it: directories and file created, append, and for
+/// a FIFO that means waiting until a reader comes; a keep-alive read side is added then, so it
+/// behaves as any FIFO sink afterwards. Blocking: runs on a blocking thread.
 fn open_output(
     path: &Path,
     create: bool,
     shared: &mut Option<(PathBuf, Arc<File>)>,
-) -> Result<Sink, IoError> {
+    opening: &Opening,
+) -> Result<Target, IoError> {
+    opening.enter(path)?;
     if create {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(os(format!("create {}", dir.display())))?;
@@ -294,26 +421,158 @@ fn open_output(
     if fifo {
         let keep = fd::open(path, OFlag::O_RDONLY | OFlag::O_NONBLOCK).map_err(os("open fifo"))?;
         let w = fd::open(path, OFlag::O_WRONLY | OFlag::O_NONBLOCK).map_err(os("open fifo"))?;
-        fd::grow_pipe(w.as_fd(), OUTPUT_PIPE_BYTES);
-        let p = PollFd::new(w).map_err(os("register fifo"))?;
         // The keep-alive reader lives exactly as long as the writer's pump.
-        return Ok(Sink::Poll(Arc::new(p), Some(keep)));
+        return Ok(Target::Fifo { w, keep });
     }
     if let Some((p, f)) = shared {
         if p == path {
-            return Ok(Sink::File(f.clone()));
+            return Ok(Target::File(f.clone()));
         }
     }
-    use std::os::unix::fs::OpenOptionsExt;
+    // A `file://` FIFO: the open below waits for its reader.
+    if create && fd::is_fifo(path).unwrap_or(false) {
+        opening.is_fifo();
+    }
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let f = std::fs::OpenOptions::new()
         .append(true)
         .create(create)
         .mode(0o644)
         .open(path)
         .map_err(os(format!("open {}", path.display())))?;
+    opening.enter(path)?;
+    let is_fifo = f
+        .metadata()
+        .map(|m| m.file_type().is_fifo())
+        .map_err(os(format!("stat {}", path.display())))?;
+    if is_fifo {
+        let keep = fd::open(path, OFlag::O_RDONLY | OFlag::O_NONBLOCK).map_err(os("open fifo"))?;
+        return Ok(Target::Fifo {
+            w: OwnedFd::from(f),
+            keep,
+        });
+    }
     let f = Arc::new(f);
     *shared = Some((path.to_path_buf(), f.clone()));
-    Ok(Sink::File(f))
+    Ok(Target::File(f))
+}
+
+/// Open every path of a process's stdio (blocking: runs on a blocking thread).
+fn open_paths(spec: &StdioSpec, terminal: bool, opening: &Opening) -> Result<Opened, IoError> {
+    let mut opened = Opened::default();
+    // stdin (every mode but Null may have one). Only FIFOs can be polled; containerd never
+    // passes anything else for stdin.
+    if let Some(path) = spec.stdin() {
+        opening.enter(path)?;
+        if !fd::is_fifo(path).map_err(os(format!("stat {}", path.display())))? {
+            return Err(IoError::InvalidUri(format!(
+                "stdin {} is not a FIFO",
+                path.display()
+            )));
+        }
+        let reader =
+            fd::open(path, OFlag::O_RDONLY | OFlag::O_NONBLOCK).map_err(os("open stdin"))?;
+        let keepalive =
+            fd::open(path, OFlag::O_WRONLY | OFlag::O_NONBLOCK).map_err(os("open stdin"))?;
+        opened.stdin = Some((reader, keepalive));
+    }
+    if let StdioSpec::Paths {
+        stdout,
+        stderr,
+        create_file,
+        ..
+    } = spec
+    {
+        let mut shared = None;
+        if let Some(p) = stdout {
+            opened.stdout = Some(open_output(p, *create_file, &mut shared, opening)?);
+        }
+        if let (Some(p), false) = (stderr, terminal) {
+            opened.stderr = Some(open_output(p, *create_file, &mut shared, opening)?);
+        }
+    }
+    Ok(opened)
+}
+
+/// [`open_paths`] on a blocking thread, given up at `deadline`. A FIFO the thread is stuck
+/// opening (nobody reads it) is then opened for reading by us for a moment, which lets the
+/// thread go; what it opened is closed. A thread stuck in a hung filesystem stays stuck until
+/// the kernel lets it go, but nobody waits for it.
+async fn open_paths_within(
+    spec: &StdioSpec,
+    terminal: bool,
+    deadline: tokio::time::Instant,
+) -> Result<Opened, IoError> {
+    if spec.stdin().is_none() && !matches!(spec, StdioSpec::Paths { .. }) {
+        return Ok(Opened::default());
+    }
+    let opening = Arc::new(Opening::default());
+    let (s, o) = (spec.clone(), opening.clone());
+    let started = tokio::time::Instant::now();
+    let mut job = tokio::task::spawn_blocking(move || open_paths(&s, terminal, &o));
+    match tokio::time::timeout_at(deadline, &mut job).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(IoError::Os {
+            what: "open stdio".into(),
+            source: stdio::Error::other(e),
+        }),
+        Err(_) => {
+            opening
+                .cancelled
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let path = opening
+                .path
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let fifo = path
+                .clone()
+                .filter(|_| opening.fifo.load(std::sync::atomic::Ordering::SeqCst));
+            tokio::spawn(release(fifo, job));
+            Err(IoError::Os {
+                what: format!(
+                    "open {}",
+                    path.as_deref().unwrap_or(Path::new("stdio")).display()
+                ),
+                source: stdio::Error::new(
+                    stdio::ErrorKind::TimedOut,
+                    format!(
+                        "not done after {:.1}s (a FIFO nobody reads? a hung filesystem?)",
+                        started.elapsed().as_secs_f64()
+                    ),
+                ),
+            })
+        }
+    }
+}
+
+/// Let go of a blocking open given up on (see [`open_paths_within`]): a `fifo` it waits on
+/// is opened for reading by us until the job ended.
+async fn release(fifo: Option<PathBuf>, job: JoinHandle<Result<Opened, IoError>>) {
+    let reader = match fifo {
+        Some(p) => tokio::task::spawn_blocking(move || {
+            fd::open(&p, OFlag::O_RDONLY | OFlag::O_NONBLOCK).ok()
+        })
+        .await
+        .ok()
+        .flatten(),
+        None => None,
+    };
+    // Whatever the job opened is closed when its result is dropped here.
+    let _ = tokio::time::timeout(RELEASE_WAIT, job).await;
+    drop(reader);
+}
+
+/// Register an opened output target with the poller (FIFOs) or keep it as a file.
+fn sink(t: Target) -> Result<Sink, IoError> {
+    match t {
+        Target::Fifo { w, keep } => {
+            fd::grow_pipe(w.as_fd(), OUTPUT_PIPE_BYTES);
+            let p = PollFd::new(w).map_err(os("register fifo"))?;
+            Ok(Sink::Poll(Arc::new(p), Some(keep)))
+        }
+        Target::File(f) => Ok(Sink::File(f)),
+    }
 }
 
 fn chown_fd(fd: &OwnedFd, uid: u32, gid: u32) -> Result<(), IoError> {
@@ -355,21 +614,15 @@ impl ProcessIo {
         };
         let mut logger = None;
 
-        // stdin (every mode but Null may have one). Only FIFOs can be polled; containerd
-        // never passes anything else for stdin.
+        let opened = open_paths_within(
+            cfg.spec,
+            cfg.terminal,
+            tokio::time::Instant::from_std(cfg.deadline),
+        )
+        .await?;
         let mut keepalive = None;
-        if let Some(path) = cfg.spec.stdin() {
-            if !fd::is_fifo(path).map_err(os(format!("stat {}", path.display())))? {
-                return Err(IoError::InvalidUri(format!(
-                    "stdin {} is not a FIFO",
-                    path.display()
-                )));
-            }
-            let reader =
-                fd::open(path, OFlag::O_RDONLY | OFlag::O_NONBLOCK).map_err(os("open stdin"))?;
-            keepalive = Some(
-                fd::open(path, OFlag::O_WRONLY | OFlag::O_NONBLOCK).map_err(os("open stdin"))?,
-            );
+        if let Some((reader, keep)) = opened.stdin {
+            keepalive = Some(keep);
             let pipe_w = if cfg.terminal {
                 None
             } else {
@@ -383,24 +636,18 @@ impl ProcessIo {
 
         match cfg.spec {
             StdioSpec::Null => {}
-            StdioSpec::Paths {
-                stdout,
-                stderr,
-                create_file,
-                ..
-            } => {
-                let mut shared = None;
+            StdioSpec::Paths { .. } => {
                 if cfg.terminal {
-                    if let Some(p) = stdout {
-                        pending.tty_out = Some(open_output(p, *create_file, &mut shared)?);
+                    if let Some(t) = opened.stdout {
+                        pending.tty_out = Some(sink(t)?);
                     }
                 } else {
                     for (target, slot, fdslot) in [
-                        (stdout, &mut pending.stdout, &mut stdio_fds.stdout),
-                        (stderr, &mut pending.stderr, &mut stdio_fds.stderr),
+                        (opened.stdout, &mut pending.stdout, &mut stdio_fds.stdout),
+                        (opened.stderr, &mut pending.stderr, &mut stdio_fds.stderr),
                     ] {
-                        if let Some(p) = target {
-                            let sink = open_output(p, *create_file, &mut shared)?;
+                        if let Some(t) = target {
+                            let sink = sink(t)?;
                             let (r, w) = fd::pipe().map_err(os("output pipe"))?;
                             fd::grow_pipe(r.as_fd(), OUTPUT_PIPE_BYTES);
                             chown_fd(&w, cfg.uid, cfg.gid)?;
@@ -530,7 +777,7 @@ impl ProcessIo {
     /// Stop every pump at a safe point and hand back the IO as a snapshot (live upgrade). The
     /// process keeps running; its output waits in the kernel's pipes meanwhile.
     pub async fn freeze(&self) -> Result<Frozen, IoError> {
-        let (pumps, stdin_pump, keepalive, master, logger) = {
+        let (pumps, stdin_pump, keepalive, master, mut logger) = {
             let mut live = lock(&self.live);
             if live.pending.is_some() {
                 return Err(IoError::InvalidUri(
@@ -546,12 +793,15 @@ impl ProcessIo {
             )
         };
         let mut keep: Vec<Box<dyn std::any::Any + Send + Sync>> = Vec::new();
+        let live_logger = logger.as_mut().and_then(|l| l.handover());
         let mut snap = IoSnap {
             stdin_keepalive: keepalive.as_ref().map(raw),
             master: master.as_ref().map(|m| m.raw()),
-            logger_pid: logger.as_ref().and_then(|l| l.pid()),
+            logger_pid: live_logger.as_ref().map(|(pid, _)| *pid),
+            logger_pidfd: live_logger.as_ref().map(|(_, fd)| raw(fd)),
             ..IoSnap::default()
         };
+        keep.push(Box::new(live_logger));
         let freeze = |p: Pump| async move {
             let (tx, rx) = oneshot::channel();
             if p.ctl.send(Ctl::Freeze(tx)).is_err() {
@@ -587,11 +837,7 @@ impl ProcessIo {
     /// Rebuild a frozen process IO in a new image (live upgrade) and start its pumps again.
     /// Call inside the runtime, before the reaper's first sweep (the logger is re-claimed).
     pub fn thaw(snap: &IoSnap, spawner: &Spawner) -> Result<ProcessIo, IoError> {
-        let mut a = Adopted {
-            fds: Default::default(),
-            polls: Default::default(),
-            files: Default::default(),
-        };
+        let mut a = Adopted::default();
         let master = match snap.master {
             Some(m) => Some(a.poll(m)?),
             None => None,
@@ -624,9 +870,10 @@ impl ProcessIo {
             Some(k) => Some(a.owned(k)?),
             None => None,
         };
-        let logger = snap
-            .logger_pid
-            .map(|pid| binary::Logger::adopt(spawner, pid));
+        let logger = match (snap.logger_pid, snap.logger_pidfd) {
+            (Some(pid), Some(fd)) => Some(binary::Logger::adopt(spawner, pid, a.owned(fd)?)),
+            _ => None,
+        };
         Ok(ProcessIo {
             live: Mutex::new(Live {
                 pending: None,
@@ -710,6 +957,7 @@ async fn pump(
             req = ctl.recv(), if ctl_open => match req {
                 None => ctl_open = false,
                 Some(Ctl::Freeze(reply)) => {
+                    mover.settle(&src).await;
                     let pending = mover.take_pending();
                     let _ = reply.send(PumpParts { src, sink, pending });
                     return;

@@ -63,10 +63,12 @@ impl Consumer {
     }
 }
 
-/// Run a pump from a fresh pipe into `target`, feeding `data` from a thread.
-fn pump_through(target: &Path, data: Vec<u8>) {
+/// Pump a fresh pipe into the output target `target` (`create`: as `file://`), feeding
+/// `data` from a thread; returns once the pump ended, with what the writer's `write_all` said.
+fn pump_through_target(target: &Path, create: bool, data: Vec<u8>) -> std::io::Result<()> {
     rt().block_on(async {
-        let sink = open_output(target, false, &mut None).unwrap();
+        let opened = open_output(target, create, &mut None, &Opening::default());
+        let sink = sink(opened.unwrap()).unwrap();
         let (r, w) = fd::pipe().unwrap();
         let pump = spawn_pump(
             Arc::new(PollFd::new(r).unwrap()),
@@ -74,16 +76,18 @@ fn pump_through(target: &Path, data: Vec<u8>) {
             Mover::default(),
             true,
         );
-        let writer = std::thread::spawn(move || {
-            let mut f = std::fs::File::from(w);
-            f.write_all(&data).unwrap();
-        });
+        let writer = std::thread::spawn(move || std::fs::File::from(w).write_all(&data));
         tokio::time::timeout(Duration::from_secs(60), pump.task)
             .await
             .expect("pump finished")
             .unwrap();
-        writer.join().unwrap();
-    });
+        writer.join().unwrap()
+    })
+}
+
+/// Run a pump from a fresh pipe into `target`, feeding `data` from a thread.
+fn pump_through(target: &Path, data: Vec<u8>) {
+    pump_through_target(target, false, data).unwrap();
 }
 
 #[test]
@@ -130,7 +134,8 @@ fn pty_source_falls_back_to_copying() {
     let (c, path) = Consumer::new(65536, Duration::ZERO);
     let d2 = data.clone();
     rt().block_on(async move {
-        let sink = open_output(&path, false, &mut None).unwrap();
+        let sink =
+            sink(open_output(&path, false, &mut None, &Opening::default()).unwrap()).unwrap();
         let pump = spawn_pump(
             Arc::new(PollFd::new(pty.master).unwrap()),
             sink,
@@ -187,7 +192,8 @@ fn drain_gives_up_on_a_stalled_consumer_without_losing_bytes() {
     rt().block_on(async {
         let io = ProcessIo::none();
         // Nobody reads the FIFO (only our keep-alive holds it): the pump fills it and waits.
-        let sink = open_output(&path, false, &mut None).unwrap();
+        let sink =
+            sink(open_output(&path, false, &mut None, &Opening::default()).unwrap()).unwrap();
         fd::grow_pipe(sink.as_fd(), 65536);
         lock(&io.live).pumps.push(spawn_pump(
             Arc::new(PollFd::new(r).unwrap()),
@@ -267,7 +273,7 @@ fn freeze_and_thaw_across_runtimes_loses_no_byte() {
 /// A process IO with one output pump from `r` to the FIFO at `path` (inside a runtime).
 fn pumping_to(path: &std::path::Path, r: OwnedFd) -> ProcessIo {
     let io = ProcessIo::none();
-    let sink = open_output(path, false, &mut None).unwrap();
+    let sink = sink(open_output(path, false, &mut None, &Opening::default()).unwrap()).unwrap();
     lock(&io.live).pumps.push(spawn_pump(
         Arc::new(PollFd::new(r).unwrap()),
         sink,
@@ -275,4 +281,13 @@ fn pumping_to(path: &std::path::Path, r: OwnedFd) -> ProcessIo {
         true,
     ));
     io
+}
+
+/// A file sink that refuses everything (/dev/full: ENOSPC): the pump keeps draining the
+/// source (so the writer is neither blocked nor killed by a closed pipe), discarding.
+#[test]
+fn a_refusing_file_sink_is_drained_not_abandoned() {
+    // Far more than the pipe holds: only possible if the pump keeps draining.
+    pump_through_target(Path::new("/dev/full"), true, pattern(8 << 20))
+        .expect("every byte was taken off the pipe");
 }

@@ -33,6 +33,8 @@ use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 
+use crate::supervise::{lifeline, Ended};
+
 /// One reaped child: its pid, the status containerd reports (exit code, or 128 + signal), and
 /// when it was reaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +100,7 @@ pub fn set_subreaper() -> io::Result<()> {
 }
 
 /// `pidfd_open(2)`; `None` if the kernel lacks it or the process is gone.
-fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+pub(crate) fn pidfd_open(pid: i32) -> Option<OwnedFd> {
     // SAFETY: plain syscall with integer arguments; a non-negative result is a new fd we own.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
@@ -124,6 +126,16 @@ pub fn pidfd_signal(pidfd: &OwnedFd, sig: i32) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Whether the process behind `pidfd` has ended (its pidfd is readable once it exited, reaped
+/// or not).
+pub fn pidfd_ended(pidfd: std::os::fd::BorrowedFd<'_>) -> bool {
+    let mut fds = [nix::poll::PollFd::new(pidfd, nix::poll::PollFlags::POLLIN)];
+    matches!(
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO),
+        Ok(n) if n > 0
+    )
 }
 
 /// Exit status as containerd reports it.
@@ -158,18 +170,24 @@ impl Reaper {
     }
 
     /// Install the SIGCHLD handler and start the waitpid loop. Call once, inside the runtime,
-    /// before anything is spawned.
-    pub fn start(&self) -> io::Result<()> {
+    /// before anything is spawned. The loop is a critical task: the returned [`Ended`] tells
+    /// when it stopped (it never does on its own), see `crate::supervise`.
+    pub fn start(&self) -> io::Result<Ended> {
         let mut sigchld = signal(SignalKind::child())?;
         let me = self.clone();
+        let (line, ended) = lifeline();
         // Children that exited before the handler existed are collected by the first sweep.
         me.reap_all();
         tokio::spawn(async move {
+            let _line = line;
             while sigchld.recv().await.is_some() {
+                if crate::supervise::fault("sigchld-loop-ends") {
+                    return;
+                }
                 me.reap_all();
             }
         });
-        Ok(())
+        Ok(ended)
     }
 
     /// Collect every exited child (SIGCHLD coalesces, so always loop until none is left).

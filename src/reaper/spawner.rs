@@ -7,10 +7,15 @@
 //!
 //! Concurrency invariant: `PR_SET_PDEATHSIG` fires when the *thread* that forked exits, so
 //! callers must spawn from a long-lived thread; the shim's runtime is single-threaded and never
-//! spawns from blocking-pool threads.
+//! spawns from blocking-pool threads. It also never fires for a parent that died before the
+//! child asked for it, so the child checks afterwards that its parent is still the shim.
+//!
+//! Signalling a child: a pid is only ours while it has not been reaped. The reaper reaps and
+//! delivers under the spawn lock, so "no exit delivered yet" checked *under that lock* means
+//! "not reaped": [`Child::kill_unless_exited`] signals only then, and never a recycled pid.
 
 use std::io::{self, Read};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -36,11 +41,21 @@ pub struct Child {
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
     exit: ExitWaiter,
+    reaper: Reaper,
+    /// A pidfd, for a child adopted from a previous image: its exit may have been reaped by
+    /// that image (then no claim ever fires here), so the pidfd is what tells and what signals.
+    pidfd: Option<OwnedFd>,
 }
 
 impl Child {
     pub async fn wait(self) -> io::Result<RawExit> {
-        self.exit.wait().await
+        let mut me = self;
+        me.wait_mut().await
+    }
+
+    /// Wait for the exit without giving up the child (cancel-safe).
+    pub async fn wait_mut(&mut self) -> io::Result<RawExit> {
+        self.exit.wait_mut().await
     }
 
     /// The exit, waiting at most `limit`; the child stays waitable when the time runs out.
@@ -51,11 +66,80 @@ impl Child {
             .ok()
     }
 
-    /// Signal the child unless it has already been reaped (then its pid may be recycled).
-    pub fn signal_if_running(&mut self, sig: nix::sys::signal::Signal) {
-        if self.exit.try_exit().is_none() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), sig);
+    /// The exit if it has been delivered already.
+    pub fn try_exit(&mut self) -> Option<RawExit> {
+        self.exit.try_exit()
+    }
+
+    /// Send `sig` unless the child has already been reaped (see the module docs); its exit in
+    /// that case. With a pidfd the signal goes through it and can never reach another process.
+    pub fn kill_unless_exited(&mut self, sig: nix::sys::signal::Signal) -> Option<RawExit> {
+        let reaper = self.reaper.clone();
+        reaper.with_spawn_lock(|| {
+            if let Some(e) = self.exit.try_exit() {
+                return Some(e);
+            }
+            match &self.pidfd {
+                Some(fd) => {
+                    let _ = super::pidfd_signal(fd, sig as i32);
+                }
+                None => {
+                    let _ =
+                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), sig);
+                }
+            }
+            None
+        })
+    }
+
+    /// A pidfd for this child while it has not been reaped (live upgrade hands it over, so the
+    /// next image can tell this process from any later one with the same pid). `None` once it
+    /// exited, or without kernel support.
+    pub fn pidfd(&mut self) -> Option<OwnedFd> {
+        if let Some(fd) = &self.pidfd {
+            return fd.try_clone().ok();
         }
+        let reaper = self.reaper.clone();
+        reaper.with_spawn_lock(|| {
+            if self.exit.try_exit().is_some() {
+                return None;
+            }
+            super::pidfd_open(self.pid as i32)
+        })
+    }
+
+    /// Whether the process is gone: its exit was delivered, or (adopted child) its pidfd says
+    /// it ended, even if a previous image reaped it.
+    pub fn has_exited(&mut self) -> bool {
+        if self.exit.try_exit().is_some() {
+            return true;
+        }
+        match &self.pidfd {
+            Some(fd) => super::pidfd_ended(fd.as_fd()),
+            None => false,
+        }
+    }
+
+    /// Wait at most `limit` for the process to end: its exit delivered, or (adopted child) its
+    /// pidfd readable. True if it ended. (An adopted child is looked at every few milliseconds:
+    /// only a logger being stopped after a live upgrade takes this path.)
+    pub async fn ended_within(&mut self, limit: Duration) -> bool {
+        let Some(fd) = &self.pidfd else {
+            return self.exited_within(limit).await.is_some();
+        };
+        let exit = &mut self.exit;
+        let gone = async {
+            while !super::pidfd_ended(fd.as_fd()) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let ended = async {
+            tokio::select! {
+                _ = exit.wait_mut() => {}
+                _ = gone => {}
+            }
+        };
+        tokio::time::timeout(limit, ended).await.is_ok()
     }
 }
 
@@ -81,12 +165,19 @@ impl Spawner {
     /// Spawn `cmd`. Stdio that the caller set to `Stdio::piped()` is returned as owned fds.
     pub fn spawn(&self, mut cmd: Command, pdeathsig: bool) -> io::Result<Child> {
         if pdeathsig {
-            // SAFETY: the closure runs in the forked child before exec and only calls prctl,
-            // which is async-signal-safe; it touches no memory of the parent.
+            let parent = std::process::id() as libc::pid_t;
+            // SAFETY: the closure runs in the forked child before exec and only calls prctl
+            // and getppid, which are async-signal-safe; it reads one copied integer and
+            // allocates nothing (the error is built from a raw errno).
             unsafe {
-                cmd.pre_exec(|| {
+                cmd.pre_exec(move || {
                     if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                         return Err(io::Error::last_os_error());
+                    }
+                    // A shim that died between the fork and the prctl never sends the signal:
+                    // the child has been re-parented already. It must not run on unowned.
+                    if libc::getppid() != parent {
+                        return Err(io::Error::from_raw_os_error(libc::ESRCH));
                     }
                     Ok(())
                 });
@@ -103,16 +194,20 @@ impl Spawner {
             stdout: std_child.stdout.take().map(OwnedFd::from),
             stderr: std_child.stderr.take().map(OwnedFd::from),
             exit,
+            reaper: self.reaper.clone(),
+            pidfd: None,
         };
         // Dropping std's handle neither waits nor kills; the reaper owns the exit.
         drop(std_child);
         Ok(child)
     }
 
-    /// Take over a child a previous image of this shim started (live upgrade): its exit now
-    /// comes to the returned handle. Call before the reaper's first sweep in the new image,
-    /// so an exit that happened during the hand-over is still routed here.
-    pub fn adopt(&self, pid: u32) -> Child {
+    /// Take over a child a previous image of this shim started (live upgrade), named by the
+    /// pidfd that image handed over: its exit now comes to the returned handle if it is still
+    /// to be reaped, and the pidfd tells (and is the only way to signal) it otherwise. Call
+    /// before the reaper's first sweep in the new image, so an exit that happened during the
+    /// hand-over is still routed here.
+    pub fn adopt(&self, pid: u32, pidfd: OwnedFd) -> Child {
         let sub = self.reaper.subscribe();
         let exit = sub.claim(pid as i32);
         Child {
@@ -121,6 +216,8 @@ impl Spawner {
             stdout: None,
             stderr: None,
             exit,
+            reaper: self.reaper.clone(),
+            pidfd: Some(pidfd),
         }
     }
 
@@ -142,7 +239,6 @@ impl Spawner {
         });
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = self.spawn(cmd, true)?;
-        let pid = child.pid;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
@@ -157,7 +253,7 @@ impl Spawner {
             }
         };
         let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
-        let mut timed_out = false;
+        let mut killed = false;
         let mut exit_res = None;
         {
             let io = async {
@@ -169,7 +265,6 @@ impl Spawner {
             };
             let mut io = std::pin::pin!(io);
             let mut io_done = false;
-            let mut exit = std::pin::pin!(child.wait());
             let far = Duration::from_secs(365 * 24 * 3600);
             let kill_at = tokio::time::sleep(deadline.unwrap_or(far));
             let mut kill_at = std::pin::pin!(kill_at);
@@ -178,22 +273,27 @@ impl Spawner {
             let give_up = tokio::time::sleep(far);
             let mut give_up = std::pin::pin!(give_up);
             loop {
+                let mut deadline_passed = false;
                 tokio::select! {
-                    r = &mut exit, if exit_res.is_none() => {
+                    r = child.wait_mut(), if exit_res.is_none() => {
                         exit_res = Some(r);
                         give_up.as_mut().reset(tokio::time::Instant::now() + IO_AFTER_EXIT);
                     }
                     _ = &mut io, if !io_done => io_done = true,
-                    _ = &mut kill_at, if !timed_out => {
-                        timed_out = true;
-                        // Our own child, not yet reaped (its claim is still pending), so the
-                        // pid cannot have been recycled.
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(pid as i32),
-                            nix::sys::signal::SIGKILL,
-                        );
-                    }
+                    _ = &mut kill_at, if !killed && exit_res.is_none() => deadline_passed = true,
                     _ = &mut give_up, if exit_res.is_some() => break,
+                }
+                if deadline_passed {
+                    // The exit and the deadline can be ready in the same turn: an exit already
+                    // delivered wins (the call finished in time, and its pid may be recycled).
+                    killed = true;
+                    if let Some(e) = child.kill_unless_exited(nix::sys::signal::SIGKILL) {
+                        exit_res = Some(Ok(e));
+                        killed = false;
+                        give_up
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + IO_AFTER_EXIT);
+                    }
                 }
                 if io_done && exit_res.is_some() {
                     break;
@@ -208,7 +308,9 @@ impl Spawner {
             status: exit.status,
             stdout: out_buf,
             stderr: err_buf,
-            timed_out,
+            // Only our SIGKILL makes a timeout: a child that finished on its own just before
+            // the signal landed (not yet reaped) reports its own status.
+            timed_out: killed && exit.status == 128 + libc::SIGKILL as u32,
         })
     }
 
@@ -381,12 +483,197 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
     }
 
+    /// Run one test of this binary again in a child process (with `role` in its environment)
+    /// and return its exit code and output. What the shim does process-wide (a SIGCHLD loop
+    /// reaping `waitpid(-1)`, becoming a subreaper) cannot run beside the other tests of this
+    /// binary: it would steal their children.
+    fn rerun(test: &str, role: &str) -> (i32, String) {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env("SHIMGATE_SPAWNER_TEST_ROLE", role)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    }
+
+    fn role() -> Option<String> {
+        std::env::var("SHIMGATE_SPAWNER_TEST_ROLE").ok()
+    }
+
+    /// The production reaper (SIGCHLD + `waitpid(-1)`, which reaps every child, claimed or
+    /// not) and children that exit before their pid is claimed: none of those exits is lost.
+    /// (The polling reaper of the other tests only reaps claimed pids, so it cannot tell.)
     #[test]
     fn exit_before_claim_is_not_lost() {
-        // `true` exits long before the parent could claim it without the subscription.
+        const TEST: &str = "reaper::spawner::tests::exit_before_claim_is_not_lost";
+        if role().as_deref() == Some("reaper") {
+            // Several workers: the SIGCHLD task may run while a spawn is between its fork and
+            // its claim, which is the window the subscription covers.
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(4)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let r = Reaper::new();
+                let _loop = r.start().unwrap();
+                let sp = Spawner::new(r);
+                let all = async {
+                    for i in 0..200u32 {
+                        let o = sp
+                            .output(sh(&format!("exit {}", i % 7)), None, None, 10)
+                            .await
+                            .unwrap();
+                        assert_eq!(o.status, i % 7);
+                    }
+                    // A storm: many at once, every exit routed to its own caller.
+                    let many = (0..50u32).map(|i| {
+                        let sp = sp.clone();
+                        async move { (i, sp.output(sh(&format!("exit {i}")), None, None, 10).await) }
+                    });
+                    for (i, o) in futures_join_all(many).await {
+                        assert_eq!(o.unwrap().status, i);
+                    }
+                };
+                tokio::time::timeout(Duration::from_secs(30), all)
+                    .await
+                    .expect("an exit was lost (a caller waited for ever)");
+            });
+            println!("ROLE-DONE");
+            return;
+        }
+        if role().is_some() {
+            return;
+        }
+        let (code, out) = rerun(TEST, "reaper");
+        assert!(code == 0 && out.contains("ROLE-DONE"), "{out}");
+    }
+
+    async fn futures_join_all<F>(fs: impl Iterator<Item = F>) -> Vec<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let hs: Vec<_> = fs.map(tokio::spawn).collect();
+        let mut v = Vec::new();
+        for h in hs {
+            v.push(h.await.unwrap());
+        }
+        v
+    }
+
+    /// The deadline and the child's exit become ready in the same turn of the runtime (the
+    /// thread was busy when both happened): the exit wins. The call finished; its pid may
+    /// already be someone else's, so it must not be SIGKILLed, and it is no timeout. (A paused
+    /// clock makes the turn exact: the child is reaped while the task is not polled, then the
+    /// clock jumps past the deadline, so both are ready at the next poll.)
+    #[test]
+    fn deadline_ready_together_with_the_exit_is_no_timeout() {
         for _ in 0..20 {
-            let o = block_on(spawner().output(Command::new("true"), None, None, 10)).unwrap();
-            assert_eq!(o.status, 0);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            let o = rt.block_on(async {
+                let sp = spawner();
+                let mut call = std::pin::pin!(sp.output(
+                    Command::new("true"),
+                    None,
+                    Some(Duration::from_millis(100)),
+                    10,
+                ));
+                // One poll: the child is spawned and its exit, pipes and deadline watched.
+                std::future::poll_fn(|cx| {
+                    assert!(std::future::Future::poll(call.as_mut(), cx).is_pending());
+                    std::task::Poll::Ready(())
+                })
+                .await;
+                // The child exits and the polling reaper delivers it, meanwhile.
+                std::thread::sleep(Duration::from_millis(100));
+                tokio::time::advance(Duration::from_millis(500)).await;
+                call.await.unwrap()
+            });
+            assert_eq!((o.status, o.timed_out), (0, false));
+        }
+    }
+
+    /// A shim that dies between forking a runtime call and the child's `PR_SET_PDEATHSIG`
+    /// never sends the signal; the child must see it has been re-parented and not run on.
+    /// Roles: the test starts `middle` (a subreaper, so the orphan comes to it), which starts
+    /// `parent`; `parent` spawns `sleep 3` through the spawner with a slow pre-exec step and
+    /// exits while the child is still in it.
+    #[test]
+    fn a_child_whose_parent_died_before_pdeathsig_does_not_run_on() {
+        const TEST: &str =
+            "reaper::spawner::tests::a_child_whose_parent_died_before_pdeathsig_does_not_run_on";
+        match role().as_deref() {
+            Some("parent") => {
+                let mut cmd = Command::new("sleep");
+                cmd.arg("3");
+                // SAFETY: runs in the forked child before exec; only nanosleep via libc.
+                unsafe {
+                    cmd.pre_exec(|| {
+                        libc::usleep(300_000);
+                        Ok(())
+                    });
+                }
+                // The parent dies while the child sleeps in its pre-exec step.
+                std::thread::spawn(|| {
+                    std::thread::sleep(Duration::from_millis(100));
+                    // SAFETY: ends this helper process at once, as a SIGKILLed shim would.
+                    unsafe { libc::_exit(0) };
+                });
+                let _ = Spawner::new(Reaper::new()).spawn(cmd, true);
+                std::thread::sleep(Duration::from_secs(10));
+            }
+            Some("middle") => {
+                crate::reaper::set_subreaper().unwrap();
+                let started = std::time::Instant::now();
+                let mut parent = Command::new(std::env::current_exe().unwrap())
+                    .args(["--exact", TEST, "--test-threads=1"])
+                    .env("SHIMGATE_SPAWNER_TEST_ROLE", "parent")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                parent.wait().unwrap();
+                // Then the orphan: how long it ran and how it ended.
+                let mut status = 0;
+                // SAFETY: waitpid on our children (the orphan is re-parented to us).
+                let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+                println!(
+                    "ORPHAN pid={pid} exited={} code={} after_ms={}",
+                    libc::WIFEXITED(status),
+                    libc::WEXITSTATUS(status),
+                    started.elapsed().as_millis()
+                );
+            }
+            Some(_) => {}
+            None => {
+                let (code, out) = rerun(TEST, "middle");
+                assert_eq!(code, 0, "{out}");
+                let line = out
+                    .lines()
+                    .find_map(|l| l.find("ORPHAN").map(|i| &l[i..]))
+                    .unwrap_or("");
+                let ms: u64 = line
+                    .rsplit("after_ms=")
+                    .next()
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(u64::MAX);
+                // `sleep 3` running to completion takes 3 s; refusing to run takes ~0.3 s.
+                assert!(
+                    ms < 2000 && !line.contains("exited=true code=0"),
+                    "the orphaned child ran on: {line}\n{out}"
+                );
+            }
         }
     }
 }

@@ -25,6 +25,8 @@ impl Ev {
     }
 }
 
+static BARRIERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 pub struct Events {
     ns: String,
     seen: Arc<Mutex<String>>,
@@ -81,6 +83,39 @@ impl Events {
             seen,
             child: Some(child),
             reader: Some(reader),
+        }
+    }
+
+    /// Return once every event containerd had received before this call has reached this
+    /// watcher: a probe published now comes back after all of them (containerd hands events
+    /// to a subscriber in the order it received them). Counting after the publishers are gone
+    /// (e.g. the shim exited) and this barrier counts everything they will ever publish, with
+    /// no sleep that a slow machine could outlast.
+    pub fn barrier(&self, c: &Ctd) {
+        let n = BARRIERS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let topic = format!("/barrier{n}");
+        let probe = shimgate::protos::any_bare(&shimgate::protos::events::TaskPaused {
+            container_id: format!("barrier{n}"),
+            ..Default::default()
+        })
+        .and_then(|a| protobuf::Message::write_to_bytes(&a))
+        .unwrap();
+        let out = run_cmd(
+            Command::new("containerd")
+                .arg("--address")
+                .arg(&c.addr)
+                .args(["publish", "--topic", &topic, "--namespace", &c.ns]),
+            Some(&probe),
+            Duration::from_secs(10),
+        );
+        assert_eq!(out.code, 0, "publish the barrier: {}", out.brief());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.seen.lock().unwrap().contains(&topic) {
+            assert!(
+                Instant::now() < deadline,
+                "the event barrier never came back"
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 

@@ -55,6 +55,7 @@ macro_rules! series_matrix {
 
 pub mod events;
 pub mod grpc;
+pub mod next;
 pub mod peers;
 pub mod pty;
 pub mod raw_ttrpc;
@@ -402,6 +403,22 @@ pub enum Shims {
     Ours,
     /// The Go shims installed with containerd, for side-by-side comparisons.
     Go,
+}
+
+/// Whether the Go peers must be there: CI sets `SHIMGATE_REQUIRE_PEERS=1` (`.ci/run`), so a
+/// comparison with the Go shims cannot pass there without having compared anything.
+pub fn peers_required() -> bool {
+    std::env::var("SHIMGATE_REQUIRE_PEERS").is_ok_and(|v| v == "1")
+}
+
+/// A Go peer (`what`) is not installed: a failure where peers are required, a note otherwise
+/// (the caller then checks shimgate alone).
+pub fn peer_missing(what: &str) {
+    assert!(
+        !peers_required(),
+        "{what} is not installed, and SHIMGATE_REQUIRE_PEERS=1 requires the Go peers"
+    );
+    eprintln!("{what} not installed; checked against shimgate only");
 }
 
 /// The Go shim installed as `name`, if any.
@@ -830,12 +847,54 @@ impl Ctd {
         leaks
     }
 
-    /// Assert that nothing leaked after removing everything.
+    /// What the test left behind that nobody will remove, looked at *before* anything is
+    /// cleaned up (so a test whose own teardown failed does not pass): tasks that exited but
+    /// were never deleted, runc state and bundles of ids that are no task, and shims once no
+    /// task is left. Waits up to `grace` for what goes away by itself (a shim exiting after
+    /// its last Delete). Tasks still running are not leaks: a test may leave them to
+    /// [`Ctd::cleanup`], whose own leftovers are checked afterwards.
+    pub fn leftovers(&self, grace: Duration) -> Vec<String> {
+        let deadline = Instant::now() + grace;
+        loop {
+            reap_orphans();
+            let tasks = self.tasks();
+            let mut left: Vec<String> = tasks
+                .iter()
+                .filter(|(_, (_, st))| st == "STOPPED")
+                .map(|(id, _)| format!("task {id} exited but was never deleted"))
+                .collect();
+            left.extend(
+                self.residue()
+                    .into_iter()
+                    .filter(|r| {
+                        let id = Path::new(r).file_name().map(|n| n.to_string_lossy());
+                        !id.is_some_and(|id| tasks.contains_key(id.as_ref()))
+                    })
+                    .map(|r| format!("residue {r} of no task")),
+            );
+            if tasks.is_empty() {
+                left.extend(
+                    self.shim_pids()
+                        .iter()
+                        .map(|p| format!("shim pid {p} alive with no task")),
+                );
+            }
+            if left.is_empty() || Instant::now() >= deadline {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Assert that the test cleaned up after itself ([`Ctd::leftovers`]), then remove what it
+    /// left running and assert that nothing leaked from that either.
     pub fn assert_clean(&self) {
+        let left = self.leftovers(Duration::from_secs(5));
         let leaks = self.cleanup(Duration::from_secs(5));
         assert!(
-            leaks.is_empty(),
-            "leaked: {leaks:?}\ncontainerd log tail:\n{}",
+            left.is_empty() && leaks.is_empty(),
+            "left behind by the test: {left:?}\nleaked by the clean-up: {leaks:?}\n\
+             containerd log tail:\n{}",
             self.log_tail(40)
         );
     }

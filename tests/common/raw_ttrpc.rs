@@ -29,6 +29,12 @@ impl Raw {
         Raw { s, next: 1 }
     }
 
+    /// Speak over a stream connected some other way (an abstract socket, say).
+    pub fn over(s: UnixStream, timeout: Duration) -> Raw {
+        s.set_read_timeout(Some(timeout)).unwrap();
+        Raw { s, next: 1 }
+    }
+
     pub fn frame(&mut self, payload: &[u8], kind: u8) -> u32 {
         let id = self.next;
         self.next += 2;

@@ -358,6 +358,46 @@ pub fn by_pid(procs: &[Proc]) -> HashMap<u32, &Proc> {
     procs.iter().map(|p| (p.pid, p)).collect()
 }
 
+/// SELinux's mode when it is enabled (`enforcing` or `permissive`), else None.
+pub fn selinux_mode() -> Option<String> {
+    let v = std::fs::read_to_string("/sys/fs/selinux/enforce").ok()?;
+    Some(
+        if v.trim() == "1" {
+            "enforcing"
+        } else {
+            "permissive"
+        }
+        .to_string(),
+    )
+}
+
+/// The SELinux label of the file at `path` (symlinks followed; `/proc/<pid>/exe` works).
+pub fn selinux_label(path: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let name = c"security.selinux";
+    let mut buf = [0u8; 256];
+    // SAFETY: both names are NUL-terminated C strings that outlive the call, and the kernel
+    // writes at most `buf.len()` bytes into `buf`, which we own.
+    let n = unsafe {
+        libc::getxattr(
+            c_path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = usize::try_from(n).ok()?;
+    let label = String::from_utf8_lossy(buf.get(..n)?);
+    let label = label.trim_end_matches('\0').trim();
+    (!label.is_empty()).then(|| label.to_string())
+}
+
+/// The type field of an SELinux label (`system_u:object_r:bin_t:s0` -> `bin_t`).
+pub fn selinux_type(label: &str) -> Option<&str> {
+    label.split(':').nth(2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,10 @@
 //! a step to take. Exit code: 0 nothing to do, 1 warnings, 2 problems.
 
 pub mod config;
+pub mod findings;
 pub mod host;
+
+pub use findings::{judge, Finding, Subject};
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -19,7 +22,7 @@ use std::process::Command;
 use serde::Serialize;
 
 use super::inspect::{self, BinaryKind};
-use super::{run_tool, which, which_in};
+use super::{exit, install, run_tool, which, which_in};
 use crate::api::v2::bootstrap::{go_clean, DEFAULT_SOCKET_DIR};
 use crate::compat::{parse_containerd_version, Matrix, Severity};
 use host::Proc;
@@ -38,6 +41,9 @@ pub struct NextShim {
     pub runtime: String,
     pub path: Option<String>,
     pub binary: Option<BinaryKind>,
+    /// The SELinux label of the file it runs (only where SELinux is enabled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 /// A running containerd.
@@ -45,6 +51,9 @@ pub struct NextShim {
 pub struct Daemon {
     pub pid: u32,
     pub exe: String,
+    /// The SELinux label of its executable (only where SELinux is enabled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe_label: Option<String>,
     /// What the daemon answers (`ctr version`), else its executable's `--version`.
     pub version: Option<String>,
     pub series: Option<String>,
@@ -93,28 +102,51 @@ pub struct StaleBundle {
 pub struct HostInfo {
     pub kernel: String,
     pub cgroup: String,
+    /// `enforcing` or `permissive` where SELinux is enabled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selinux: Option<String>,
     pub runc_path: Option<String>,
     pub runc_version: Option<String>,
     pub features: Vec<host::Feature>,
 }
 
-/// Something the operator should know or do.
+/// A prefix `shimgate install` switched (from its manifest).
 #[derive(Debug, Clone, Serialize)]
-pub struct Finding {
-    pub severity: Severity,
-    pub message: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub step: String,
+pub struct InstallState {
+    pub prefix: String,
+    pub manifest: String,
+    pub shimgate_version: String,
+    pub names: Vec<InstallName>,
 }
+
+/// One name an install manages, as it is now.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstallName {
+    pub path: String,
+    /// `ok` (as install left it), `changed` or `missing`.
+    pub state: String,
+    /// What the file is now, when it is not what install put there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub now: Option<BinaryKind>,
+    /// The package owning the path now (dpkg or rpm), when it is not what install put there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+/// The version of the `--json` report's layout (schema/doctor.schema.json).
+pub const REPORT_FORMAT: u32 = 1;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// [`REPORT_FORMAT`].
+    pub format: u32,
     pub shimgate_version: String,
     pub containerd_binary: Option<Binary>,
     pub daemons: Vec<Daemon>,
     pub shims: Vec<Shim>,
     pub stale_sockets: Vec<String>,
     pub stale_bundles: Vec<StaleBundle>,
+    pub installs: Vec<InstallState>,
     pub host: HostInfo,
     pub findings: Vec<Finding>,
     /// `ok`, `warnings` or `problems`.
@@ -203,6 +235,7 @@ fn runtime_binary_name(runtime: &str) -> Option<String> {
 }
 
 fn daemon_of(p: &Proc, m: &Matrix) -> Daemon {
+    let selinux = host::selinux_mode().is_some();
     let cwd = host::cwd(p.pid).unwrap_or_else(|| PathBuf::from("/"));
     let config_flag = p.flag(&["config", "c"]);
     let config_path = config_flag
@@ -284,16 +317,21 @@ fn daemon_of(p: &Proc, m: &Matrix) -> Daemon {
                 which_in(&search, &runtime_binary_name(&rt)?)
             };
             let binary = path.as_deref().map(inspect::classify);
+            let label = selinux
+                .then(|| path.as_deref().and_then(host::selinux_label))
+                .flatten();
             Some(NextShim {
                 runtime: rt,
                 path: path.map(|p| p.display().to_string()),
                 binary,
+                label,
             })
         })
         .collect();
     Daemon {
         pid: p.pid,
         exe,
+        exe_label: selinux.then(|| host::selinux_label(&exe_path)).flatten(),
         version,
         series,
         config_path: config_path.map(|c| c.display().to_string()),
@@ -380,8 +418,38 @@ fn bundles(state: &Path) -> Vec<Bundle> {
     out
 }
 
-/// Gather the facts.
-pub fn gather(m: &Matrix) -> Report {
+/// What the install manifests in `state_dir` recorded, and how each name stands now.
+fn installs(state_dir: &Path) -> Vec<InstallState> {
+    let root = Path::new("/");
+    install::manifests(state_dir)
+        .into_iter()
+        .map(|(file, m)| InstallState {
+            names: m
+                .records
+                .iter()
+                .filter(|r| r.installed != install::UNCHANGED)
+                .map(|r| {
+                    let state = install::record_state(root, r);
+                    let here = state == "changed";
+                    InstallName {
+                        path: r.path.clone(),
+                        state: state.to_string(),
+                        now: here.then(|| inspect::classify(Path::new(&r.path))),
+                        owner: here
+                            .then(|| install::package_owner(root, Path::new(&r.path)))
+                            .flatten(),
+                    }
+                })
+                .collect(),
+            prefix: m.prefix,
+            manifest: file.display().to_string(),
+            shimgate_version: m.shimgate_version,
+        })
+        .collect()
+}
+
+/// Gather the facts. `state_dir`: where `shimgate install` keeps its manifests.
+pub fn gather(m: &Matrix, state_dir: &Path) -> Report {
     let procs = host::processes();
     let containerd_binary = which("containerd").map(|p| {
         let version = containerd_version_of(&p);
@@ -516,6 +584,7 @@ pub fn gather(m: &Matrix) -> Report {
             .map(|o| first_line(&o.stdout))
     });
     let host = HostInfo {
+        selinux: host::selinux_mode(),
         kernel: host::kernel_release(),
         features: host::kernel_features(&cgroup),
         cgroup,
@@ -524,12 +593,14 @@ pub fn gather(m: &Matrix) -> Report {
     };
 
     let mut r = Report {
+        format: REPORT_FORMAT,
         shimgate_version: crate::VERSION.to_string(),
         containerd_binary,
         daemons,
         shims,
         stale_sockets,
         stale_bundles,
+        installs: installs(state_dir),
         host,
         findings: Vec::new(),
         verdict: String::new(),
@@ -538,376 +609,11 @@ pub fn gather(m: &Matrix) -> Report {
     r.findings = judge(&r, m);
     let worst = r.findings.iter().map(|f| f.severity).max();
     (r.verdict, r.exit_code) = match worst {
-        Some(Severity::Problem) => ("problems".into(), 2),
-        Some(Severity::Warn) => ("warnings".into(), 1),
-        _ => ("ok".into(), 0),
+        Some(Severity::Problem) => ("problems".into(), exit::PROBLEMS),
+        Some(Severity::Warn) => ("warnings".into(), exit::PARTIAL),
+        _ => ("ok".into(), exit::OK),
     };
     r
-}
-
-fn finding(severity: Severity, message: String, step: impl Into<String>) -> Finding {
-    Finding {
-        severity,
-        message,
-        step: step.into(),
-    }
-}
-
-/// Judge the facts: findings, most severe first.
-pub fn judge(r: &Report, m: &Matrix) -> Vec<Finding> {
-    use Severity::*;
-    let mut f = Vec::new();
-
-    if r.containerd_binary.is_none() && r.daemons.is_empty() {
-        f.push(finding(
-            Problem,
-            "containerd is neither installed (not in $PATH) nor running".into(),
-            "install containerd (Debian: apt-get install containerd), then run shimgate install",
-        ));
-    } else if r.daemons.is_empty() {
-        f.push(finding(
-            Warn,
-            "no containerd is running: only the installed binary and the host were checked".into(),
-            "start containerd and run shimgate doctor again",
-        ));
-    }
-
-    // Versions: known to the matrix? quirks?
-    let mut versions: Vec<(String, String, Vec<String>)> = Vec::new();
-    if let Some(b) = &r.containerd_binary {
-        if let Some(v) = &b.version {
-            versions.push((
-                format!("installed containerd {}", b.path),
-                v.clone(),
-                Vec::new(),
-            ));
-        }
-    }
-    for d in &r.daemons {
-        if let Some(v) = &d.version {
-            // Runtimes this daemon uses: configured ones and those of its running shims.
-            let mut used: Vec<String> = d.config.runtime_types();
-            for s in r.shims.iter().filter(|s| s.containerd_pid == Some(d.pid)) {
-                used.push(
-                    match s.personality.as_str() {
-                        "shim-v1" => "io.containerd.runtime.v1.linux",
-                        "runc-v1" => "io.containerd.runc.v1",
-                        "runc-v2" => "io.containerd.runc.v2",
-                        _ => continue,
-                    }
-                    .to_string(),
-                );
-            }
-            versions.push((format!("containerd pid {}", d.pid), v.clone(), used));
-        } else {
-            f.push(finding(
-                Warn,
-                format!("containerd pid {} did not tell its version", d.pid),
-                "",
-            ));
-        }
-        if let Some(e) = &d.config_error {
-            f.push(finding(
-                Warn,
-                format!(
-                    "containerd pid {}: config {} could not be read: {e}",
-                    d.pid,
-                    d.config_path.as_deref().unwrap_or("?")
-                ),
-                "",
-            ));
-        }
-    }
-    let mut seen_quirks = BTreeSet::new();
-    for (who, v, used) in &versions {
-        let Some(sv) = parse_containerd_version(v) else {
-            f.push(finding(
-                Warn,
-                format!("{who}: version {v:?} is not a release version"),
-                "",
-            ));
-            continue;
-        };
-        let Some(rel) = m.release(&sv) else {
-            f.push(finding(
-                Warn,
-                format!("{who}: containerd {v} is not in shimgate's compatibility matrix"),
-                "check MIGRATION.md and the release notes of this containerd before switching",
-            ));
-            continue;
-        };
-        for q in m.quirks(&sv) {
-            let relevant = q.runtimes.is_empty()
-                || used.is_empty()
-                || q.runtimes.iter().any(|rt| used.contains(rt));
-            if !relevant || !seen_quirks.insert((q.id.clone(), v.clone())) {
-                continue;
-            }
-            f.push(finding(
-                q.severity,
-                format!(
-                    "containerd {v} ({who}): {} — shimgate: {}",
-                    q.summary, q.shimgate
-                ),
-                q.advice.clone(),
-            ));
-        }
-        for rt in used {
-            if !rel.runtimes.contains(rt) {
-                f.push(finding(
-                    Problem,
-                    format!("{who}: runtime {rt} is used but containerd {v} does not offer it"),
-                    "move those containers to io.containerd.runc.v2 (change the runtime in the config or client and recreate them)",
-                ));
-            }
-        }
-    }
-    if let Some(b) = &r.containerd_binary {
-        for d in &r.daemons {
-            if let (Some(bv), Some(dv)) = (&b.version, &d.version) {
-                if bv != dv && Path::new(&b.path) == Path::new(&d.exe) {
-                    f.push(finding(
-                        Warn,
-                        format!("containerd pid {} runs {dv}, but {} is now {bv}", d.pid, b.path),
-                        "restart containerd to run the installed version (running containers are kept)",
-                    ));
-                }
-            }
-        }
-    }
-
-    // What new containers will run under: one line per daemon (the details are in its
-    // section), a warning only for a configured runtime with no binary at all.
-    for d in &r.daemons {
-        let mut not_ours = Vec::new();
-        let mut ours = Vec::new();
-        for n in &d.next_shims {
-            match (&n.path, &n.binary) {
-                (None, _) if d.config.runtime_types().contains(&n.runtime) => f.push(finding(
-                    Warn,
-                    format!(
-                        "containerd pid {}: no binary found for configured runtime {} (its containers cannot start)",
-                        d.pid, n.runtime
-                    ),
-                    "run shimgate install (it provides every shim name)",
-                )),
-                (None, _) => {}
-                (Some(_), Some(BinaryKind::Shimgate { version })) => {
-                    ours.push(format!("{} (shimgate {version})", n.runtime));
-                }
-                (Some(p), kind) => not_ours.push(format!(
-                    "{} ({} {p})",
-                    n.runtime,
-                    kind.as_ref().map_or("unknown binary".into(), BinaryKind::describe)
-                )),
-            }
-        }
-        if !not_ours.is_empty() {
-            f.push(finding(
-                Info,
-                format!(
-                    "containerd pid {}: new containers of {} do not start under shimgate",
-                    d.pid,
-                    not_ours.join(", ")
-                ),
-                "run shimgate install to switch new containers to shimgate",
-            ));
-        } else if !ours.is_empty() {
-            f.push(finding(
-                Info,
-                format!(
-                    "containerd pid {}: new containers start under shimgate: {}",
-                    d.pid,
-                    ours.join(", ")
-                ),
-                "",
-            ));
-        }
-    }
-
-    // Running shims.
-    let go: Vec<&Shim> = r
-        .shims
-        .iter()
-        .filter(|s| !matches!(s.binary, BinaryKind::Shimgate { .. }))
-        .collect();
-    if !go.is_empty() {
-        f.push(finding(
-            Info,
-            format!(
-                "{} running shim(s) are not shimgate (pids {}); their containers keep them until they are recreated",
-                go.len(),
-                go.iter().map(|s| s.pid.to_string()).collect::<Vec<_>>().join(", ")
-            ),
-            "",
-        ));
-    }
-    // shimgate shims running another version than the one their containerd would start now
-    // (installed since): a live upgrade moves them without touching their containers.
-    let behind: Vec<String> = r
-        .shims
-        .iter()
-        .filter_map(|s| {
-            let BinaryKind::Shimgate { version: running } = &s.binary else {
-                return None;
-            };
-            let runtime = match s.personality.as_str() {
-                "shim-v1" => "io.containerd.runtime.v1.linux",
-                "runc-v1" => "io.containerd.runc.v1",
-                "runc-v2" => "io.containerd.runc.v2",
-                _ => return None,
-            };
-            let d = r.daemons.iter().find(|d| Some(d.pid) == s.containerd_pid)?;
-            let n = d.next_shims.iter().find(|n| n.runtime == runtime)?;
-            match &n.binary {
-                Some(BinaryKind::Shimgate { version }) if version != running => {
-                    Some(format!("pid {} runs {running}, {version} installed", s.pid))
-                }
-                _ => None,
-            }
-        })
-        .collect();
-    if !behind.is_empty() {
-        f.push(finding(
-            Info,
-            format!(
-                "{} shimgate shim(s) run an older or other build than the installed one ({})",
-                behind.len(),
-                behind.join("; ")
-            ),
-            "shimgate upgrade --all moves them onto the installed binary; their containers keep running",
-        ));
-    }
-    for s in r.shims.iter().filter(|s| s.abstract_socket) {
-        f.push(finding(
-            Warn,
-            format!(
-                "shim pid {} ({}) listens on an abstract socket ({}): reachable from any process in the host network namespace (CVE-2020-15257)",
-                s.pid,
-                s.containers.join(", "),
-                s.sockets.join(", ")
-            ),
-            "upgrade containerd to 1.3.9+/1.4.3+, then recreate these containers",
-        ));
-    }
-    for s in r.shims.iter().filter(|s| s.orphaned) {
-        f.push(finding(
-            Warn,
-            format!(
-                "shim pid {} ({}) serves containerd at {}, which is not running",
-                s.pid,
-                s.containers.join(", "),
-                s.containerd_address.as_deref().unwrap_or("?")
-            ),
-            format!(
-                "start that containerd again (it reconnects to the shim), or stop the containers and kill shim pid {}",
-                s.pid
-            ),
-        ));
-    }
-    for s in &r.stale_sockets {
-        f.push(finding(
-            Warn,
-            format!("stale shim socket {s}: nobody listens on it"),
-            format!("rm {s}"),
-        ));
-    }
-    for b in &r.stale_bundles {
-        f.push(finding(
-            Warn,
-            format!("stale bundle {} ({}): {}", b.path, b.container, b.why),
-            "restart containerd (it cleans up bundles whose shim is gone), or delete the task with ctr",
-        ));
-    }
-
-    // Host.
-    if r.host.runc_path.is_none() {
-        f.push(finding(
-            Problem,
-            "runc is not in $PATH".into(),
-            "install runc (Debian: apt-get install runc), or name a runtime binary in the runtime options",
-        ));
-    }
-    for feat in &r.host.features {
-        if !feat.available {
-            let sev = if feat.name == "PR_SET_CHILD_SUBREAPER" {
-                Problem
-            } else {
-                Warn
-            };
-            f.push(finding(
-                sev,
-                format!(
-                    "kernel feature {} is unavailable: {}",
-                    feat.name, feat.without
-                ),
-                "",
-            ));
-        }
-    }
-    if r.host.cgroup.starts_with("v2")
-        && (r.shims.iter().any(|s| s.personality == "runc-v1")
-            || r.daemons.iter().any(|d| {
-                d.config
-                    .runtime_types()
-                    .contains(&"io.containerd.runc.v1".to_string())
-            }))
-    {
-        f.push(finding(
-            Info,
-            "io.containerd.runc.v1 on cgroup v2: the Go runc.v1 shim has no stats or OOM events there; shimgate's has".into(),
-            "",
-        ));
-    }
-
-    legacy_runtime_on_cgroup_v2(r, m, &mut f);
-
-    f.sort_by_key(|x| std::cmp::Reverse(x.severity));
-    f
-}
-
-/// The legacy runtime cannot run a single container on a cgroup v2 host: containerd's v1
-/// runtime loads each new task's cgroup as v1 and fails the create ("cgroups: cgroup
-/// mountpoint does not exist"). A problem where a daemon's config uses it (every container of
-/// that runtime fails), worth knowing where the daemon merely offers it (`ctr --runtime`, an
-/// old Docker's default).
-fn legacy_runtime_on_cgroup_v2(r: &Report, m: &Matrix, f: &mut Vec<Finding>) {
-    const LEGACY: &str = "io.containerd.runtime.v1.linux";
-    if !r.host.cgroup.starts_with("v2") {
-        return;
-    }
-    for d in &r.daemons {
-        let configured = d.config.runtime_types().iter().any(|t| t == LEGACY);
-        let disabled = d
-            .config
-            .disabled_plugins
-            .iter()
-            .any(|p| p == LEGACY || p == "linux");
-        let offered = !disabled
-            && d.version
-                .as_deref()
-                .and_then(parse_containerd_version)
-                .and_then(|v| m.release(&v))
-                .is_some_and(|rel| rel.runtimes.iter().any(|t| t == LEGACY));
-        if !configured && !offered {
-            continue;
-        }
-        f.push(finding(
-            if configured {
-                Severity::Problem
-            } else {
-                Severity::Info
-            },
-            format!(
-                "containerd pid {}: {LEGACY} is {} but cannot run containers on this cgroup v2 host: containerd's legacy runtime supports cgroup v1 only (shimgate's containerd-shim refuses such creates before runc runs, so nothing is left behind)",
-                d.pid,
-                if configured { "configured" } else { "offered" }
-            ),
-            format!(
-                "run containers with io.containerd.runc.v2 (CRI runtime_type, ctr --runtime; Docker 20.10+ does); to refuse the legacy runtime outright, add \"{LEGACY}\" to disabled_plugins"
-            ),
-        ));
-    }
 }
 
 fn kib(k: Option<u64>) -> String {
@@ -1018,12 +724,34 @@ pub fn render(r: &Report) -> String {
             }
         );
     }
+    if !r.installs.is_empty() {
+        let _ = writeln!(o, "\ninstalls ({})", r.installs.len());
+    }
+    for i in &r.installs {
+        let _ = writeln!(
+            o,
+            "  {}  shimgate {}  manifest {}",
+            i.prefix, i.shimgate_version, i.manifest
+        );
+        for n in &i.names {
+            let now = match (&n.now, &n.owner) {
+                (Some(k), Some(p)) => format!(" (now {}, package {p})", k.describe()),
+                (Some(k), None) => format!(" (now {})", k.describe()),
+                _ => String::new(),
+            };
+            let _ = writeln!(o, "    {:<8} {}{now}", n.state, n.path);
+        }
+    }
     let _ = writeln!(o, "\nhost");
     let _ = writeln!(
         o,
-        "  kernel {}  cgroup {}  runc {}",
+        "  kernel {}  cgroup {}{}  runc {}",
         r.host.kernel,
         r.host.cgroup,
+        r.host
+            .selinux
+            .as_ref()
+            .map_or(String::new(), |m| format!("  SELinux {m}")),
         r.host.runc_version.as_deref().unwrap_or("(not found)")
     );
     for feat in &r.host.features {
@@ -1043,13 +771,36 @@ pub fn render(r: &Report) -> String {
     if r.findings.is_empty() {
         let _ = writeln!(o, "  none");
     }
+    // Many findings of one id (a hundred Go shims still running) would drown the rest: the
+    // first few are shown, then a count (--json lists them all).
+    const SHOWN_PER_ID: usize = 3;
+    let mut per_id: std::collections::BTreeMap<&str, usize> = Default::default();
     for x in &r.findings {
+        *per_id.entry(&x.id).or_default() += 1;
+    }
+    let mut shown: std::collections::BTreeMap<&str, usize> = Default::default();
+    for x in &r.findings {
+        let n = shown.entry(&x.id).or_default();
+        *n += 1;
+        let total = per_id.get(x.id.as_str()).copied().unwrap_or(0);
+        if total > SHOWN_PER_ID + 1 && *n > SHOWN_PER_ID {
+            if *n == SHOWN_PER_ID + 1 {
+                let _ = writeln!(
+                    o,
+                    "  {:<7} … and {} more {} (shimgate doctor --json lists them)",
+                    "",
+                    total - SHOWN_PER_ID,
+                    x.id
+                );
+            }
+            continue;
+        }
         let tag = match x.severity {
             Severity::Problem => "PROBLEM",
             Severity::Warn => "WARN",
             Severity::Info => "info",
         };
-        let _ = writeln!(o, "  {tag:<7} {}", x.message);
+        let _ = writeln!(o, "  {tag:<7} {}  [{}]", x.message, x.id);
     }
     let mut steps: Vec<&str> = Vec::new();
     for x in &r.findings {
@@ -1072,8 +823,8 @@ pub fn render(r: &Report) -> String {
     o
 }
 
-/// `shimgate doctor [--json] [--matrix FILE]`. Returns the exit code.
-pub fn main(json: bool, matrix: Option<&Path>) -> i32 {
+/// `shimgate doctor [--json] [--matrix FILE] [--state-dir DIR]`. Returns the exit code.
+pub fn main(json: bool, matrix: Option<&Path>, state_dir: &Path) -> i32 {
     let m = match matrix {
         Some(p) => std::fs::read_to_string(p)
             .map_err(|e| format!("{}: {e}", p.display()))
@@ -1084,16 +835,16 @@ pub fn main(json: bool, matrix: Option<&Path>) -> i32 {
         Ok(m) => m,
         Err(e) => {
             eprintln!("shimgate doctor: {e}");
-            return 2;
+            return exit::REFUSED;
         }
     };
-    let r = gather(&m);
+    let r = gather(&m, state_dir);
     if json {
         match serde_json::to_string_pretty(&r) {
             Ok(s) => println!("{s}"),
             Err(e) => {
                 eprintln!("shimgate doctor: encode report: {e}");
-                return 2;
+                return exit::REFUSED;
             }
         }
     } else {
@@ -1164,6 +915,7 @@ mod tests {
 
     fn empty_report() -> Report {
         Report {
+            format: REPORT_FORMAT,
             shimgate_version: "t".into(),
             containerd_binary: Some(Binary {
                 path: "/usr/bin/containerd".into(),
@@ -1174,7 +926,9 @@ mod tests {
             shims: Vec::new(),
             stale_sockets: vec!["/run/containerd/s/dead".into()],
             stale_bundles: Vec::new(),
+            installs: Vec::new(),
             host: HostInfo {
+                selinux: None,
                 kernel: "6".into(),
                 cgroup: "v1 (legacy)".into(),
                 runc_path: Some("/usr/sbin/runc".into()),
@@ -1235,67 +989,6 @@ mod tests {
             text.contains("GONE (orphaned)") && text.contains("(ABSTRACT)"),
             "{text}"
         );
-    }
-
-    #[test]
-    fn legacy_runtime_on_cgroup_v2() {
-        let m = Matrix::builtin().unwrap();
-        let daemon = |pid: u32, cfg: &str| Daemon {
-            pid,
-            exe: "/usr/bin/containerd".into(),
-            version: Some("1.6.20".into()),
-            series: Some("1.6".into()),
-            config_path: None,
-            config_error: None,
-            address: "/run/containerd/containerd.sock".into(),
-            root: "/var/lib/containerd".into(),
-            state: "/run/containerd".into(),
-            config: config::parse(cfg).unwrap(),
-            next_shims: Vec::new(),
-        };
-        let cri_v1 = r#"[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.old]
-  runtime_type = "io.containerd.runtime.v1.linux"
-"#;
-        let disabled = r#"disabled_plugins = ["io.containerd.runtime.v1.linux"]"#;
-        let report = |cgroup: &str| Report {
-            daemons: vec![daemon(10, ""), daemon(11, cri_v1), daemon(12, disabled)],
-            host: HostInfo {
-                cgroup: cgroup.into(),
-                ..empty_report().host
-            },
-            ..empty_report()
-        };
-        let legacy = |f: &[Finding]| -> Vec<(u32, Severity)> {
-            f.iter()
-                .filter(|x| x.message.contains("cgroup v2 host"))
-                .map(|x| {
-                    let pid = x.message["containerd pid ".len()..]
-                        .split(':')
-                        .next()
-                        .unwrap()
-                        .parse()
-                        .unwrap();
-                    (pid, x.severity)
-                })
-                .collect()
-        };
-        let f = judge(&report("v2 (unified)"), &m);
-        let mut got = legacy(&f);
-        got.sort();
-        // Offered by default: said; configured for CRI: a problem; disabled: nothing.
-        assert_eq!(
-            got,
-            [(10, Severity::Info), (11, Severity::Problem)],
-            "{f:#?}"
-        );
-        assert!(f.iter().any(
-            |x| x.step.contains("io.containerd.runc.v2") && x.step.contains("disabled_plugins")
-        ));
-        assert!(legacy(&judge(
-            &report("hybrid (v1 controllers, v2 at /sys/fs/cgroup/unified)"),
-            &m
-        ))
-        .is_empty());
     }
 
     #[test]

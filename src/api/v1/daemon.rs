@@ -69,7 +69,11 @@ pub fn run(args: &ShimV1Args) -> Result<(), String> {
         ("path", path.as_str()),
     ];
     match logs.as_ref().map(|l| l.stdout.try_clone()) {
-        Some(Ok(fd)) => crate::logging::init(std::fs::File::from(fd), args.debug, &fixed),
+        Some(Ok(fd)) => crate::logging::init(
+            crate::logging::NonBlockingLog::new(std::fs::File::from(fd)),
+            args.debug,
+            &fixed,
+        ),
         _ => crate::logging::init(std::io::stderr(), args.debug, &fixed),
     };
     tracing::debug!(socket = %bootstrap::display_socket(&listen), "serving api on unix socket");

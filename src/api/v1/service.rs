@@ -52,7 +52,7 @@ impl Shim for ShimService {
         Ok(convert::state_response!(StateResponse, st))
     }
 
-    async fn create(&self, _ctx: &TtrpcContext, req: CreateTaskRequest) -> R<CreateTaskResponse> {
+    async fn create(&self, ctx: &TtrpcContext, req: CreateTaskRequest) -> R<CreateTaskResponse> {
         if self.settings.cgroup_v2 {
             return Err(to_ttrpc(Error::new(
                 Kind::FailedPrecondition,
@@ -61,8 +61,13 @@ impl Shim for ShimService {
         }
         let opts = options::create_options(&req.runtime, req.options.as_ref(), &self.settings)
             .map_err(to_ttrpc)?;
-        let spec =
-            convert::create_spec!(req, opts, self.settings.work_dir.clone()).map_err(to_ttrpc)?;
+        let spec = convert::create_spec!(
+            req,
+            opts,
+            self.settings.work_dir.clone(),
+            convert::deadline(ctx)
+        )
+        .map_err(to_ttrpc)?;
         Ok(CreateTaskResponse {
             pid: self.core.create(spec).await.map_err(to_ttrpc)?,
             ..Default::default()

@@ -20,7 +20,9 @@ const EVENT_DRAIN: Duration = Duration::from_secs(5);
 
 /// Send our stderr (fd 2) to the bundle's `log` FIFO, where containerd reads shim logs. The
 /// FIFO is held open read-write by containerd, so a non-blocking open finds a reader; without
-/// one we keep /dev/null and log nowhere rather than fail.
+/// one we keep /dev/null and log nowhere rather than fail. It stays non-blocking: when
+/// containerd stops reading, lines are dropped and counted (`logging::NonBlockingLog`)
+/// instead of blocking the serving thread.
 fn redirect_stderr_to_log_fifo() {
     let Ok(fd) = nix::fcntl::open(
         "log",
@@ -29,11 +31,25 @@ fn redirect_stderr_to_log_fifo() {
     ) else {
         return;
     };
-    // Writes should block briefly rather than drop lines when the FIFO is momentarily full.
-    let _ = crate::io::fd::set_nonblocking(std::os::fd::AsFd::as_fd(&fd), false);
     // SAFETY: dup2 onto fd 2 replaces our stderr; `fd` stays valid until dropped below.
     unsafe {
         libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&fd), 2);
+    }
+}
+
+/// Make fd 2 non-blocking if it is the log FIFO (a terminal of a hand-started shim is left
+/// alone: its flags are shared with whoever else writes to it).
+fn log_fifo_nonblocking() {
+    // SAFETY: fstat and fcntl on descriptor 2 by number: no memory but the local `stat` is
+    // involved, and a closed descriptor only makes them fail with EBADF.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(2, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFIFO {
+            let flags = libc::fcntl(2, libc::F_GETFL);
+            if flags >= 0 {
+                libc::fcntl(2, libc::F_SETFL, flags | libc::O_NONBLOCK);
+            }
+        }
     }
 }
 
@@ -55,9 +71,12 @@ pub fn run(flavor: &Flavor, args: &ShimV2Args) -> Result<(), String> {
     daemon::ignore_sigpipe();
     if from.is_none() {
         redirect_stderr_to_log_fifo();
+    } else {
+        // Adopted from a previous image, which may have left it blocking.
+        log_fifo_nonblocking();
     }
     crate::logging::init(
-        std::io::stderr(),
+        crate::logging::NonBlockingLog::new(std::io::stderr()),
         args.debug,
         &[
             ("runtime", flavor.runtime_name),

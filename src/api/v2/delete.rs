@@ -22,10 +22,9 @@ use crate::reaper::{Reaper, Spawner};
 const DEAD_SHIM_STATUS: u32 = 128 + libc::SIGKILL as u32;
 
 fn warn(msg: impl std::fmt::Display) {
-    eprintln!(
-        "time=\"{}\" level=warning msg={:?}",
-        crate::logging::rfc3339(SystemTime::now()),
-        msg.to_string()
+    eprint!(
+        "{}",
+        crate::logging::logrus_line(SystemTime::now(), "warning", &msg.to_string(), &[])
     );
 }
 

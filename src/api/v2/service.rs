@@ -44,10 +44,11 @@ impl Task for TaskService {
         Ok(convert::state_response!(StateResponse, s))
     }
 
-    async fn create(&self, _ctx: &TtrpcContext, req: CreateTaskRequest) -> R<CreateTaskResponse> {
+    async fn create(&self, ctx: &TtrpcContext, req: CreateTaskRequest) -> R<CreateTaskResponse> {
         let options = convert::create_options(req.options.as_ref()).map_err(to_ttrpc)?;
         // The task API's bundle has a `work` directory for CRIU: the core's default.
-        let spec = convert::create_spec!(req, options, None).map_err(to_ttrpc)?;
+        let spec =
+            convert::create_spec!(req, options, None, convert::deadline(ctx)).map_err(to_ttrpc)?;
         let pid = self.core.create(spec).await.map_err(to_ttrpc)?;
         Ok(CreateTaskResponse {
             pid,

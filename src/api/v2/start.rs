@@ -247,7 +247,8 @@ pub fn start(flavor: &Flavor, argv0: &OsString, args: &ShimV2Args) -> Result<Vec
     } else {
         args.id.clone()
     };
-    crate::core::types::validate_identifier("group id", &group).map_err(|e| e.to_string())?;
+    // The group is any annotation value (a `/`, a space, `..`): like the Go shim it is only
+    // ever hashed into the socket name, never used as a path.
     let address =
         bootstrap::socket_address(&input.socket_dir(), &args.address, &args.namespace, &group);
     let path = socket_path(&address);

@@ -152,22 +152,21 @@ impl Runc {
         c.stdin(to_stdio(stdio.stdin))
             .stdout(to_stdio(stdio.stdout))
             .stderr(to_stdio(stdio.stderr));
-        let child = self
+        let mut child = self
             .spawner
             .spawn(c, true)
             .map_err(|e| spawn_error(&self.binary, what, e))?;
-        let pid = child.pid;
-        let mut wait = std::pin::pin!(child.wait());
-        let (status, timed_out) = match tokio::time::timeout(deadline, &mut wait).await {
-            Ok(r) => (r.map_err(Error::from)?.status, false),
-            Err(_) => {
-                // Not yet reaped (we still hold its claim), so the pid is still ours to kill;
-                // then collect the exit like any other.
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::SIGKILL,
-                );
-                (wait.await.map_err(Error::from)?.status, true)
+        let (status, timed_out) = match child.exited_within(deadline).await {
+            Some(e) => (e.status, false),
+            None => {
+                // Killed only if not reaped yet (then the pid is still its own); the exit is
+                // collected like any other. An exit that came just before the kill is the
+                // call's real outcome, not a timeout.
+                let killed = child
+                    .kill_unless_exited(nix::sys::signal::SIGKILL)
+                    .is_none();
+                let status = child.wait().await.map_err(Error::from)?.status;
+                (status, killed && status == 128 + libc::SIGKILL as u32)
             }
         };
         self.check(what, log_offset, status, timed_out, &[], deadline)

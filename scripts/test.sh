@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# The test command (README's second command; .ci/run runs exactly this): as root on Debian 12,
+# install what the tests need if it is missing, build, and run every test binary, then print a
+# summary per test binary.
+#
+#   sudo scripts/test.sh                 # install what is missing, build, cargo test
+#   sudo scripts/test.sh --deps-only     # only install what is missing
+#   sudo scripts/test.sh --no-deps ...   # install nothing (a developer machine)
+#   sudo scripts/test.sh --test docker   # further arguments go to `cargo test`
+#
+# Installs (Debian packages, only those missing, starting no service): containerd (with ctr),
+# runc, busybox-static, criu, docker.io (tests/docker.rs), crun, qemu-system-x86 and
+# linux-image-amd64 (the cgroup v2 guest), cpio and xz-utils (its initramfs), gcc and libc6-dev
+# (cargo links with cc), ca-certificates (cargo fetches crates over https). Rust itself
+# (1.85 or newer) comes from rustup: Debian 12's rustc is too old.
+#
+# `cargo test --no-fail-fast`: one failing test binary does not hide the others; the summary
+# names each binary with its counts and the failing ones. The log of the whole run is kept in
+# target/test-logs/.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$here"
+
+deps=1
+only_deps=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --deps-only) only_deps=1 ;;
+    --no-deps) deps= ;;
+    -h | --help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) break ;;
+  esac
+  shift
+done
+
+[ "$(id -u)" = 0 ] || {
+  echo "scripts/test.sh: run as root (the integration tests start containerd, runc and dockerd): sudo $0 $*" >&2
+  exit 2
+}
+
+if [ -n "$deps" ]; then
+  # shellcheck source=scripts/lib/deps.sh
+  . "$here/scripts/lib/deps.sh"
+  need_pkg containerd command -v containerd
+  need_pkg containerd command -v ctr
+  need_pkg runc command -v runc
+  need_pkg busybox-static static_busybox
+  need_pkg criu command -v criu
+  need_pkg docker.io test -x /usr/sbin/dockerd -a -x /usr/bin/docker
+  need_pkg crun command -v crun
+  need_pkg qemu-system-x86 command -v qemu-system-x86_64
+  need_pkg linux-image-amd64 have_kernel_image
+  need_pkg cpio command -v cpio
+  # tests/cgroup_v2.rs boots the guest with systemd as PID 1 (the systemd cgroup driver is
+  # tested there), which needs its D-Bus daemon.
+  need_pkg systemd test -x /lib/systemd/systemd
+  need_pkg dbus command -v dbus-daemon
+  need_pkg xz-utils command -v xz
+  need_pkg gcc command -v cc
+  need_pkg libc6-dev test -e /usr/include/stdio.h
+  need_pkg ca-certificates test -e /etc/ssl/certs/ca-certificates.crt
+  need_pkg python3-minimal test -x /usr/bin/python3
+  install_needed
+  echo "scripts/test.sh: every package the tests need is installed"
+fi
+[ -z "$only_deps" ] || exit 0
+
+# cargo: in $PATH, or rustup's in root's home, or (under sudo, whose PATH leaves it out) in
+# the invoking user's home, with that user's toolchain.
+if ! command -v cargo >/dev/null; then
+  user_home=
+  [ -n "${SUDO_USER:-}" ] && user_home=$(getent passwd "$SUDO_USER" | cut -d: -f6)
+  for h in "$HOME" $user_home; do
+    if [ -x "$h/.cargo/bin/cargo" ]; then
+      export PATH="$h/.cargo/bin:$PATH"
+      [ -n "${CARGO_HOME:-}" ] || export CARGO_HOME="$h/.cargo"
+      [ -n "${RUSTUP_HOME:-}" ] || [ ! -d "$h/.rustup" ] || export RUSTUP_HOME="$h/.rustup"
+      break
+    fi
+  done
+fi
+command -v cargo >/dev/null || {
+  echo "scripts/test.sh: cargo not found. Install Rust 1.85 or newer with rustup (Debian 12's rustc 1.63 is too old), then run this again." >&2
+  exit 2
+}
+want=$(sed -n 's/^rust-version *= *"\(.*\)"/\1/p' Cargo.toml)
+have=$(rustc --version | awk '{print $2}')
+if [ -n "$want" ] && [ "$(printf '%s\n%s\n' "$want" "$have" | sort -V | head -n1)" != "$want" ]; then
+  echo "scripts/test.sh: rustc $have is older than $want (Cargo.toml rust-version); rustup update" >&2
+  exit 2
+fi
+
+# Build first: a compile error is reported as such, not as failing tests.
+cargo test --no-run "$@"
+
+mkdir -p target/test-logs
+log=target/test-logs/cargo-test-$(date +%Y%m%d-%H%M%S).log
+set +e
+cargo test --no-fail-fast "$@" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+
+# Per test binary: its counts, from libtest's "test result:" line after each "Running" line.
+# A binary that printed no result line crashed (or was killed) before it finished.
+awk -v rc="$rc" '
+  function flush() {
+    if (name == "") return
+    if (result == "") { printf "  %-44s %s\n", name, "NO RESULT (crashed or killed)"; crashed++ }
+    else printf "  %-44s %s\n", name, result
+    name = ""; result = ""
+  }
+  /^ *Running / { flush(); name = ($2 == "unittests") ? $3 : $2; next }
+  /^ *Doc-tests / { flush(); name = "doc-tests " $2; next }
+  /^test result: / {
+    ok = ($3 == "ok.") ? "ok    " : "FAILED"
+    p = $4; f = $6; i = $8; secs = $NF
+    passed += p; failed += f; ignored += i
+    result = sprintf("%s %5d passed %4d failed %4d ignored  %s", ok, p, f, i, secs)
+    next
+  }
+  END {
+    flush()
+    print ""
+    if (crashed) failed += crashed
+    printf "summary: %d passed, %d failed, %d skipped\n", passed, failed, ignored
+  }
+' "$log" | { echo; echo "test binaries (log: $log):"; cat; }
+if [ "$rc" -ne 0 ]; then
+  grep -A50 '^error: [0-9]* targets\? failed' "$log" | sed -n '1,50p' || true
+fi
+exit "$rc"
