@@ -10,8 +10,8 @@
 #
 # Installs (Debian packages, only those missing, starting no service): containerd (with ctr),
 # runc, busybox-static, criu, docker.io (tests/docker.rs), crun, qemu-system-x86 and
-# linux-image-amd64 (the cgroup v2 guest), cpio and xz-utils (its initramfs), gcc and libc6-dev
-# (cargo links with cc), ca-certificates (cargo fetches crates over https). Rust itself
+# linux-image-amd64 (the cgroup v2 guest, with systemd and dbus inside), cpio and xz-utils (its
+# initramfs), python3-minimal (tests' helpers), gcc and libc6-dev (cargo links with cc), ca-certificates (cargo fetches crates over https). Rust itself
 # (1.85 or newer) comes from rustup: Debian 12's rustc is too old.
 #
 # `cargo test --no-fail-fast`: one failing test binary does not hide the others; the summary
