@@ -169,26 +169,46 @@ pub fn stop_when_forgotten(core: Core, stop: watch::Sender<bool>) {
 }
 
 /// Turn the first SIGTERM or SIGINT into `stop = true`. Call inside the runtime.
-/// The shim's stop signal: raised by SIGTERM/SIGINT and by [`stop_when_forgotten`]; the
-/// sender also goes to whatever else may stop the shim (the task API's Shutdown).
-pub fn stop_channel(core: &Core) -> Result<(watch::Sender<bool>, watch::Receiver<bool>), String> {
-    let (tx, rx) = watch::channel(false);
-    stop_when_forgotten(core.clone(), tx.clone());
-    stop_on_signals(tx.clone())?;
-    Ok((tx, rx))
+/// SIGTERM and SIGINT caught from the moment this is made (inside the runtime's context):
+/// made before the shim's socket exists, a signal sent as soon as the socket appears stops the
+/// shim through its orderly exit (socket removed, events flushed) instead of the default
+/// action killing it mid-start.
+pub struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
 }
 
-pub fn stop_on_signals(stop: watch::Sender<bool>) -> Result<(), String> {
-    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;
+impl StopSignals {
+    /// Install the handlers; needs the runtime's context (`Runtime::enter` or inside it).
+    pub fn install() -> Result<Self, String> {
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?,
+            int: signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?,
+        })
+    }
+}
+
+/// The shim's stop signal: raised by SIGTERM/SIGINT (caught since `signals` was made) and by
+/// [`stop_when_forgotten`]; the sender also goes to whatever else may stop the shim (the task
+/// API's Shutdown).
+pub fn stop_channel(
+    core: &Core,
+    signals: StopSignals,
+) -> (watch::Sender<bool>, watch::Receiver<bool>) {
+    let (tx, rx) = watch::channel(false);
+    stop_when_forgotten(core.clone(), tx.clone());
+    stop_on_signals(signals, tx.clone());
+    (tx, rx)
+}
+
+fn stop_on_signals(mut signals: StopSignals, stop: watch::Sender<bool>) {
     tokio::spawn(async move {
         tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            _ = signals.term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = signals.int.recv() => tracing::info!("SIGINT: shutting down"),
         }
         let _ = stop.send(true);
     });
-    Ok(())
 }
 
 /// The engine of a serving shim: `profile`'s API over the runc CLI, events into `sink`

@@ -52,6 +52,13 @@ pub fn run(args: &ShimV1Args) -> Result<(), String> {
     // The namespace becomes a directory of runc's root: only containerd's identifiers.
     crate::core::types::validate_identifier("namespace", &args.namespace)
         .map_err(|e| e.to_string())?;
+    // The runtime and the stop signals before the socket: whoever sees the socket may SIGTERM
+    // us at once (the default action would leave the socket file behind).
+    let rt = daemon::runtime()?;
+    let signals = {
+        let _in_runtime = rt.enter();
+        daemon::StopSignals::install()?
+    };
     let listen = bootstrap::listen_spec(args.socket.as_deref());
     let listener = match &from {
         Some(doc) => doc.or_roll_back(server::adopt_listener(&doc.server))?,
@@ -78,8 +85,7 @@ pub fn run(args: &ShimV1Args) -> Result<(), String> {
     };
     tracing::debug!(socket = %bootstrap::display_socket(&listen), "serving api on unix socket");
 
-    let rt = daemon::runtime()?;
-    let r = rt.block_on(serve(args, listener, listen, from.as_ref()));
+    let r = rt.block_on(serve(args, listener, listen, from.as_ref(), signals));
     // Tasks still running (IO copies of a container we no longer serve) end with the runtime.
     rt.shutdown_timeout(Duration::from_millis(100));
     drop(logs);
@@ -91,6 +97,7 @@ async fn serve(
     listener: std::os::unix::net::UnixListener,
     listen: ListenSpec,
     from: Option<&Handover>,
+    signals: daemon::StopSignals,
 ) -> Result<(), String> {
     let (reaper, spawner) = daemon::reaper_and_spawner();
     // Only a socket file we bound is ours to remove; containerd owns the inherited one.
@@ -116,7 +123,7 @@ async fn serve(
     let service = ShimService::new(core.clone(), Settings::from_args(args));
     let services = crate::protos::shim_v1_ttrpc::create_shim(service);
 
-    let (_, stop_rx) = daemon::stop_channel(&core)?;
+    let (_, stop_rx) = daemon::stop_channel(&core, signals);
     tracing::info!("shim serving");
     daemon::Serving {
         core: core.clone(),

@@ -67,6 +67,13 @@ pub fn run(flavor: &Flavor, args: &ShimV2Args) -> Result<(), String> {
         }
         (None, None) => daemon::inherited_listener()?,
     };
+    // The stop signals as early as the runtime allows (after fd 3 is ours): a SIGTERM while
+    // starting up then still ends in the orderly exit.
+    let rt = daemon::runtime()?;
+    let signals = {
+        let _in_runtime = rt.enter();
+        daemon::StopSignals::install()?
+    };
     let _ = crate::reaper::set_subreaper();
     daemon::ignore_sigpipe();
     if from.is_none() {
@@ -83,8 +90,7 @@ pub fn run(flavor: &Flavor, args: &ShimV2Args) -> Result<(), String> {
             ("namespace", &args.namespace),
         ],
     );
-    let rt = daemon::runtime()?;
-    let r = rt.block_on(serve(flavor, args, listener, from.as_ref()));
+    let r = rt.block_on(serve(flavor, args, listener, from.as_ref(), signals));
     if let Err(e) = &r {
         tracing::error!(error = %e, "shim failed");
     }
@@ -98,6 +104,7 @@ async fn serve(
     args: &ShimV2Args,
     listener: StdListener,
     from: Option<&Handover>,
+    signals: daemon::StopSignals,
 ) -> Result<(), String> {
     let (reaper, spawner) = daemon::reaper_and_spawner();
     let socket_path = daemon::socket_path(&listener);
@@ -115,7 +122,7 @@ async fn serve(
         &publisher,
         from,
     )?;
-    let (stop_tx, stop_rx) = daemon::stop_channel(&core)?;
+    let (stop_tx, stop_rx) = daemon::stop_channel(&core, signals);
     let services = crate::protos::create_task_v2_and_v3(TaskService::new(core.clone(), stop_tx));
 
     tracing::info!(id = %args.id, pid = std::process::id(), "shim serving");
