@@ -694,6 +694,10 @@ impl Core {
             init.st().pid = pid;
             self.claim(&sub, pid, &c, &init);
             drop(sub);
+            // The cgroup and its OOM count now, while init waits in the runtime's create: a
+            // process OOM-killed within milliseconds of its start is then still reported
+            // (found at start, the kill could already be in the baseline, or the pid gone).
+            self.watch_cgroup(&c, pid, true);
             let started = match expired("after the runtime created it") {
                 Some(e) => Err(e),
                 None => io
@@ -764,7 +768,10 @@ impl Core {
                 st.state = State::Running;
             }
         }
-        self.watch_cgroup(c, pid, true);
+        // Created normally, the cgroup is watched since create; a restore has its pid only now.
+        if lock(&c.cgroup).is_none() {
+            self.watch_cgroup(c, pid, true);
+        }
         self.inner.emit(Event::Start {
             container_id: c.id.to_string(),
             pid,
@@ -917,7 +924,7 @@ impl Core {
         Ok(pid)
     }
 
-    /// After init started: find its cgroup (for Stats) and watch it for OOM kills.
+    /// Once init exists: find its cgroup (for Stats) and watch it for OOM kills.
     /// `fresh`: start counting OOM kills from now (a new container); otherwise keep the count
     /// the container already has (adopted in a live upgrade).
     pub(super) fn watch_cgroup(&self, c: &Arc<Container>, pid: u32, fresh: bool) {
