@@ -370,6 +370,9 @@ mod to_v2 {
 }
 
 #[cfg(test)]
+mod golden;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::cgroup::{v1, v2, Cgroup, PidsStat, RdmaEntry, RdmaStat};

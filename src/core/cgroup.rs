@@ -937,7 +937,7 @@ pub mod v1 {
 
     /// Collect v1 statistics from per-controller directories. `partitions` is the text of
     /// `/proc/partitions`, used to name block devices.
-    pub(super) fn stats(
+    pub(crate) fn stats(
         paths: &BTreeMap<String, PathBuf>,
         partitions: Option<&str>,
     ) -> Result<Metrics, CgroupError> {
