@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::mpsc;
 
-use super::cgroup::{Cgroup, CgroupStats};
+use super::cgroup::{Cgroup, CgroupError};
 use super::container::{lock, spec_has_own_pidns, Container, ExecGate, Process};
 use super::error::{Error, Kind, Result};
 use super::event::{Event, EventKind, EventSink};
@@ -1347,7 +1347,13 @@ impl Core {
             .collect())
     }
 
-    pub fn stats(&self, id: &ContainerId) -> Result<CgroupStats> {
+    /// `Stats`: the container's cgroup (found from its init pid once, then kept) handed to
+    /// `read`, the wire side's statistics reader; its errors map to the API's codes here.
+    pub fn stats<T>(
+        &self,
+        id: &ContainerId,
+        read: impl FnOnce(&Cgroup) -> std::result::Result<T, CgroupError>,
+    ) -> Result<T> {
         let c = self.container(id)?;
         let cg = lock(&c.cgroup).clone();
         let cg = match cg {
@@ -1361,10 +1367,8 @@ impl Core {
                 cg
             }
         };
-        cg.stats().map_err(|e| match e {
-            super::cgroup::CgroupError::NotFound { .. } => {
-                Error::not_found("cgroup does not exist")
-            }
+        read(&cg).map_err(|e| match e {
+            CgroupError::NotFound { .. } => Error::not_found("cgroup does not exist"),
             e => Error::unknown(format!("failed to get stats: {e}")),
         })
     }

@@ -12,10 +12,10 @@ use protobuf::Message;
 use super::*;
 
 /// `/proc/partitions` naming two of the fake devices (8:16 stays unnamed).
-const PARTITIONS: &str =
+pub(super) const PARTITIONS: &str =
     "major minor  #blocks  name\n\n   8        0  10485760 sda\n 253        1  1048576 dm-1\n";
 
-fn write(dir: &Path, name: &str, content: &str) {
+pub(super) fn write(dir: &Path, name: &str, content: &str) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join(name), content).unwrap();
 }
@@ -28,7 +28,7 @@ fn kv(keys: &[&str], base: u64) -> String {
         .collect()
 }
 
-const V1_MEMORY_KEYS: &[&str] = &[
+pub(super) const V1_MEMORY_KEYS: &[&str] = &[
     "cache",
     "rss",
     "rss_huge",
@@ -66,7 +66,7 @@ const V1_MEMORY_KEYS: &[&str] = &[
 ];
 
 /// Every v1 controller the reader knows, every file filled, the CFQ blkio statistics present.
-fn full_v1_tree(root: &Path) -> BTreeMap<String, PathBuf> {
+pub(super) fn full_v1_tree(root: &Path) -> BTreeMap<String, PathBuf> {
     let mem = root.join("memory/c");
     write(&mem, "memory.stat", &kv(V1_MEMORY_KEYS, 1000));
     for (i, module) in ["", "memsw.", "kmem.", "kmem.tcp."].iter().enumerate() {
@@ -208,7 +208,7 @@ fn sparse_v1_tree(root: &Path) -> BTreeMap<String, PathBuf> {
     ])
 }
 
-const V2_MEMORY_KEYS: &[&str] = &[
+pub(super) const V2_MEMORY_KEYS: &[&str] = &[
     "anon",
     "file",
     "kernel",
@@ -245,7 +245,7 @@ const V2_MEMORY_KEYS: &[&str] = &[
 ];
 
 /// Every v2 file the reader knows, filled.
-fn full_v2_dir(dir: &Path) {
+pub(super) fn full_v2_dir(dir: &Path) {
     write(
         dir,
         "cpu.stat",
@@ -376,17 +376,17 @@ fn v2_empty_dir_on_the_wire() {
     check("v2_empty", &read_v2_any(tmp.path()));
 }
 
-// The reader's entry points (the one part of this file that follows the reader's API).
+// The reader's entry points.
 
 fn read_v1_any(paths: &BTreeMap<String, PathBuf>) -> Any {
-    let m = crate::core::cgroup::v1::stats(paths, Some(PARTITIONS)).unwrap();
-    to_any(&CgroupStats::V1(m)).unwrap()
+    let m = v1::read(paths, Some(PARTITIONS)).unwrap();
+    to_any(&Metrics::V1(Box::new(m))).unwrap()
 }
 
 fn read_v2_any(dir: &Path) -> Any {
-    let cg = crate::core::cgroup::Cgroup::V2 {
+    let cg = Cgroup::V2 {
         path: dir.to_owned(),
         mount_point: dir.to_owned(),
     };
-    to_any(&cg.stats().unwrap()).unwrap()
+    to_any(&read(&cg).unwrap()).unwrap()
 }
