@@ -9,7 +9,9 @@ pub mod cli;
 pub mod compat;
 pub mod core;
 pub mod events;
-/// Fuzz target bodies, shared by `fuzz/` and `tests/fuzz_corpus.rs`; not an API.
+/// Fuzz target bodies, shared by `fuzz/` and `tests/fuzz_corpus.rs`; not an API, and only in
+/// builds with the `fuzz` feature (never in the binary operators run).
+#[cfg(feature = "fuzz")]
 #[doc(hidden)]
 pub mod fuzz;
 pub mod io;

@@ -486,6 +486,7 @@ impl Conn {
 
 /// Serve one accepted connection until the peer closes it or `stop` turns true, outside any
 /// accept loop. Crate-visible so the fuzzer can run it over a socket pair.
+#[cfg(feature = "fuzz")]
 pub(crate) async fn connection(
     stream: UnixStream,
     services: Services,

@@ -192,11 +192,14 @@ mod conn;
 mod frame;
 mod handover;
 
+#[cfg(feature = "fuzz")]
 pub(crate) use conn::connection;
 use conn::*;
+pub(crate) use frame::encode_response;
+#[cfg(feature = "fuzz")]
+pub(crate) use frame::header_bytes;
 use frame::*;
 pub use frame::{decode_frame, Frame, FrameError, FrameHeader};
-pub(crate) use frame::{encode_response, header_bytes};
 pub(crate) use handover::fstat_raw;
 use handover::*;
 pub use handover::{
