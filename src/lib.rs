@@ -19,6 +19,7 @@ pub mod logging;
 pub mod protos;
 pub mod reaper;
 pub mod supervise;
+mod sync;
 
 use std::ffi::OsString;
 

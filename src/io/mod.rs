@@ -40,6 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::reaper::Spawner;
+use crate::sync::lock;
 
 pub use console::ConsoleSocket;
 use fd::{Moved, Mover, PollFd, Sink};
@@ -345,10 +346,6 @@ pub struct ProcessIo {
     live: Mutex<Live>,
 }
 
-fn lock(m: &Mutex<Live>) -> std::sync::MutexGuard<'_, Live> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// An output target as the filesystem gave it (opened on a blocking thread), before it is
 /// registered with the poller.
 enum Target {
@@ -386,7 +383,7 @@ impl Opening {
                 source: stdio::Error::new(stdio::ErrorKind::TimedOut, "given up"),
             });
         }
-        *self.path.lock().unwrap_or_else(|p| p.into_inner()) = Some(path.to_path_buf());
+        *lock(&self.path) = Some(path.to_path_buf());
         self.fifo.store(false, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
@@ -520,11 +517,7 @@ async fn open_paths_within(
             opening
                 .cancelled
                 .store(true, std::sync::atomic::Ordering::SeqCst);
-            let path = opening
-                .path
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
+            let path = lock(&opening.path).clone();
             let fifo = path
                 .clone()
                 .filter(|_| opening.fifo.load(std::sync::atomic::Ordering::SeqCst));

@@ -55,6 +55,7 @@ use ttrpc::r#async::{Service, TtrpcContext};
 use ttrpc::{Code, MessageHeader, Request, Response};
 
 use crate::protos::ADMIN_SERVICE;
+use crate::sync::lock;
 
 /// Largest frame payload ttrpc allows.
 pub const MAX_MESSAGE: usize = 4 << 20;
@@ -114,10 +115,6 @@ impl Drop for Count {
     fn drop(&mut self) {
         self.of.send_modify(|n| *n = n.saturating_sub(1));
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Serve `listener` until `stop` turns true. Existing connections are closed when it does.

@@ -9,8 +9,7 @@
 //!   runtime call is in flight, and a cancelled Wait leaves nothing behind.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -23,6 +22,7 @@ use super::event::{Event, EventKind, EventSink};
 use super::guards;
 use super::lifecycle::{self, ExitNote};
 use super::mount;
+use super::private_file::write_private;
 use super::runc::Runc;
 use super::runtime::{CreateOpts, ExecOpts, OciRuntime, RestoreOpts, RuntimeStdio};
 use super::state::{self, Op, State};
@@ -227,18 +227,6 @@ fn read_pid_file(path: &Path) -> Result<u32> {
     s.trim()
         .parse::<u32>()
         .map_err(|_| Error::unknown(format!("pid file {} holds {:?}", path.display(), s.trim())))
-}
-
-fn write_private(path: &Path, data: &[u8]) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::from(e).context(format!("write {}", path.display())))?;
-    f.write_all(data)
-        .map_err(|e| Error::from(e).context(format!("write {}", path.display())))
 }
 
 /// The container's own pid files in its bundle (`init.pid` written by the runtime, `shim.pid`
