@@ -13,6 +13,7 @@ use super::{config, judge, Finding};
 use crate::admin::inspect::{self, BinaryKind};
 use crate::admin::{exit, install, run_tool, which, which_in};
 use crate::api::v2::bootstrap::{go_clean, DEFAULT_SOCKET_DIR};
+use crate::cli::Personality;
 use crate::compat::{parse_containerd_version, Matrix, Severity};
 
 /// The containerd binary found in `$PATH`.
@@ -192,12 +193,10 @@ pub(super) fn is_daemon(p: &Proc) -> bool {
 }
 
 pub(super) fn shim_personality(argv0: &str) -> Option<&'static str> {
-    match argv0 {
-        "containerd-shim" => Some("shim-v1"),
-        "containerd-shim-runc-v1" => Some("runc-v1"),
-        "containerd-shim-runc-v2" => Some("runc-v2"),
-        a if a.starts_with("containerd-shim-") => Some("other"),
-        _ => None,
+    match Personality::from_argv0(std::ffi::OsStr::new(argv0)) {
+        Some(Personality::Admin) => None,
+        Some(p) => Some(p.report_name()),
+        None => argv0.starts_with("containerd-shim-").then_some("other"),
     }
 }
 
