@@ -5,6 +5,7 @@
 
 pub mod doctor;
 pub mod exit;
+pub mod host;
 pub mod inspect;
 pub mod install;
 pub mod upgrade;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::doctor::{host, is_serving_shim};
 use super::exit;
+use super::host::{self, is_serving_shim};
 use super::inspect::{self, BinaryKind};
 use crate::api::upgrade::{FormatsAnswer, FORMATS_COMMAND};
 use crate::protos::admin::{InfoRequest, UpgradeRequest};

@@ -8,12 +8,11 @@ use std::process::Command;
 
 use serde::Serialize;
 
-use super::host::{self, Proc};
 use super::{config, judge, Finding};
+use crate::admin::host::{self, is_serving_shim, shim_personality, Proc};
 use crate::admin::inspect::{self, BinaryKind};
 use crate::admin::{exit, install, run_tool, which, which_in};
 use crate::api::v2::bootstrap::{go_clean, DEFAULT_SOCKET_DIR};
-use crate::cli::Personality;
 use crate::compat::{parse_containerd_version, Matrix, Severity};
 
 /// The containerd binary found in `$PATH`.
@@ -188,27 +187,6 @@ pub(super) fn is_daemon(p: &Proc) -> bool {
             matches!(
                 a.as_str(),
                 "publish" | "config" | "oci-hook" | "--version" | "-v"
-            )
-        })
-}
-
-pub(super) fn shim_personality(argv0: &str) -> Option<&'static str> {
-    match Personality::from_argv0(std::ffi::OsStr::new(argv0)) {
-        Some(Personality::Admin) => None,
-        Some(p) => Some(p.report_name()),
-        None => argv0.starts_with("containerd-shim-").then_some("other"),
-    }
-}
-
-pub fn is_serving_shim(p: &Proc) -> bool {
-    // The `start`/`delete` helpers end with their action word; `-info`/`-v` runs are
-    // one-shot too. Everything else named like a shim is a serving daemon.
-    shim_personality(p.argv0_base()).is_some()
-        && !matches!(p.args.last().map(String::as_str), Some("start" | "delete"))
-        && !p.args.iter().skip(1).any(|a| {
-            matches!(
-                a.as_str(),
-                "-info" | "--info" | "-v" | "--v" | "-version" | "--version"
             )
         })
 }

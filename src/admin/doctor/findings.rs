@@ -676,7 +676,7 @@ fn kernel_feature_missing(r: &Report, _: &Matrix, f: &mut Found) {
 }
 
 fn selinux_label(r: &Report, _: &Matrix, f: &mut Found) {
-    use super::host::selinux_type;
+    use crate::admin::host::selinux_type;
     let mut seen = std::collections::BTreeSet::new();
     for d in &r.daemons {
         let Some(want) = d.exe_label.as_deref().and_then(selinux_type) else {

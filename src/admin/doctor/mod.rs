@@ -12,7 +12,6 @@
 pub mod config;
 mod facts;
 pub mod findings;
-pub mod host;
 mod render;
 
 pub use facts::*;
@@ -56,9 +55,9 @@ pub fn main(json: bool, matrix: Option<&Path>, state_dir: &Path) -> i32 {
 
 #[cfg(test)]
 mod tests {
-    use super::facts::{is_daemon, runtime_binary_name, shim_personality};
-    use super::host::Proc;
+    use super::facts::{is_daemon, runtime_binary_name};
     use super::*;
+    use crate::admin::host::{is_serving_shim, shim_personality, Proc};
     use crate::admin::inspect::BinaryKind;
     use crate::compat::Severity;
 
