@@ -356,7 +356,8 @@ impl Core {
         self.inner.dispatcher.clone()
     }
 
-    pub fn inner(&self) -> &Arc<Inner> {
+    /// The shared state, for the hand-over (`core::handover`) only.
+    pub(super) fn inner(&self) -> &Arc<Inner> {
         &self.inner
     }
 
