@@ -277,7 +277,7 @@ fn sink_snap(sink: &Sink) -> SinkSnap {
 /// sharing a snapshot may express is the one a process IO really has: one poll-registered
 /// descriptor (a pty master) as several pumps' source or sink, one file as stdout and stderr.
 /// Any other repetition is refused (two owners would close one descriptor twice). Uniqueness
-/// across the processes of a document is the document's check (`api::upgrade`).
+/// across the processes of a document is the document's check (`startup::upgrade`).
 #[derive(Default)]
 struct Adopted {
     taken: std::collections::HashSet<i32>,
