@@ -179,7 +179,7 @@ pub(super) fn full_v1_tree(root: &Path) -> BTreeMap<String, PathBuf> {
 
 /// cpu and cpuacct in separate hierarchies, blkio with only the throttle counters, no
 /// memory, pids, hugetlb or rdma.
-fn sparse_v1_tree(root: &Path) -> BTreeMap<String, PathBuf> {
+pub(super) fn sparse_v1_tree(root: &Path) -> BTreeMap<String, PathBuf> {
     let cpu = root.join("cpu/c");
     write(
         &cpu,

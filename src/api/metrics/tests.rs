@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use protobuf::reflect::{RuntimeFieldType, RuntimeType};
 use protobuf::{Message, MessageFull};
 
-use super::golden::{full_v1_tree, full_v2_dir, write, PARTITIONS, V1_MEMORY_KEYS, V2_MEMORY_KEYS};
+use super::golden::{
+    full_v1_tree, full_v2_dir, sparse_v1_tree, PARTITIONS, V1_MEMORY_KEYS, V2_MEMORY_KEYS,
+};
 use super::*;
 
 fn wire_v1(m: cgroups_v1::Metrics) -> cgroups_v1::Metrics {
@@ -180,19 +182,7 @@ fn v1_every_field_from_a_full_tree() {
 #[test]
 fn v1_throttle_counters_without_cfq() {
     let tmp = tempfile::tempdir().unwrap();
-    let blkio = tmp.path().join("blkio");
-    write(&blkio, "blkio.io_serviced_recursive", "Total 0\n");
-    write(
-        &blkio,
-        "blkio.throttle.io_serviced",
-        "8:0 Read 10\n8:0 Write 20\nTotal 30\n",
-    );
-    write(
-        &blkio,
-        "blkio.throttle.io_service_bytes",
-        "8:0 Read 40960\nTotal 40960\n",
-    );
-    let paths = BTreeMap::from([("blkio".to_owned(), blkio)]);
+    let paths = sparse_v1_tree(tmp.path());
     let m = wire_v1(v1::read(&paths, Some(PARTITIONS)).unwrap());
     let serviced = &m.blkio.io_serviced_recursive;
     assert_eq!(serviced.len(), 2);
