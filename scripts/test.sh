@@ -14,6 +14,7 @@
 # initramfs), python3-minimal (tests' helpers), gcc and libc6-dev (cargo links with cc), ca-certificates (cargo fetches crates over https). Rust itself
 # (1.85 or newer) comes from rustup: Debian 12's rustc is too old.
 #
+# `cargo fmt --check` and `cargo clippy -D warnings` run after the build, before the tests.
 # `cargo test --no-fail-fast`: one failing test binary does not hide the others; the summary
 # names each binary with its counts and the failing ones. The log of the whole run is kept in
 # target/test-logs/.
@@ -27,7 +28,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --deps-only) only_deps=1 ;;
     --no-deps) deps= ;;
-    -h | --help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) break ;;
   esac
   shift
@@ -90,13 +91,20 @@ if [ -n "$want" ] && [ "$(printf '%s\n%s\n' "$want" "$have" | sort -V | head -n1
   exit 2
 fi
 
-# Build first: a compile error is reported as such, not as failing tests.
-cargo test --no-run "$@"
+# Build first: a compile error is reported as such, not as failing tests. `--features fuzz`:
+# tests/fuzz_corpus.rs runs the fuzz target bodies, which only that feature compiles in.
+cargo test --features fuzz --no-run "$@"
+
+# The code rules the tools keep: formatted, and clippy-clean in every target, both without
+# features (the binary operators run) and with all of them (fuzz bodies, test faults).
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+cargo clippy --all-targets --all-features -- -D warnings
 
 mkdir -p target/test-logs
 log=target/test-logs/cargo-test-$(date +%Y%m%d-%H%M%S).log
 set +e
-cargo test --no-fail-fast "$@" 2>&1 | tee "$log"
+cargo test --features fuzz --no-fail-fast "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 

@@ -9,14 +9,18 @@ pub mod cli;
 pub mod compat;
 pub mod core;
 pub mod events;
-/// Fuzz target bodies, shared by `fuzz/` and `tests/fuzz_corpus.rs`; not an API.
+/// Fuzz target bodies, shared by `fuzz/` and `tests/fuzz_corpus.rs`; not an API, and only in
+/// builds with the `fuzz` feature (never in the binary operators run).
+#[cfg(feature = "fuzz")]
 #[doc(hidden)]
 pub mod fuzz;
 pub mod io;
 pub mod logging;
 pub mod protos;
 pub mod reaper;
+pub mod startup;
 pub mod supervise;
+mod sync;
 
 use std::ffi::OsString;
 

@@ -55,7 +55,7 @@ pub fn fault(name: &str) -> bool {
         .unwrap_or(false);
     asked
         && std::env::var_os("SHIMGATE_TEST_FAULT_ARM")
-            .map_or(true, |p| std::path::Path::new(&p).exists())
+            .is_none_or(|p| std::path::Path::new(&p).exists())
 }
 
 /// See the `test-faults` variant: never set in this build.

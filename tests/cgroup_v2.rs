@@ -23,7 +23,6 @@
 #[macro_use]
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -291,34 +290,16 @@ fn lifecycle(v: Variant) {
     // Init stdin (fed once the task runs) and a terminal.
     let id = c.id("life");
     let args = c.run_args(v.rt, &id, &rflags(v, &["--rm"]), &["cat"]);
-    let mut child = spawn(
-        c.ctr_cmd()
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null()),
-    );
-    assert!(c.wait_status(&id, "RUNNING", Duration::from_secs(30)));
     let payload: Vec<u8> = (0..(256u32 << 10)).map(|i| (i % 251) as u8).collect();
-    let mut input = child.stdin.take().unwrap();
-    let data = payload.clone();
-    let feeder = std::thread::spawn(move || {
-        use std::io::Write;
-        input.write_all(&data).unwrap();
-    });
-    let mut out = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        out.read_to_end(&mut v).unwrap();
-        v
-    });
-    feeder.join().unwrap();
-    let (code, timed_out) = finish(child, Duration::from_secs(120));
-    assert!(!timed_out && code == 0, "stdin run: {code}");
-    assert!(
-        reader.join().unwrap() == payload,
-        "stdin round trip differs"
+    let (code, timed_out, got) = c.run_with_stdin(
+        &id,
+        &args,
+        payload.clone(),
+        Duration::from_secs(30),
+        Duration::from_secs(120),
     );
+    assert!(!timed_out && code == 0, "stdin run: {code}");
+    assert!(got == payload, "stdin round trip differs");
 
     let id = c.id("life");
     let args = c.run_args(

@@ -229,31 +229,15 @@ fn stdin(s: Series, rt: Runtime) {
         // Feed only once the task runs: ctr 1.6 installs its CloseIO hook after task create.
         let id = c.id("stdin");
         let args = c.run_args(rt, &id, &["--rm"], &["cat"]);
-        let mut child = spawn(
-            c.ctr_cmd()
-                .args(&args)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null()),
+        let (code, timed_out, got) = c.run_with_stdin(
+            &id,
+            &args,
+            payload.clone(),
+            Duration::from_secs(10),
+            Duration::from_secs(60),
         );
-        assert!(c.wait_status(&id, "RUNNING", Duration::from_secs(10)));
-        let mut input = child.stdin.take().unwrap();
-        let data = payload.clone();
-        let feeder = std::thread::spawn(move || {
-            use std::io::Write;
-            input.write_all(&data).unwrap();
-        });
-        let mut out = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut v = Vec::new();
-            out.read_to_end(&mut v).unwrap();
-            v
-        });
-        feeder.join().unwrap();
-        let (code, timed_out) = finish(child, Duration::from_secs(60));
         assert!(!timed_out, "EOF did not reach the container");
         assert_eq!(code, 0);
-        let got = reader.join().unwrap();
         assert_eq!(got.len(), payload.len(), "log:\n{}", c.log_tail(30));
         assert!(got == payload, "stdin round trip differs");
     }

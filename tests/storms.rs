@@ -6,8 +6,6 @@
 #[macro_use]
 mod common;
 
-use std::io::Write;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -373,28 +371,15 @@ fn stdin_32mib(rt: Runtime) {
     // in the FIFO when ctr has written it all and sent CloseIO.
     let id = c.id("stdin32");
     let args = c.run_args(rt, &id, &["--rm"], &["sh", "-c", "sleep 1; cat"]);
-    let mut child = spawn(
-        c.ctr_cmd()
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null()),
+    let (code, timed_out, got) = c.run_with_stdin(
+        &id,
+        &args,
+        payload.clone(),
+        Duration::from_secs(10),
+        Duration::from_secs(120),
     );
-    assert!(c.wait_status(&id, "RUNNING", Duration::from_secs(10)));
-    let mut input = child.stdin.take().unwrap();
-    let p2 = payload.clone();
-    let feeder = std::thread::spawn(move || input.write_all(&p2).unwrap());
-    let mut out = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut out, &mut v).unwrap();
-        v
-    });
-    feeder.join().unwrap();
-    let (code, timed_out) = finish(child, Duration::from_secs(120));
     assert!(!timed_out, "EOF never reached the container");
     assert_eq!(code, 0);
-    let got = reader.join().unwrap();
     assert_eq!(got.len(), payload.len());
     assert!(got == payload);
     c.assert_clean();

@@ -5,6 +5,7 @@
 
 pub mod doctor;
 pub mod exit;
+pub mod host;
 pub mod inspect;
 pub mod install;
 pub mod upgrade;
@@ -164,7 +165,7 @@ pub fn main(args: Vec<String>) -> i32 {
         }) => doctor::main(json, matrix.as_deref(), &state_dir),
         Some(Cmd::Upgrade(opts)) => upgrade::main(&opts),
         Some(Cmd::HandoverFormats) => {
-            println!("{}", crate::api::upgrade::formats_answer());
+            println!("{}", crate::startup::upgrade::formats_answer());
             0
         }
         Some(Cmd::Version) => {

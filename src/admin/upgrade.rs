@@ -1,5 +1,5 @@
 //! `shimgate upgrade`: move running shimgate shims onto a new binary without stopping their
-//! containers (live upgrade, see `api::upgrade`). Each shim is asked over its own socket
+//! containers (live upgrade, see `startup::upgrade`). Each shim is asked over its own socket
 //! (`shimgate.admin.v1.Admin/Upgrade`); the answer comes from the new image once it serves,
 //! or from the old one when the upgrade was refused or rolled back. Shims are upgraded one at
 //! a time, and the first failure stops the run unless `--keep-going`: an operator rolling out
@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::doctor::{host, is_serving_shim};
 use super::exit;
+use super::host::{self, is_serving_shim};
 use super::inspect::{self, BinaryKind};
-use crate::api::upgrade::{FormatsAnswer, FORMATS_COMMAND};
 use crate::protos::admin::{InfoRequest, UpgradeRequest};
 use crate::protos::admin_ttrpc::AdminClient;
+use crate::startup::upgrade::{FormatsAnswer, FORMATS_COMMAND};
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("which").required(true).multiple(true)))]

@@ -19,9 +19,9 @@ use protobuf::Message;
 use ttrpc::r#async::TtrpcContext;
 use ttrpc::{Code, Response};
 
-use super::upgrade::{Handover, Upgrader, DEFAULT_QUIESCE, FORMATS};
 use crate::protos::admin::*;
 use crate::protos::admin_ttrpc::Admin;
+use crate::startup::upgrade::{Handover, Upgrader, DEFAULT_QUIESCE, FORMATS};
 
 pub struct AdminService {
     upgrader: Upgrader,

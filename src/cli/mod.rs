@@ -60,6 +60,24 @@ impl Personality {
         }
     }
 
+    /// The name `shimgate doctor` reports a running shim of this personality under (its
+    /// `--json` `personality` field, schema/doctor.schema.json).
+    pub fn report_name(self) -> &'static str {
+        match self {
+            Personality::ShimV1 => "shim-v1",
+            Personality::RuncV1 => "runc-v1",
+            Personality::RuncV2 => "runc-v2",
+            Personality::Admin => "shimgate",
+        }
+    }
+
+    /// The personality a doctor report names (the inverse of [`Personality::report_name`]).
+    pub fn from_report_name(name: &str) -> Option<Personality> {
+        Personality::ALL
+            .into_iter()
+            .find(|p| p.report_name() == name)
+    }
+
     /// The containerd runtime name served by this personality. Go v2 shims prefix their fatal
     /// errors with it (`io.containerd.runc.v2: …`), and `-info` reports it.
     pub fn runtime_name(self) -> Option<&'static str> {

@@ -21,9 +21,7 @@ use super::types::{ContainerId, ExecId, Exit, MountSpec, RuncOptions, StdioReque
 use crate::io::ProcessIo;
 use crate::reaper::RawExit;
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+pub(crate) use crate::sync::lock;
 
 /// Mutable facts about a process.
 #[derive(Debug)]

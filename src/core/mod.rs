@@ -11,6 +11,7 @@ mod guards;
 pub mod handover;
 pub mod lifecycle;
 pub mod mount;
+mod private_file;
 pub mod runc;
 pub mod runtime;
 pub mod state;

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use super::encode;
 use crate::core::event::Event;
 use crate::protos::Any;
+use crate::sync::lock;
 
 /// Most events kept while containerd cannot take them (exits and deletes are never dropped).
 pub const MAX_QUEUED: usize = 65_536;
@@ -191,7 +192,7 @@ impl Queue {
     /// deadline and retries), so nothing is delivered twice by the next image.
     pub async fn freeze(&self) -> Option<FrozenQueue> {
         let (tx, rx) = oneshot::channel();
-        *self.shared.freeze.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        *lock(&self.shared.freeze) = Some(tx);
         self.shared.freeze_asked.notify_one();
         rx.await.ok().map(|rx| FrozenQueue { rx })
     }
@@ -233,12 +234,7 @@ impl Receiver {
             tokio::select! {
                 biased;
                 _ = self.shared.freeze_asked.notified() => {
-                    let reply = self
-                        .shared
-                        .freeze
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .take();
+                    let reply = lock(&self.shared.freeze).take();
                     if let (Some(reply), Some(rx)) = (reply, self.rx.take()) {
                         // Set before the hand-over can be observed, so the delivery task's
                         // end is known to be asked for.

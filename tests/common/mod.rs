@@ -691,6 +691,43 @@ impl Ctd {
             .collect()
     }
 
+    /// `ctr run` with `args` (task `id`), its stdin and stdout piped: once the task is
+    /// RUNNING (within `running_within`; ctr 1.6 installs its CloseIO hook only after the task
+    /// is created, so input written earlier could miss the EOF) `input` is written and stdin
+    /// closed, while stdout is read to its end. Returns ctr's exit code, whether it outlived
+    /// `finish_within`, and its stdout.
+    pub fn run_with_stdin(
+        &self,
+        id: &str,
+        args: &[String],
+        input: Vec<u8>,
+        running_within: Duration,
+        finish_within: Duration,
+    ) -> (i32, bool, Vec<u8>) {
+        let mut child = spawn(
+            self.ctr_cmd()
+                .args(args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null()),
+        );
+        assert!(self.wait_status(id, "RUNNING", running_within));
+        let mut stdin = child.stdin.take().unwrap();
+        let feeder = std::thread::spawn(move || {
+            use std::io::Write;
+            stdin.write_all(&input).unwrap();
+        });
+        let mut out = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut out, &mut v).unwrap();
+            v
+        });
+        feeder.join().unwrap();
+        let (code, timed_out) = finish(child, finish_within);
+        (code, timed_out, reader.join().unwrap())
+    }
+
     pub fn wait_status(&self, id: &str, status: &str, t: Duration) -> bool {
         let deadline = Instant::now() + t;
         while Instant::now() < deadline {

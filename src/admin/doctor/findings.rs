@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::{InstallName, Report, Shim};
 use crate::admin::inspect::BinaryKind;
+use crate::cli::Personality;
 use crate::compat::{parse_containerd_version, Matrix, Severity};
 
 /// What a finding is about. `kind` says which of the other fields are set.
@@ -274,12 +275,7 @@ struct Site {
 
 /// The runtime type a shim personality serves.
 pub fn runtime_of(personality: &str) -> Option<&'static str> {
-    match personality {
-        "shim-v1" => Some("io.containerd.runtime.v1.linux"),
-        "runc-v1" => Some("io.containerd.runc.v1"),
-        "runc-v2" => Some("io.containerd.runc.v2"),
-        _ => None,
-    }
+    Personality::from_report_name(personality)?.runtime_name()
 }
 
 /// The installed binary's version, then each daemon's (with the runtimes it uses: configured
@@ -680,7 +676,7 @@ fn kernel_feature_missing(r: &Report, _: &Matrix, f: &mut Found) {
 }
 
 fn selinux_label(r: &Report, _: &Matrix, f: &mut Found) {
-    use super::host::selinux_type;
+    use crate::admin::host::selinux_type;
     let mut seen = std::collections::BTreeSet::new();
     for d in &r.daemons {
         let Some(want) = d.exe_label.as_deref().and_then(selinux_type) else {
@@ -717,7 +713,10 @@ fn selinux_label(r: &Report, _: &Matrix, f: &mut Found) {
 fn runc_v1_on_cgroup_v2(r: &Report, _: &Matrix, f: &mut Found) {
     let runc_v1 = "io.containerd.runc.v1".to_string();
     if r.host.cgroup.starts_with("v2")
-        && (r.shims.iter().any(|s| s.personality == "runc-v1")
+        && (r
+            .shims
+            .iter()
+            .any(|s| s.personality == Personality::RuncV1.report_name())
             || r.daemons
                 .iter()
                 .any(|d| d.config.runtime_types().contains(&runc_v1)))

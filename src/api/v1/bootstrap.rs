@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::OFlag;
 use nix::sys::stat::{Mode, SFlag};
 
-use crate::api::daemon;
 use crate::cli::ShimV1Args;
+use crate::startup::daemon;
 
 /// Longest socket address the Go shim accepts (`socketPathLimit`), counting an abstract name's
 /// leading NUL.

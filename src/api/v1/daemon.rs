@@ -19,14 +19,14 @@ use std::time::Duration;
 use super::bootstrap::{self, ListenSpec};
 use super::options::Settings;
 use super::service::ShimService;
-use crate::api::daemon;
 use crate::api::server;
-use crate::api::upgrade::Handover;
 use crate::cli::Personality;
 use crate::cli::ShimV1Args;
 use crate::core::types::ProcessRef;
 use crate::core::{Core, ProcessName};
 use crate::events::{ExecPublisher, PublishCommand, Retry};
+use crate::startup::daemon;
+use crate::startup::upgrade::Handover;
 
 /// How long queued events may take to go out at exit.
 const EVENT_DRAIN: Duration = Duration::from_secs(5);

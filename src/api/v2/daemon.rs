@@ -1,7 +1,7 @@
 //! The serving shim: inherits the listening socket as fd 3 from `start` (or binds `-socket`),
 //! logs to the bundle's `log` FIFO, and serves the task API until `Shutdown` (when the
 //! personality allows it) or SIGTERM/SIGINT. The plumbing shared with the legacy API's daemon
-//! (fd 3, signals, runtime, reaper) is in `api::daemon`.
+//! (fd 3, signals, runtime, reaper) is in `startup::daemon`.
 
 use std::os::unix::net::UnixListener as StdListener;
 use std::path::PathBuf;
@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use super::service::TaskService;
 use super::Flavor;
-use crate::api::daemon;
 use crate::api::server;
-use crate::api::upgrade::Handover;
 use crate::cli::ShimV2Args;
 use crate::events::TtrpcPublisher;
+use crate::startup::daemon;
+use crate::startup::upgrade::Handover;
 
 /// How long queued events may take to drain at exit (the Go shim's figure).
 const EVENT_DRAIN: Duration = Duration::from_secs(5);

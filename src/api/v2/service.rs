@@ -158,7 +158,7 @@ impl Task for TaskService {
 
     async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> R<StatsResponse> {
         let id = convert::container_id(&req.id).map_err(to_ttrpc)?;
-        let stats = self.core.stats(&id).map_err(to_ttrpc)?;
+        let stats = self.core.stats(&id, metrics::read).map_err(to_ttrpc)?;
         Ok(StatsResponse {
             stats: Some(metrics::to_any(&stats).map_err(to_ttrpc)?).into(),
             ..Default::default()

@@ -15,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::error::{Error, Kind, Result};
+use super::private_file::write_private;
 use super::runtime::{CreateOpts, ExecOpts, OciRuntime, RestoreOpts, RuntimeStdio};
 use super::types::CheckpointSpec;
 use crate::reaper::Spawner;
@@ -460,20 +461,6 @@ fn process_file_path(bundle: &Path, pid_file: &Path) -> PathBuf {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     bundle.join(format!(".{stem}.process.json"))
-}
-
-fn write_private(path: &Path, data: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::from(e).context(format!("write {}", path.display())))?;
-    f.write_all(data)
-        .map_err(|e| Error::from(e).context(format!("write {}", path.display())))
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
-//! What the doctor reads from the running system: processes (`/proc/<pid>/{cmdline,exe,
-//! environ,fd,net/unix,smaps_rollup,stat}`), unix sockets, the cgroup mode and the kernel
-//! features shimgate relies on. Read-only, except probes that create and close their own
-//! descriptors.
+//! What the operator tool reads from the running system, for `doctor` and for `upgrade`
+//! (which finds the serving shims here too): processes (`/proc/<pid>/{cmdline,exe,environ,fd,
+//! net/unix,smaps_rollup,stat}`) and which of them are serving shims, unix sockets, the cgroup
+//! mode and the kernel features shimgate relies on. Read-only, except probes that create and
+//! close their own descriptors.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -9,6 +10,8 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+
+use crate::cli::Personality;
 
 /// One process, as much as /proc tells about it.
 #[derive(Debug, Clone)]
@@ -396,6 +399,30 @@ pub fn selinux_label(path: &Path) -> Option<String> {
 /// The type field of an SELinux label (`system_u:object_r:bin_t:s0` -> `bin_t`).
 pub fn selinux_type(label: &str) -> Option<&str> {
     label.split(':').nth(2)
+}
+
+/// The personality a running process's argv[0] names, as doctor reports it (`other` for a
+/// shim of another runtime); `None` for a process that is no shim.
+pub fn shim_personality(argv0: &str) -> Option<&'static str> {
+    match Personality::from_argv0(std::ffi::OsStr::new(argv0)) {
+        Some(Personality::Admin) => None,
+        Some(p) => Some(p.report_name()),
+        None => argv0.starts_with("containerd-shim-").then_some("other"),
+    }
+}
+
+/// Whether `p` is a shim serving containers (not a `start`/`delete`/`-info` one-shot).
+pub fn is_serving_shim(p: &Proc) -> bool {
+    // The `start`/`delete` helpers end with their action word; `-info`/`-v` runs are
+    // one-shot too. Everything else named like a shim is a serving daemon.
+    shim_personality(p.argv0_base()).is_some()
+        && !matches!(p.args.last().map(String::as_str), Some("start" | "delete"))
+        && !p.args.iter().skip(1).any(|a| {
+            matches!(
+                a.as_str(),
+                "-info" | "--info" | "-v" | "--v" | "-version" | "--version"
+            )
+        })
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! containerd (or our own `start`) left on fd 3, the process-wide signal dispositions, the
 //! runtime the daemon runs on, the reaper, turning SIGTERM/SIGINT into "stop serving", and
 //! the serving itself with the admin service, fresh or adopted from a previous image (live
-//! upgrade, see `api::upgrade`).
+//! upgrade, see `startup::upgrade`).
 //!
 //! The daemons run on a single-threaded runtime: a shim's work is waiting, one thread keeps
 //! memory small, and `PR_SET_PDEATHSIG` on runtime children fires when the *thread* that forked
@@ -19,9 +19,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use ttrpc::r#async::Service;
 
-use super::admin::AdminService;
-use super::server::{self, Control, Services};
 use super::upgrade::{self, Handover, Upgrader};
+use crate::api::admin::AdminService;
+use crate::api::server::{self, Control, Services};
 use crate::core::event::EventSink;
 use crate::core::{ApiProfile, Core, RuncFactory};
 use crate::events::queue::Queue;
@@ -301,7 +301,7 @@ impl Serving {
         let services: Services = Arc::new(services);
         let (listener, _) = serve_on(listener)?;
         if let Some(doc) = from {
-            let reply = super::admin::upgrade_reply(doc, core.container_count());
+            let reply = crate::api::admin::upgrade_reply(doc, core.container_count());
             doc.or_roll_back(server::adopt_connections(
                 &doc.server.conns,
                 &services,
