@@ -19,8 +19,10 @@
 //! std's own `waitpid` on a failed `exec` (inside `Command::spawn`) can never race ours.
 
 mod spawner;
+mod vfork;
 
-pub use spawner::{Child, Output, Spawner};
+pub use spawner::{Child, Output, Program, Spawner};
+pub use vfork::{ChildIo, Cmd};
 
 use std::collections::HashMap;
 use std::io;

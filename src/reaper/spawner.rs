@@ -5,6 +5,11 @@
 //! reaper's spawn lock (see `reaper` docs). Children get `PR_SET_PDEATHSIG(SIGKILL)` when asked
 //! (runc invocations), so a dying shim does not leave a runc behind.
 //!
+//! Two kinds of program: a std `Command` (forked by std, or spawned through `posix_spawn` when
+//! it has no `pre_exec` step), and a [`Cmd`], started vfork-style by `vfork` with the
+//! parent-death signal and stdio set up by raw system calls in the child: what every runtime
+//! call uses, since the `pre_exec` step the death signal needs would force std to `fork()`.
+//!
 //! Concurrency invariant: `PR_SET_PDEATHSIG` fires when the *thread* that forked exits, so
 //! callers must spawn from a long-lived thread; the shim's runtime is single-threaded and never
 //! spawns from blocking-pool threads. It also never fires for a parent that died before the
@@ -23,6 +28,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 
+use super::vfork::{self, ChildIo, Cmd};
 use super::{ExitWaiter, RawExit, Reaper};
 
 /// How long output is still collected after a child exited (grandchildren may hold the pipes).
@@ -143,6 +149,25 @@ impl Child {
     }
 }
 
+/// What [`Spawner::output`] runs: a std `Command` (forked, may carry `pre_exec` steps) or a
+/// [`Cmd`] (started vfork-style, see `vfork`).
+pub enum Program {
+    Std(Command),
+    Raw(Cmd),
+}
+
+impl From<Command> for Program {
+    fn from(c: Command) -> Self {
+        Program::Std(c)
+    }
+}
+
+impl From<Cmd> for Program {
+    fn from(c: Cmd) -> Self {
+        Program::Raw(c)
+    }
+}
+
 /// What a finished child produced.
 #[derive(Debug)]
 pub struct Output {
@@ -202,6 +227,27 @@ impl Spawner {
         Ok(child)
     }
 
+    /// Spawn `cmd` vfork-style (no copy of the shim's address space; see `vfork`), with the
+    /// same guarantees as [`Spawner::spawn`]: subscribed before the child exists, its exit
+    /// claimed for the returned handle, the clone under the spawn lock. Stdio set to
+    /// [`ChildIo::Piped`] is returned as owned fds.
+    pub fn spawn_cmd(&self, cmd: Cmd) -> io::Result<Child> {
+        let sub = self.reaper.subscribe();
+        let started = self.reaper.with_spawn_lock(|| vfork::spawn(cmd))?;
+        let exit = sub.claim(started.pid as i32);
+        drop(sub);
+        let [stdin, stdout, stderr] = started.stdio;
+        Ok(Child {
+            pid: started.pid,
+            stdin,
+            stdout,
+            stderr,
+            exit,
+            reaper: self.reaper.clone(),
+            pidfd: None,
+        })
+    }
+
     /// Take over a child a previous image of this shim started (live upgrade), named by the
     /// pidfd that image handed over: its exit now comes to the returned handle if it is still
     /// to be reaped, and the pidfd tells (and is the only way to signal) it otherwise. Call
@@ -225,20 +271,36 @@ impl Spawner {
     /// When `deadline` passes the child is SIGKILLed; its exit is still collected (never
     /// abandoned), and `timed_out` is set. Output beyond `cap` bytes per stream is discarded so
     /// a flooding child cannot exhaust memory.
+    /// The child gets the parent-death signal either way.
     pub async fn output(
         &self,
-        mut cmd: Command,
+        cmd: impl Into<Program>,
         input: Option<Vec<u8>>,
         deadline: Option<Duration>,
         cap: usize,
     ) -> io::Result<Output> {
-        cmd.stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = self.spawn(cmd, true)?;
+        let mut child = match cmd.into() {
+            Program::Std(mut cmd) => {
+                cmd.stdin(if input.is_some() {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                });
+                cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+                self.spawn(cmd, true)?
+            }
+            Program::Raw(mut cmd) => {
+                cmd.stdin(if input.is_some() {
+                    ChildIo::Piped
+                } else {
+                    ChildIo::Null
+                });
+                cmd.stdout(ChildIo::Piped)
+                    .stderr(ChildIo::Piped)
+                    .pdeathsig(true);
+                self.spawn_cmd(cmd)?
+            }
+        };
         let stdin = child.stdin.take();
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
@@ -429,58 +491,127 @@ mod tests {
         c
     }
 
+    /// The same script as a std `Command` (forked) and as a [`Cmd`] (vfork-style): every
+    /// behaviour of `output` must be the same for both.
+    fn both(script: &str) -> [Program; 2] {
+        let mut raw = Cmd::new("sh");
+        raw.args(["-c", script]);
+        [sh(script).into(), raw.into()]
+    }
+
     #[test]
     fn output_collects_status_and_streams() {
-        let o = block_on(spawner().output(
-            sh("read x; echo out-$x; echo err >&2; exit 3"),
-            Some(b"hi\n".to_vec()),
-            None,
-            1 << 20,
-        ))
-        .unwrap();
-        assert_eq!(
-            (o.status, o.stdout.as_slice(), o.stderr.as_slice()),
-            (3, &b"out-hi\n"[..], &b"err\n"[..])
-        );
-        assert!(!o.timed_out);
+        for p in both("read x; echo out-$x; echo err >&2; exit 3") {
+            let o = block_on(spawner().output(p, Some(b"hi\n".to_vec()), None, 1 << 20)).unwrap();
+            assert_eq!(
+                (o.status, o.stdout.as_slice(), o.stderr.as_slice()),
+                (3, &b"out-hi\n"[..], &b"err\n"[..])
+            );
+            assert!(!o.timed_out);
+        }
     }
 
     #[test]
     fn deadline_kills_and_still_collects_exit() {
-        let o = block_on(spawner().output(
-            sh("exec sleep 30"),
-            None,
-            Some(Duration::from_millis(100)),
-            1024,
-        ))
-        .unwrap();
-        assert!(o.timed_out);
-        assert_eq!(o.status, 137);
+        for p in both("exec sleep 30") {
+            let o = block_on(spawner().output(p, None, Some(Duration::from_millis(100)), 1024))
+                .unwrap();
+            assert!(o.timed_out);
+            assert_eq!(o.status, 137);
+        }
     }
 
     #[test]
     fn a_grandchild_holding_the_pipes_does_not_wedge_the_caller() {
-        let t = std::time::Instant::now();
-        let o = block_on(spawner().output(sh("echo early; sleep 30 & exit 0"), None, None, 1024))
-            .unwrap();
-        assert_eq!(o.status, 0);
-        assert_eq!(o.stdout, b"early\n");
-        assert!(t.elapsed() < Duration::from_secs(10));
+        for p in both("echo early; sleep 30 & exit 0") {
+            let t = std::time::Instant::now();
+            let o = block_on(spawner().output(p, None, None, 1024)).unwrap();
+            assert_eq!(o.status, 0);
+            assert_eq!(o.stdout, b"early\n");
+            assert!(t.elapsed() < Duration::from_secs(10));
+        }
     }
 
     #[test]
     fn flood_is_capped() {
-        let o =
-            block_on(spawner().output(sh("head -c 1000000 /dev/zero"), None, None, 1000)).unwrap();
-        assert_eq!((o.status, o.stdout.len()), (0, 1000));
+        for p in both("head -c 1000000 /dev/zero") {
+            let o = block_on(spawner().output(p, None, None, 1000)).unwrap();
+            assert_eq!((o.status, o.stdout.len()), (0, 1000));
+        }
     }
 
     #[test]
     fn missing_binary_is_an_error_not_a_panic() {
-        let e =
-            block_on(spawner().output(Command::new("/nonexistent/shimgate-test"), None, None, 10))
-                .unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        let progs: [Program; 4] = [
+            Command::new("/nonexistent/shimgate-test").into(),
+            Cmd::new("/nonexistent/shimgate-test").into(),
+            Command::new("shimgate-no-such-program").into(),
+            Cmd::new("shimgate-no-such-program").into(),
+        ];
+        for p in progs {
+            let e = block_on(spawner().output(p, None, None, 10)).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        }
+    }
+
+    /// What a vfork-started child gets: its argv, the environment with the changes applied,
+    /// the working directory, the descriptors given for 0..2 (and no other of ours), the
+    /// default disposition of SIGPIPE and an empty signal mask, like a std child.
+    #[test]
+    fn a_raw_child_gets_what_was_asked_and_nothing_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let out_path = dir.path().join("out");
+        let out = std::fs::File::create(&out_path).unwrap();
+        let mut c = Cmd::new("sh");
+        c.args([
+            "-c",
+            "echo \"$0|$1|${SHIMGATE_T_GONE-unset}|$SHIMGATE_T_SET|$(pwd)\"; \
+             ls /proc/self/fd | sort -n | tr '\\n' ' '; echo; \
+             grep -E '^(SigBlk|SigIgn)' /proc/self/status",
+            "zero",
+            "arg 1",
+        ])
+        .env_remove("SHIMGATE_T_GONE")
+        .env("SHIMGATE_T_SET", "v=1")
+        .current_dir(dir.path())
+        .stdout(ChildIo::Fd(OwnedFd::from(out)));
+        std::env::set_var("SHIMGATE_T_GONE", "present");
+        let st = block_on(async {
+            let child = spawner().spawn_cmd(c).unwrap();
+            child.wait().await.unwrap()
+        });
+        assert_eq!(st.status, 0);
+        let text = std::fs::read_to_string(&out_path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let cwd = dir.path().canonicalize().unwrap();
+        assert_eq!(lines[0], format!("zero|arg 1|unset|v=1|{}", cwd.display()));
+        // The same descriptors as a std child gets (0..2, what the test harness leaves
+        // inheritable, the one `ls` opens).
+        let std_fds = Command::new("sh")
+            .args(["-c", "ls /proc/self/fd | sort -n | tr '\\n' ' '"])
+            .output()
+            .unwrap()
+            .stdout;
+        let count = |s: &str| s.split_whitespace().count();
+        assert_eq!(
+            count(lines[1]),
+            count(&String::from_utf8_lossy(&std_fds)),
+            "{text}"
+        );
+        assert_eq!(lines[2], "SigBlk:\t0000000000000000", "{text}");
+        // The shell ignores nothing on its own; SIGPIPE (ignored by Rust) is back to default.
+        let ign = u64::from_str_radix(lines[3].trim_start_matches("SigIgn:\t"), 16).unwrap();
+        assert_eq!(ign & (1 << (libc::SIGPIPE - 1)), 0, "{text}");
+    }
+
+    /// A program that exists but cannot be executed is an error too (execvp's EACCES).
+    #[test]
+    fn a_raw_child_that_cannot_exec_reports_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("not-executable");
+        std::fs::write(&f, "#!/bin/sh\n").unwrap();
+        let e = block_on(spawner().output(Cmd::new(&f), None, None, 10)).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EACCES));
     }
 
     /// Run one test of this binary again in a child process (with `role` in its environment)
@@ -526,16 +657,17 @@ mod tests {
                 let sp = Spawner::new(r);
                 let all = async {
                     for i in 0..200u32 {
-                        let o = sp
-                            .output(sh(&format!("exit {}", i % 7)), None, None, 10)
-                            .await
-                            .unwrap();
+                        let [std, raw] = both(&format!("exit {}", i % 7));
+                        let p = if i % 2 == 0 { std } else { raw };
+                        let o = sp.output(p, None, None, 10).await.unwrap();
                         assert_eq!(o.status, i % 7);
                     }
                     // A storm: many at once, every exit routed to its own caller.
                     let many = (0..50u32).map(|i| {
                         let sp = sp.clone();
-                        async move { (i, sp.output(sh(&format!("exit {i}")), None, None, 10).await) }
+                        let [std, raw] = both(&format!("exit {i}"));
+                        let p = if i % 2 == 0 { std } else { raw };
+                        async move { (i, sp.output(p, None, None, 10).await) }
                     });
                     for (i, o) in futures_join_all(many).await {
                         assert_eq!(o.unwrap().status, i);
@@ -614,31 +746,43 @@ mod tests {
         const TEST: &str =
             "reaper::spawner::tests::a_child_whose_parent_died_before_pdeathsig_does_not_run_on";
         match role().as_deref() {
-            Some("parent") => {
-                let mut cmd = Command::new("sleep");
-                cmd.arg("3");
-                // SAFETY: runs in the forked child before exec; only nanosleep via libc.
-                unsafe {
-                    cmd.pre_exec(|| {
-                        libc::usleep(300_000);
-                        Ok(())
-                    });
-                }
+            Some(p @ ("parent" | "raw-parent")) => {
                 // The parent dies while the child sleeps in its pre-exec step.
                 std::thread::spawn(|| {
                     std::thread::sleep(Duration::from_millis(100));
                     // SAFETY: ends this helper process at once, as a SIGKILLed shim would.
                     unsafe { libc::_exit(0) };
                 });
-                let _ = Spawner::new(Reaper::new()).spawn(cmd, true);
+                if p == "raw-parent" {
+                    let mut cmd = Cmd::new("sleep");
+                    cmd.arg("3").pdeathsig(true);
+                    cmd.delay_before_pdeathsig = Duration::from_millis(300);
+                    let _ = Spawner::new(Reaper::new()).spawn_cmd(cmd);
+                } else {
+                    let mut cmd = Command::new("sleep");
+                    cmd.arg("3");
+                    // SAFETY: runs in the forked child before exec; only nanosleep via libc.
+                    unsafe {
+                        cmd.pre_exec(|| {
+                            libc::usleep(300_000);
+                            Ok(())
+                        });
+                    }
+                    let _ = Spawner::new(Reaper::new()).spawn(cmd, true);
+                }
                 std::thread::sleep(Duration::from_secs(10));
             }
-            Some("middle") => {
+            Some(m @ ("middle" | "middle-raw")) => {
                 crate::reaper::set_subreaper().unwrap();
                 let started = std::time::Instant::now();
+                let parent_role = if m == "middle" {
+                    "parent"
+                } else {
+                    "raw-parent"
+                };
                 let mut parent = Command::new(std::env::current_exe().unwrap())
                     .args(["--exact", TEST, "--test-threads=1"])
-                    .env("SHIMGATE_SPAWNER_TEST_ROLE", "parent")
+                    .env("SHIMGATE_SPAWNER_TEST_ROLE", parent_role)
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .spawn()
@@ -657,22 +801,24 @@ mod tests {
             }
             Some(_) => {}
             None => {
-                let (code, out) = rerun(TEST, "middle");
-                assert_eq!(code, 0, "{out}");
-                let line = out
-                    .lines()
-                    .find_map(|l| l.find("ORPHAN").map(|i| &l[i..]))
-                    .unwrap_or("");
-                let ms: u64 = line
-                    .rsplit("after_ms=")
-                    .next()
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(u64::MAX);
-                // `sleep 3` running to completion takes 3 s; refusing to run takes ~0.3 s.
-                assert!(
-                    ms < 2000 && !line.contains("exited=true code=0"),
-                    "the orphaned child ran on: {line}\n{out}"
-                );
+                for middle in ["middle", "middle-raw"] {
+                    let (code, out) = rerun(TEST, middle);
+                    assert_eq!(code, 0, "{out}");
+                    let line = out
+                        .lines()
+                        .find_map(|l| l.find("ORPHAN").map(|i| &l[i..]))
+                        .unwrap_or("");
+                    let ms: u64 = line
+                        .rsplit("after_ms=")
+                        .next()
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(u64::MAX);
+                    // `sleep 3` running to completion takes 3 s; refusing to run takes ~0.3 s.
+                    assert!(
+                        ms < 2000 && !line.contains("exited=true code=0"),
+                        "the orphaned child ran on: {line}\n{out}"
+                    );
+                }
             }
         }
     }

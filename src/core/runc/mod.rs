@@ -9,7 +9,6 @@ mod log;
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,7 +17,7 @@ use super::error::{Error, Kind, Result};
 use super::private_file::write_private;
 use super::runtime::{CreateOpts, ExecOpts, OciRuntime, RestoreOpts, RuntimeStdio};
 use super::types::CheckpointSpec;
-use crate::reaper::Spawner;
+use crate::reaper::{ChildIo, Cmd, Spawner};
 
 pub use log::last_error_since;
 
@@ -95,8 +94,8 @@ impl Runc {
         }
     }
 
-    fn command(&self, args: &[OsString]) -> Command {
-        let mut c = Command::new(&self.binary);
+    fn command(&self, args: &[OsString]) -> Cmd {
+        let mut c = Cmd::new(&self.binary);
         c.arg("--root")
             .arg(&self.root)
             .arg("--log")
@@ -152,10 +151,11 @@ impl Runc {
         let mut c = self.command(&args);
         c.stdin(to_stdio(stdio.stdin))
             .stdout(to_stdio(stdio.stdout))
-            .stderr(to_stdio(stdio.stderr));
+            .stderr(to_stdio(stdio.stderr))
+            .pdeathsig(true);
         let mut child = self
             .spawner
-            .spawn(c, true)
+            .spawn_cmd(c)
             .map_err(|e| spawn_error(&self.binary, what, e))?;
         let (status, timed_out) = match child.exited_within(deadline).await {
             Some(e) => (e.status, false),
@@ -230,10 +230,10 @@ fn cap_text(s: String) -> String {
     format!("{}… ({} more bytes)", &s[..cut], s.len() - cut)
 }
 
-fn to_stdio(fd: Option<OwnedFd>) -> Stdio {
+fn to_stdio(fd: Option<OwnedFd>) -> ChildIo {
     match fd {
-        Some(fd) => Stdio::from(fd),
-        None => Stdio::null(),
+        Some(fd) => ChildIo::Fd(fd),
+        None => ChildIo::Null,
     }
 }
 
