@@ -13,8 +13,11 @@ need_pkg containerd command -v containerd
 need_pkg containerd command -v ctr
 need_pkg runc command -v runc
 need_pkg busybox-static static_busybox
+need_build_pkgs
 install_needed >/dev/null
 
+cd "$here"
+use_cargo || exit 2
 echo "demo: building release binary"
 (cd "$here" && cargo build --release -q)
 bin="$here/target/release/shimgate"
