@@ -13,8 +13,11 @@ need_pkg containerd command -v containerd
 need_pkg containerd command -v ctr
 need_pkg runc command -v runc
 need_pkg busybox-static static_busybox
+need_build_pkgs
 install_needed >/dev/null
 
+cd "$here"
+use_cargo || exit 2
 echo "demo: building release binary"
 (cd "$here" && cargo build --release -q)
 bin="$here/target/release/shimgate"
@@ -77,6 +80,7 @@ shim_of() { # shim process serving our containerd (our socket address in its arg
 }
 
 printf '%-32s %-9s %-10s %-28s %s\n' PERSONALITY "SHIM PID" "SHIM PSS" OUTPUT "EXIT CODE"
+failed=()
 for rt in io.containerd.runtime.v1.linux io.containerd.runc.v1 io.containerd.runc.v2; do
   id="demo-${rt##*.}-$$"
   out="$work/out-$id"
@@ -89,6 +93,17 @@ for rt in io.containerd.runtime.v1.linux io.containerd.runc.v1 io.containerd.run
   set +e; wait "$cpid"; rc=$?; set -e
   first=$(head -n1 "$out" | cut -c1-28)
   printf '%-32s %-9s %-10s %-28s %s\n' "$rt" "${pid:--}" "${pss:--}" "${first:--}" "$rc"
+  # The container says hello and exits 3: anything else means this personality did not work.
+  if [ "$rc" != 3 ] || [ "$(head -n1 "$out")" != "hello from shimgate" ]; then
+    failed+=("$rt")
+    sed 's/^/    /' "$out"
+  fi
 done
 echo
-echo "demo: done (containerd log: kept only while running; rerun with bash -x to trace)"
+if [ ${#failed[@]} -gt 0 ]; then
+  # The log goes with the temporary directory: show its end before the clean-up removes it.
+  echo "demo: FAILED for ${failed[*]}; the end of containerd's log:" >&2
+  tail -n 20 "$work/containerd.log" | sed 's/^/    /' >&2
+  exit 1
+fi
+echo "demo: done"

@@ -39,9 +39,9 @@ done
   exit 2
 }
 
+# shellcheck source=scripts/lib/deps.sh
+. "$here/scripts/lib/deps.sh"
 if [ -n "$deps" ]; then
-  # shellcheck source=scripts/lib/deps.sh
-  . "$here/scripts/lib/deps.sh"
   need_pkg containerd command -v containerd
   need_pkg containerd command -v ctr
   need_pkg runc command -v runc
@@ -57,39 +57,14 @@ if [ -n "$deps" ]; then
   need_pkg systemd test -x /lib/systemd/systemd
   need_pkg dbus command -v dbus-daemon
   need_pkg xz-utils command -v xz
-  need_pkg gcc command -v cc
-  need_pkg libc6-dev test -e /usr/include/stdio.h
-  need_pkg ca-certificates test -e /etc/ssl/certs/ca-certificates.crt
+  need_build_pkgs
   need_pkg python3-minimal test -x /usr/bin/python3
   install_needed
   echo "scripts/test.sh: every package the tests need is installed"
 fi
 [ -z "$only_deps" ] || exit 0
 
-# cargo: in $PATH, or rustup's in root's home, or (under sudo, whose PATH leaves it out) in
-# the invoking user's home, with that user's toolchain.
-if ! command -v cargo >/dev/null; then
-  user_home=
-  [ -n "${SUDO_USER:-}" ] && user_home=$(getent passwd "$SUDO_USER" | cut -d: -f6)
-  for h in "$HOME" $user_home; do
-    if [ -x "$h/.cargo/bin/cargo" ]; then
-      export PATH="$h/.cargo/bin:$PATH"
-      [ -n "${CARGO_HOME:-}" ] || export CARGO_HOME="$h/.cargo"
-      [ -n "${RUSTUP_HOME:-}" ] || [ ! -d "$h/.rustup" ] || export RUSTUP_HOME="$h/.rustup"
-      break
-    fi
-  done
-fi
-command -v cargo >/dev/null || {
-  echo "scripts/test.sh: cargo not found. Install Rust 1.85 or newer with rustup (Debian 12's rustc 1.63 is too old), then run this again." >&2
-  exit 2
-}
-want=$(sed -n 's/^rust-version *= *"\(.*\)"/\1/p' Cargo.toml)
-have=$(rustc --version | awk '{print $2}')
-if [ -n "$want" ] && [ "$(printf '%s\n%s\n' "$want" "$have" | sort -V | head -n1)" != "$want" ]; then
-  echo "scripts/test.sh: rustc $have is older than $want (Cargo.toml rust-version); rustup update" >&2
-  exit 2
-fi
+use_cargo || exit 2
 
 # Build first: a compile error is reported as such, not as failing tests. `--features fuzz`:
 # tests/fuzz_corpus.rs runs the fuzz target bodies, which only that feature compiles in.
