@@ -184,7 +184,7 @@ fn keeps_everything(s: Series, rt: Runtime) {
     let Some(c) = Ctd::start_series(s, Shims::Ours) else {
         return;
     };
-    let next = next_binary();
+    let next = root_safe(&next_binary(), &c.dir, "shimgate-next");
     let ev = Events::watch(&c);
     let ann = group_annotation(&c);
     let flags = group_flags(rt, &ann);
@@ -455,7 +455,9 @@ fn exits_during_handover(rt: Runtime) {
     let Some(c) = Ctd::start_env(Shims::Ours, &[("SHIMGATE_UPGRADE_FAULT", "delay=1500")]) else {
         return;
     };
-    let next = next_binary().canonicalize().unwrap();
+    let next = root_safe(&next_binary(), &c.dir, "shimgate-next")
+        .canonicalize()
+        .unwrap();
     let ev = Events::watch(&c);
     let ann = group_annotation(&c);
     let flags = group_flags(rt, &ann);
@@ -600,7 +602,7 @@ fn failed_adoption_rolls_back(rt: Runtime) {
     else {
         return;
     };
-    let next = next_binary();
+    let next = root_safe(&next_binary(), &c.dir, "shimgate-next");
     let before = c.shim_pids();
     let echo = c.id("echo");
     let mut echoer = echoer(&c, rt, &echo, &[]);
@@ -766,6 +768,23 @@ fn spawn_with_pid(pid: i32, argv: &[&str]) -> Option<i32> {
     (r > 0).then_some(r as i32)
 }
 
+/// A child started by [`spawn_with_pid`]: killed and reaped when dropped, also when an
+/// assertion fails first, so a failing test leaves no process behind.
+struct Decoy(Option<i32>);
+
+impl Drop for Decoy {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            // SAFETY: kill and waitpid with integer arguments on our own child, which is
+            // alive until this signal (the orphan reaper takes only zombies).
+            unsafe {
+                libc::kill(d, libc::SIGKILL);
+                libc::waitpid(d, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+}
+
 fn alive_not_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| {
@@ -781,7 +800,7 @@ fn alive_not_zombie(pid: i32) -> bool {
 /// promptly instead of waiting for an exit that will never come.
 fn an_exited_logger_is_left_alone_after_an_upgrade(rt: Runtime) {
     let Some(c) = Ctd::start() else { return };
-    let next = next_binary();
+    let next = root_safe(&next_binary(), &c.dir, "shimgate-next");
     let logger = c.dir.join("logger.sh");
     let pid_file = c.dir.join("logger.pid");
     std::fs::write(
@@ -813,8 +832,8 @@ fn an_exited_logger_is_left_alone_after_an_upgrade(rt: Runtime) {
         assert!(Instant::now() < deadline, "the logger did not end");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let decoy = spawn_with_pid(logger_pid, &["/bin/sleep", "120"]);
-    eprintln!("logger pid {logger_pid}; decoy {decoy:?}");
+    let decoy = Decoy(spawn_with_pid(logger_pid, &["/bin/sleep", "120"]));
+    eprintln!("logger pid {logger_pid}; decoy {:?}", decoy.0);
 
     let (out, outcomes) = upgrade(&[shim], Some(&next), &[]);
     assert_eq!(out.code, 0, "{}", out.brief());
@@ -824,14 +843,8 @@ fn an_exited_logger_is_left_alone_after_an_upgrade(rt: Runtime) {
     let t = Instant::now();
     let rm = c.ctr_timeout(&["task", "rm", &id], Duration::from_secs(40));
     let took = t.elapsed();
-    let decoy_alive = decoy.map(alive_not_zombie);
-    if let Some(d) = decoy {
-        // SAFETY: our own decoy child; reaped right after.
-        unsafe {
-            libc::kill(d, libc::SIGKILL);
-            libc::waitpid(d, std::ptr::null_mut(), 0);
-        }
-    }
+    let decoy_alive = decoy.0.map(alive_not_zombie);
+    drop(decoy);
     assert_ne!(
         decoy_alive,
         Some(false),

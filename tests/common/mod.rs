@@ -88,6 +88,25 @@ pub fn shimgate_bin() -> PathBuf {
     }
 }
 
+/// `bin` placed at `dir/name` where only root could have written it, for what a live upgrade
+/// will run: the shim refuses a binary that others than root could have replaced, including
+/// through any directory above it, and a checkout owned by the user who runs
+/// `sudo scripts/test.sh` is such a place. A hard link when `bin` itself is root's and closed
+/// to others (no bytes copied), else a copy owned by root with mode 0755. `dir` must be
+/// root's (a test's private directory under the sticky `/tmp` is).
+pub fn root_safe(bin: &Path, dir: &Path, name: &str) -> PathBuf {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let to = dir.join(name);
+    let _ = std::fs::remove_file(&to);
+    let md = std::fs::metadata(bin).unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+    let closed = md.uid() == 0 && md.mode() & 0o022 == 0;
+    if !(closed && std::fs::hard_link(bin, &to).is_ok()) {
+        std::fs::copy(bin, &to).unwrap_or_else(|e| panic!("copy {}: {e}", bin.display()));
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    to
+}
+
 /// A runtime type containerd can run a task with, and the shim binary name behind it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Runtime {
@@ -468,7 +487,14 @@ impl Ctd {
         let dir = tmp.path().to_path_buf();
         let shims = dir.join("bin");
         std::fs::create_dir_all(&shims).unwrap();
+        // Our binary is linked into the daemon's own directory first: a default live upgrade
+        // re-executes what the shim's name resolves to, and only a root-safe path is accepted.
+        let ours = (o.shims == Shims::Ours).then(|| root_safe(&shimgate_bin(), &dir, "shimgate"));
         for (n, target) in targets {
+            let target = match &ours {
+                Some(b) => b.clone(),
+                None => target,
+            };
             symlink(target, shims.join(n)).unwrap();
         }
         std::fs::create_dir_all(dir.join("fifo")).unwrap();

@@ -2,6 +2,8 @@
 //! built with the `test-faults` feature (fault injection: `SHIMGATE_UPGRADE_FAULT`,
 //! `SHIMGATE_TEST_FAULT`). The binary under test (`CARGO_BIN_EXE_shimgate`) is built without
 //! it, like the binary operators run; the tests that need a fault use this one.
+//! A test upgrades to it through [`super::root_safe`]: the shim runs only a binary that
+//! nobody but root could have written, and `target/` may sit in a user's checkout.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
