@@ -286,10 +286,9 @@ fn docker_run_exec_logs_live_restore_stop() {
         shim_args[0].ends_with("containerd-shim-runc-v2"),
         "{shim_args:?}"
     );
-    // The daemon's shim names lead to its own root-safe link of the binary under test.
     assert_eq!(
         std::fs::canonicalize(&shim_exe).unwrap(),
-        std::fs::canonicalize(ctd.dir.join("shimgate")).unwrap(),
+        std::fs::canonicalize(ctd.shimgate.as_ref().unwrap()).unwrap(),
         "the container's shim is shimgate"
     );
     let pid: u32 = dockerd

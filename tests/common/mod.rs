@@ -404,6 +404,9 @@ pub struct Ctd {
     pub ns: String,
     pub shims: PathBuf,
     pub series: Series,
+    /// The file the shim names lead to when they are ours: the daemon's own root-safe link of
+    /// the binary under test (see [`root_safe`]); `None` for the Go shims.
+    pub shimgate: Option<PathBuf>,
     /// The namespace is shared with other daemons (CRI's `k8s.io`): cleanup and leak checks
     /// cover only this daemon's containers.
     shared_ns: bool,
@@ -491,11 +494,7 @@ impl Ctd {
         // re-executes what the shim's name resolves to, and only a root-safe path is accepted.
         let ours = (o.shims == Shims::Ours).then(|| root_safe(&shimgate_bin(), &dir, "shimgate"));
         for (n, target) in targets {
-            let target = match &ours {
-                Some(b) => b.clone(),
-                None => target,
-            };
-            symlink(target, shims.join(n)).unwrap();
+            symlink(ours.clone().unwrap_or(target), shims.join(n)).unwrap();
         }
         std::fs::create_dir_all(dir.join("fifo")).unwrap();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -528,6 +527,7 @@ impl Ctd {
             ns,
             shims,
             series: o.series,
+            shimgate: ours,
             containerd_bin,
             ctr_bin,
             proc: None,
