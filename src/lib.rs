@@ -7,7 +7,7 @@ pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod compat;
-pub mod core;
+pub mod engine;
 pub mod events;
 /// Fuzz target bodies, shared by `fuzz/` and `tests/fuzz_corpus.rs`; not an API, and only in
 /// builds with the `fuzz` feature (never in the binary operators run).

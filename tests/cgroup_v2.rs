@@ -42,7 +42,7 @@ struct Variant {
 
 /// Whether this host itself is pure cgroup v2 (the scenarios' precondition).
 fn on_v2() -> bool {
-    shimgate::core::cgroup::is_v2_unified()
+    shimgate::engine::cgroup::is_v2_unified()
 }
 
 /// Start the scenario: None (return at once) on a host that is not pure cgroup v2, where

@@ -3,11 +3,11 @@
 
 use std::path::PathBuf;
 
-use crate::core::types::{
+use crate::engine::types::{
     CheckpointSpec, ContainerId, ExecId, MountSpec, PidInfo, ProcessRef, RuncOptions, Status,
     StdioRequest,
 };
-use crate::core::{Error, Result};
+use crate::engine::{Error, Result};
 use crate::protos::mount::Mount;
 use crate::protos::task_types::{ProcessInfo, Status as PbStatus};
 use crate::protos::{any_bare, runc_options, type_url_is, Any};
@@ -61,7 +61,7 @@ pub fn status(s: Status) -> PbStatus {
 /// `exited_at` is Go's zero time until the process exits (protocols.md 1.7).
 macro_rules! state_response {
     ($ty:path, $state:expr) => {{
-        let s: $crate::core::types::ProcessState = $state;
+        let s: $crate::engine::types::ProcessState = $state;
         $ty {
             id: s.id,
             bundle: s.bundle.to_string_lossy().into_owned(),
@@ -85,7 +85,7 @@ pub(crate) use state_response;
 /// A `DeleteResponse` of either API from what a core delete returned.
 macro_rules! delete_response {
     ($ty:path, $deleted:expr) => {{
-        let d: $crate::core::types::Deleted = $deleted;
+        let d: $crate::engine::types::Deleted = $deleted;
         $ty {
             pid: d.pid,
             exit_status: d.exit_status,
@@ -99,7 +99,7 @@ pub(crate) use delete_response;
 /// A `WaitResponse` of either API from an exit.
 macro_rules! wait_response {
     ($ty:path, $exit:expr) => {{
-        let e: $crate::core::types::Exit = $exit;
+        let e: $crate::engine::types::Exit = $exit;
         $ty {
             exit_status: e.status,
             exited_at: Some($crate::protos::time::timestamp(e.at)).into(),
@@ -119,7 +119,7 @@ pub fn path_opt(s: &str) -> Option<PathBuf> {
 macro_rules! create_spec {
     ($req:expr, $options:expr, $work_dir:expr, $deadline:expr) => {{
         let r = &$req;
-        $crate::api::convert::container_id(&r.id).map(|id| $crate::core::types::CreateSpec {
+        $crate::api::convert::container_id(&r.id).map(|id| $crate::engine::types::CreateSpec {
             id,
             bundle: r.bundle.clone().into(),
             rootfs: $crate::api::convert::mounts(&r.rootfs),

@@ -4,7 +4,7 @@
 
 use ttrpc::{Code, Status};
 
-use crate::core::{Error, Kind};
+use crate::engine::{Error, Kind};
 
 pub fn code_of(kind: Kind) -> Code {
     match kind {

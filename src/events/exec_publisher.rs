@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 
 use super::queue::{self, Queue, Queued, Receiver};
-use crate::core::event::{Event, EventSink};
+use crate::engine::event::{Event, EventSink};
 use crate::reaper::Spawner;
 
 /// How one `publish` run is made and retried.

@@ -1,4 +1,4 @@
-//! Core events on the wire: topic + `Any` of containerd's event messages, and the two
+//! Engine events on the wire: topic + `Any` of containerd's event messages, and the two
 //! publishers that deliver them in order: [`TtrpcPublisher`] forwards to containerd's ttrpc
 //! event service (`TTRPC_ADDRESS`, the task API shims), [`ExecPublisher`] runs
 //! `containerd publish` per event (the legacy `containerd-shim`).
@@ -16,7 +16,7 @@ pub use publisher::TtrpcPublisher;
 
 /// A publisher: where the core's events go, and the ordered queue behind it (live upgrade
 /// freezes and preloads it). Both APIs' publishers are one.
-pub trait Publisher: crate::core::event::EventSink {
+pub trait Publisher: crate::engine::event::EventSink {
     fn queue(&self) -> &queue::Queue;
 }
 
@@ -34,7 +34,7 @@ impl Publisher for ExecPublisher {
 
 use protobuf::MessageFull;
 
-use crate::core::event::Event;
+use crate::engine::event::Event;
 use crate::protos::{any_bare, events as pb, mount::Mount, time, Any};
 
 /// The topic and payload containerd expects for an event.

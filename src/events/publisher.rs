@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::queue::{self, Queue, Receiver};
-use crate::core::event::{Event, EventSink};
+use crate::engine::event::{Event, EventSink};
 use crate::protos::time;
 use crate::protos::ttrpc_events::{Envelope, ForwardRequest};
 use crate::protos::ttrpc_events_ttrpc::EventsClient;

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::encode;
-use crate::core::event::Event;
+use crate::engine::event::Event;
 use crate::protos::Any;
 use crate::sync::lock;
 

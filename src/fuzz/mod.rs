@@ -14,7 +14,7 @@
 //! | [`goflags`] | `cli::goflags::parse`, `ShimV2Args::parse`/`mode`, `ShimV1Args::parse` |
 //! | [`stdin`] | `api::v2::bootstrap::decode_stdin` (options `Any` vs `BootstrapParams`) |
 //! | [`stdio`] | `io::spec::StdioSpec::parse` |
-//! | [`identifiers`] | `core::types::validate_identifier` and the id types |
+//! | [`identifiers`] | `engine::types::validate_identifier` and the id types |
 
 pub mod probe;
 
@@ -29,7 +29,7 @@ use crate::api::server::{
 };
 use crate::cli::goflags::{self as gf, FlagKind, FlagValue};
 use crate::cli::{Personality, ShimV1Args, ShimV2Args};
-use crate::core::types::{validate_identifier, ContainerId, ExecId, MAX_ID_LEN};
+use crate::engine::types::{validate_identifier, ContainerId, ExecId, MAX_ID_LEN};
 use crate::io::spec::StdioSpec;
 
 /// A fuzz target: bytes in, panic on a finding.
@@ -466,7 +466,7 @@ pub fn identifiers(data: &[u8]) {
             assert!(!s.contains('/') && !s.contains('\0') && s != "." && s != "..");
         }
         Err(e) => {
-            assert_eq!(e.kind(), crate::core::Kind::InvalidArgument);
+            assert_eq!(e.kind(), crate::engine::Kind::InvalidArgument);
             assert!(!e.to_string().is_empty());
         }
     }

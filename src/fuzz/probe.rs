@@ -1,6 +1,6 @@
 //! Probe implementations of both generated service traits, for the request fuzz targets.
 //!
-//! A real adapter hands every decoded request to a [`crate::core::Core`], which touches the
+//! A real adapter hands every decoded request to a [`crate::engine::Engine`], which touches the
 //! filesystem (a fuzzed Create would read `<bundle>/config.json` and write `options.json` into
 //! whatever directory the input names). The probes stop where the core would begin: each
 //! method performs the adapter's translation of its request into core values (the same
@@ -23,8 +23,8 @@ use ttrpc::r#async::{Service, TtrpcContext};
 use crate::api::convert;
 use crate::api::status::to_ttrpc;
 use crate::api::v1::options::{self as v1_options, Settings};
-use crate::core::types::{ExecSpec, ProcessRef, StdioRequest};
-use crate::core::Error;
+use crate::engine::types::{ExecSpec, ProcessRef, StdioRequest};
+use crate::engine::Error;
 use crate::io::spec::StdioSpec;
 use crate::protos::{shim_v1, shim_v1_ttrpc, task, task_ttrpc, Empty};
 
@@ -104,7 +104,7 @@ fn stdio_check(s: &StdioRequest) -> R<()> {
 }
 
 /// `api::v2::service::ids`: container id and process reference of a task API request.
-fn ids(id: &str, exec_id: &str) -> R<(crate::core::types::ContainerId, ProcessRef)> {
+fn ids(id: &str, exec_id: &str) -> R<(crate::engine::types::ContainerId, ProcessRef)> {
     let c = convert::container_id(id).map_err(to_ttrpc)?;
     let p = convert::process_ref(exec_id).map_err(to_ttrpc)?;
     Ok((c, p))

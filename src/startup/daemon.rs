@@ -22,8 +22,8 @@ use ttrpc::r#async::Service;
 use super::upgrade::{self, Handover, Upgrader};
 use crate::api::admin::AdminService;
 use crate::api::server::{self, Control, Services};
-use crate::core::event::EventSink;
-use crate::core::{ApiProfile, Core, RuncFactory};
+use crate::engine::event::EventSink;
+use crate::engine::{ApiProfile, Engine, RuncFactory};
 use crate::events::queue::Queue;
 use crate::events::Publisher;
 use crate::reaper::{Reaper, Spawner};
@@ -156,7 +156,7 @@ pub fn idle_exit_after() -> Duration {
 /// a Delete and the Shutdown that should have followed (or between `start` and the first
 /// Create), so nobody will ever stop it otherwise. Leaving its socket then lets containerd's
 /// own cleanup of a vanished shim remove what is left.
-pub fn stop_when_forgotten(core: Core, stop: watch::Sender<bool>) {
+pub fn stop_when_forgotten(core: Engine, stop: watch::Sender<bool>) {
     let after = idle_exit_after();
     tokio::spawn(async move {
         core.idle_for(after).await;
@@ -192,7 +192,7 @@ impl StopSignals {
 /// [`stop_when_forgotten`]; the sender also goes to whatever else may stop the shim (the task
 /// API's Shutdown).
 pub fn stop_channel(
-    core: &Core,
+    core: &Engine,
     signals: StopSignals,
 ) -> (watch::Sender<bool>, watch::Receiver<bool>) {
     let (tx, rx) = watch::channel(false);
@@ -221,20 +221,20 @@ pub fn runc_core<P: Publisher + 'static>(
     spawner: &Spawner,
     publisher: &Arc<P>,
     from: Option<&Handover>,
-) -> Result<Core, String> {
+) -> Result<Engine, String> {
     let (spawner, queue) = (spawner.clone(), publisher.queue());
     let sink: Arc<dyn EventSink> = publisher.clone();
     let factory = Arc::new(RuncFactory {
         spawner: spawner.clone(),
         namespace: namespace.to_string(),
-        deadlines: crate::core::runc::Deadlines::from_env(),
+        deadlines: crate::engine::runc::Deadlines::from_env(),
     });
     match from {
-        None => Ok(Core::new(profile, namespace, spawner, factory, sink)),
+        None => Ok(Engine::new(profile, namespace, spawner, factory, sink)),
         Some(doc) => {
             queue.preload(doc.events.clone());
             doc.or_roll_back(
-                Core::thaw(&doc.core, profile, namespace, spawner, factory, sink)
+                Engine::thaw(&doc.core, profile, namespace, spawner, factory, sink)
                     .map_err(|e| format!("rebuild the shim's state: {e}")),
             )
         }
@@ -262,7 +262,7 @@ pub fn handover(personality: &str) -> Result<Option<Handover>, String> {
 /// API, the reaper started, then either a fresh listener served or everything a previous image
 /// handed over adopted (any failure before serving rolls back to the previous binary).
 pub struct Serving {
-    pub core: Core,
+    pub core: Engine,
     pub spawner: Spawner,
     pub queue: Queue,
     pub personality: &'static str,

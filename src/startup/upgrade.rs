@@ -41,8 +41,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::api::server::{Control, ServerSnap};
-use crate::core::handover::CoreSnap;
-use crate::core::Core;
+use crate::engine::handover::CoreSnap;
+use crate::engine::Engine;
 use crate::events::queue::{Queue, Queued};
 use crate::reaper::Spawner;
 
@@ -412,7 +412,7 @@ fn open_target(path: &Path, bundles: &[PathBuf]) -> Result<Target, String> {
 
 /// Runs upgrades for one serving shim. Shared by both APIs' daemons.
 pub struct Upgrader {
-    pub core: Core,
+    pub core: Engine,
     pub server: Control,
     pub events: Queue,
     pub spawner: Spawner,
@@ -469,7 +469,7 @@ pub struct Refused(pub String);
 
 impl Upgrader {
     pub fn new(
-        core: Core,
+        core: Engine,
         server: Control,
         events: Queue,
         spawner: Spawner,
@@ -512,7 +512,7 @@ impl Upgrader {
             .iter()
             .filter_map(|id| {
                 self.core
-                    .state(id, &crate::core::types::ProcessRef::Init)
+                    .state(id, &crate::engine::types::ProcessRef::Init)
                     .ok()
             })
             .map(|st| st.bundle)
@@ -652,7 +652,7 @@ impl Upgrader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::handover::{ContainerSnap, ProcSnap};
+    use crate::engine::handover::{ContainerSnap, ProcSnap};
     use crate::io::{IoSnap, PumpSnap, SinkSnap};
     use std::os::unix::fs::PermissionsExt;
     use std::sync::Arc;
@@ -667,7 +667,7 @@ mod tests {
     fn proc_snap(exec_id: Option<&str>, io: IoSnap) -> ProcSnap {
         ProcSnap {
             exec_id: exec_id.map(str::to_string),
-            state: crate::core::state::State::Running,
+            state: crate::engine::state::State::Running,
             pid: 1 << 30,
             exit: None,
             reaped_exit: None,
@@ -873,8 +873,8 @@ mod tests {
     }
 
     struct Nowhere;
-    impl crate::core::event::EventSink for Nowhere {
-        fn publish(&self, _e: crate::core::event::Event) {}
+    impl crate::engine::event::EventSink for Nowhere {
+        fn publish(&self, _e: crate::engine::event::Event) {}
     }
 
     fn upgrader() -> Upgrader {
@@ -883,14 +883,14 @@ mod tests {
             .start_polling_thread(Duration::from_millis(5))
             .unwrap();
         let spawner = Spawner::new(reaper);
-        let core = Core::new(
+        let core = Engine::new(
             crate::api::v1::profile(),
             "ns",
             spawner.clone(),
-            Arc::new(crate::core::RuncFactory {
+            Arc::new(crate::engine::RuncFactory {
                 spawner: spawner.clone(),
                 namespace: "ns".into(),
-                deadlines: crate::core::runc::Deadlines::from_env(),
+                deadlines: crate::engine::runc::Deadlines::from_env(),
             }),
             Arc::new(Nowhere),
         );

@@ -4,9 +4,9 @@
 //! One definition of each statistic: the generated messages (from `protos/`). The readers in
 //! [`v1`] and [`v2`] parse the cgroup files straight into them, so a kernel statistic is
 //! added in two places only, the proto and the line of the reader that fills it. They live
-//! here, on the wire side, because they build wire types; `core::cgroup` keeps what is not
+//! here, on the wire side, because they build wire types; `engine::cgroup` keeps what is not
 //! protocol (where the cgroup is, the file primitives, the OOM watcher), and the engine hands
-//! the container's [`Cgroup`] to [`read`] through `Core::stats` so that it stays wire-free.
+//! the container's [`Cgroup`] to [`read`] through `Engine::stats` so that it stays wire-free.
 //! The result is packed with the bare type URL (`io.containerd.cgroups.v1.Metrics`) that
 //! containerd looks up by exact string.
 //!
@@ -20,9 +20,9 @@
 
 use std::path::Path;
 
-use crate::core::cgroup::files::read_optional;
-use crate::core::cgroup::{Cgroup, CgroupError};
-use crate::core::{Error, Result};
+use crate::engine::cgroup::files::read_optional;
+use crate::engine::cgroup::{Cgroup, CgroupError};
+use crate::engine::{Error, Result};
 use crate::protos::{any_bare, cgroups_v1, cgroups_v2, Any};
 
 mod v1;
@@ -103,7 +103,7 @@ macro_rules! shared_readers {
             let entries = |name: &str| -> Result<Vec<$pb::RdmaEntry>, CgroupError> {
                 Ok(read_optional(&dir.join(name))?
                     .as_deref()
-                    .map(crate::core::cgroup::files::parse_rdma)
+                    .map(crate::engine::cgroup::files::parse_rdma)
                     .unwrap_or_default()
                     .into_iter()
                     .map(|(device, hca_handles, hca_objects)| $pb::RdmaEntry {

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use protobuf::MessageField;
 
-use crate::core::cgroup::files::{read_kv, read_optional, read_single};
-use crate::core::cgroup::CgroupError;
+use crate::engine::cgroup::files::{read_kv, read_optional, read_single};
+use crate::engine::cgroup::CgroupError;
 use crate::protos::cgroups_v1 as pb;
 
 super::shared_readers!(pb);
@@ -142,7 +142,7 @@ fn cpu(cpu_dir: Option<&PathBuf>, acct_dir: Option<&PathBuf>) -> Result<pb::CPUS
         if let Some(text) = read_optional(&dir.join("cpuacct.usage_percpu"))? {
             usage.per_cpu = text
                 .split_whitespace()
-                .filter_map(crate::core::cgroup::files::parse_uint)
+                .filter_map(crate::engine::cgroup::files::parse_uint)
                 .collect();
         }
         if let Some(kv) = read_kv(&dir.join("cpuacct.stat"))? {

@@ -9,8 +9,8 @@ use std::path::Path;
 
 use protobuf::MessageField;
 
-use crate::core::cgroup::files::{read_kv, read_optional, read_single};
-use crate::core::cgroup::CgroupError;
+use crate::engine::cgroup::files::{read_kv, read_optional, read_single};
+use crate::engine::cgroup::CgroupError;
 use crate::protos::cgroups_v2 as pb;
 
 super::shared_readers!(pb);

@@ -22,8 +22,8 @@ use super::service::ShimService;
 use crate::api::server;
 use crate::cli::Personality;
 use crate::cli::ShimV1Args;
-use crate::core::types::ProcessRef;
-use crate::core::{Core, ProcessName};
+use crate::engine::types::ProcessRef;
+use crate::engine::{Engine, ProcessName};
 use crate::events::{ExecPublisher, PublishCommand, Retry};
 use crate::startup::daemon;
 use crate::startup::upgrade::Handover;
@@ -50,7 +50,7 @@ pub fn run(args: &ShimV1Args) -> Result<(), String> {
         return Err("shim namespace cannot be empty".into());
     }
     // The namespace becomes a directory of runc's root: only containerd's identifiers.
-    crate::core::types::validate_identifier("namespace", &args.namespace)
+    crate::engine::types::validate_identifier("namespace", &args.namespace)
         .map_err(|e| e.to_string())?;
     // The runtime and the stop signals before the socket: whoever sees the socket may SIGTERM
     // us at once (the default action would leave the socket file behind).
@@ -148,7 +148,7 @@ async fn serve(
 }
 
 /// After SIGTERM/SIGINT: make sure nothing of the container outlives the shim.
-async fn terminate(core: &Core) {
+async fn terminate(core: &Engine) {
     let Ok((id, init)) = core.resolve(ProcessName::Init) else {
         return;
     };

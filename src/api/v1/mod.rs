@@ -20,8 +20,8 @@ use std::ffi::OsString;
 use std::io::Write;
 
 use crate::cli::{Personality, ShimV1Args};
-use crate::core::event::EventKind;
-use crate::core::{Addressing, ApiProfile, Kind, ShutdownPolicy};
+use crate::engine::event::EventKind;
+use crate::engine::{Addressing, ApiProfile, Kind, ShutdownPolicy};
 
 pub use bootstrap::{listen_spec, ListenSpec};
 pub use options::Settings;

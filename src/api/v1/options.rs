@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use crate::api::convert;
 use crate::cli::ShimV1Args;
-use crate::core::types::{CheckpointSpec, RuncOptions};
-use crate::core::Result;
+use crate::engine::types::{CheckpointSpec, RuncOptions};
+use crate::engine::Result;
 use crate::protos::runc_linux::{CheckpointOptions, CreateOptions, ProcessDetails};
 use crate::protos::{any_bare, Any};
 
@@ -38,7 +38,7 @@ impl Settings {
             criu: a.criu.clone(),
             systemd_cgroup: a.systemd_cgroup,
             work_dir: a.workdir.clone(),
-            cgroup_v2: crate::core::cgroup::is_v2_unified(),
+            cgroup_v2: crate::engine::cgroup::is_v2_unified(),
         }
     }
 }
@@ -97,7 +97,7 @@ pub fn process_details(id: &str) -> Option<Any> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::Kind;
+    use crate::engine::Kind;
 
     fn settings() -> Settings {
         Settings {

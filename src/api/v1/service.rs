@@ -10,19 +10,19 @@ use ttrpc::r#async::TtrpcContext;
 use super::options::{self, Settings};
 use crate::api::convert;
 use crate::api::status::to_ttrpc;
-use crate::core::types::{ContainerId, ExecSpec, ProcessRef};
-use crate::core::{Core, Error, Kind, ProcessName};
+use crate::engine::types::{ContainerId, ExecSpec, ProcessRef};
+use crate::engine::{Engine, Error, Kind, ProcessName};
 use crate::protos::shim_v1::*;
 use crate::protos::shim_v1_ttrpc::Shim;
 use crate::protos::Empty;
 
 pub struct ShimService {
-    core: Core,
+    core: Engine,
     settings: Settings,
 }
 
 impl ShimService {
-    pub fn new(core: Core, settings: Settings) -> Arc<Self> {
+    pub fn new(core: Engine, settings: Settings) -> Arc<Self> {
         Arc::new(ShimService { core, settings })
     }
 

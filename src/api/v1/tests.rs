@@ -1,5 +1,5 @@
 //! The v1 adapter end to end without root: a real ttrpc client, our server on a temp-dir
-//! socket, the v1 service, and a `Core` over a fake runtime whose processes exist only as pids
+//! socket, the v1 service, and an `Engine` over a fake runtime whose processes exist only as pids
 //! (above `pid_max`, so no signal can reach a real process) with exits delivered through the
 //! reaper by the test. Checks the translation: addressing, error codes and messages,
 //! ListPids's shape, options from flags and requests, and that only exits are published.
@@ -15,10 +15,10 @@ use tokio::sync::watch;
 
 use super::options::Settings;
 use super::service::ShimService;
-use crate::core::event::{Event, EventSink};
-use crate::core::runtime::{CreateOpts, ExecOpts, OciRuntime, RestoreOpts};
-use crate::core::types::{CheckpointSpec, RuncOptions};
-use crate::core::{Core, Result, RuntimeFactory};
+use crate::engine::event::{Event, EventSink};
+use crate::engine::runtime::{CreateOpts, ExecOpts, OciRuntime, RestoreOpts};
+use crate::engine::types::{CheckpointSpec, RuncOptions};
+use crate::engine::{Engine, Result, RuntimeFactory};
 use crate::protos::runc_linux::{CreateOptions, ProcessDetails};
 use crate::protos::shim_v1::*;
 use crate::protos::shim_v1_ttrpc::ShimClient;
@@ -98,7 +98,7 @@ impl OciRuntime for Fake {
         Ok(())
     }
     async fn restore(&self, _id: &str, _b: &Path, _o: RestoreOpts) -> Result<()> {
-        Err(crate::core::Error::unimplemented("restore"))
+        Err(crate::engine::Error::unimplemented("restore"))
     }
 }
 
@@ -147,7 +147,7 @@ impl Rig {
             seen: Mutex::new(Vec::new()),
         });
         let sink = Arc::new(Sink::default());
-        let core = Core::new(
+        let core = Engine::new(
             super::profile(),
             "ns1",
             Spawner::new(reaper.clone()),

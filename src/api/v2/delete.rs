@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use protobuf::Message;
 
 use crate::cli::ShimV2Args;
-use crate::core::engine::read_bundle_options;
+use crate::engine::ops::read_bundle_options;
 use crate::protos::task::DeleteResponse;
 use crate::protos::time;
 use crate::reaper::{Reaper, Spawner};
@@ -54,8 +54,8 @@ pub fn delete(args: &ShimV2Args) -> Result<Vec<u8>, String> {
         None => std::env::current_dir().map_err(|e| format!("getcwd: {e}"))?,
     };
     // The id becomes a runc argument: refuse anything that is not a containerd identifier.
-    let id_ok = crate::core::types::validate_identifier("container id", &args.id).is_ok()
-        && crate::core::types::validate_identifier("namespace", &args.namespace).is_ok();
+    let id_ok = crate::engine::types::validate_identifier("container id", &args.id).is_ok()
+        && crate::engine::types::validate_identifier("namespace", &args.namespace).is_ok();
 
     let opts = read_bundle_options(&bundle);
     // The runtime keeps a container's state in `<root>/<namespace>/<id>` (runc, crun and youki
@@ -89,7 +89,7 @@ pub fn delete(args: &ShimV2Args) -> Result<Vec<u8>, String> {
             args.id
         ));
     }
-    if let Err(e) = crate::core::mount::unmount_all(&bundle.join("rootfs")) {
+    if let Err(e) = crate::engine::mount::unmount_all(&bundle.join("rootfs")) {
         warn(format!("unmount rootfs: {e}"));
     }
     remove_dead_socket(&bundle);
@@ -100,7 +100,7 @@ pub fn delete(args: &ShimV2Args) -> Result<Vec<u8>, String> {
         .unwrap_or(0);
     // The real exit when the container had already ended before its shim died (recorded by
     // the shim); otherwise the container was killed here: 137, now.
-    let (status, at) = match crate::core::exitfile::read(&bundle) {
+    let (status, at) = match crate::engine::exitfile::read(&bundle) {
         Some(r) if r.pid == pid && pid != 0 => (r.status, r.exited_at()),
         _ => (DEAD_SHIM_STATUS, SystemTime::now()),
     };

@@ -12,9 +12,9 @@ use std::ffi::OsString;
 use std::io::Write;
 
 use crate::cli::{Mode, Personality, ShimV2Args};
-use crate::core::engine::Addressing;
-use crate::core::event::EventKind;
-use crate::core::{ApiProfile, Kind, ShutdownPolicy};
+use crate::engine::event::EventKind;
+use crate::engine::ops::Addressing;
+use crate::engine::{ApiProfile, Kind, ShutdownPolicy};
 
 /// How one v2 personality behaves.
 #[derive(Debug, Clone, Copy)]

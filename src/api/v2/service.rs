@@ -10,27 +10,27 @@ use ttrpc::r#async::TtrpcContext;
 use crate::api::convert;
 use crate::api::metrics;
 use crate::api::status::to_ttrpc;
-use crate::core::types::{ExecSpec, ProcessRef};
-use crate::core::Core;
+use crate::engine::types::{ExecSpec, ProcessRef};
+use crate::engine::Engine;
 use crate::protos::task::*;
 use crate::protos::task_ttrpc::Task;
 use crate::protos::Empty;
 
 pub struct TaskService {
-    core: Core,
+    core: Engine,
     /// Set to true to stop serving (Shutdown when the shim may exit).
     stop: watch::Sender<bool>,
 }
 
 impl TaskService {
-    pub fn new(core: Core, stop: watch::Sender<bool>) -> Arc<Self> {
+    pub fn new(core: Engine, stop: watch::Sender<bool>) -> Arc<Self> {
         Arc::new(TaskService { core, stop })
     }
 }
 
 type R<T> = ttrpc::Result<T>;
 
-fn ids(id: &str, exec_id: &str) -> R<(crate::core::types::ContainerId, ProcessRef)> {
+fn ids(id: &str, exec_id: &str) -> R<(crate::engine::types::ContainerId, ProcessRef)> {
     let c = convert::container_id(id).map_err(to_ttrpc)?;
     let p = convert::process_ref(exec_id).map_err(to_ttrpc)?;
     Ok((c, p))
@@ -111,7 +111,7 @@ impl Task for TaskService {
     async fn exec(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> R<Empty> {
         let (id, p) = ids(&req.id, &req.exec_id)?;
         let ProcessRef::Exec(exec_id) = p else {
-            return Err(to_ttrpc(crate::core::Error::invalid_argument(
+            return Err(to_ttrpc(crate::engine::Error::invalid_argument(
                 "exec id must not be empty",
             )));
         };

@@ -229,8 +229,9 @@ pub fn start(flavor: &Flavor, argv0: &OsString, args: &ShimV2Args) -> Result<Vec
     if args.id.is_empty() {
         return Err("shim id cannot be empty".into());
     }
-    crate::core::types::validate_identifier("container id", &args.id).map_err(|e| e.to_string())?;
-    crate::core::types::validate_identifier("namespace", &args.namespace)
+    crate::engine::types::validate_identifier("container id", &args.id)
+        .map_err(|e| e.to_string())?;
+    crate::engine::types::validate_identifier("namespace", &args.namespace)
         .map_err(|e| e.to_string())?;
 
     let mut stdin = Vec::new();
@@ -242,7 +243,7 @@ pub fn start(flavor: &Flavor, argv0: &OsString, args: &ShimV2Args) -> Result<Vec
     let bundle = std::env::current_dir().map_err(|e| format!("getcwd: {e}"))?;
     let group = if flavor.groups {
         let config = std::fs::read(bundle.join("config.json"))
-            .map_err(|e| format!("open config.json: {}", crate::core::error::chain(&e)))?;
+            .map_err(|e| format!("open config.json: {}", crate::engine::error::chain(&e)))?;
         bootstrap::group_id(&config, &args.id)?
     } else {
         args.id.clone()

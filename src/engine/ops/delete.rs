@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Core {
+impl Engine {
     // ---------------------------------------------------------------- Delete
 
     pub async fn delete(&self, id: &ContainerId, which: &ProcessRef) -> Result<Deleted> {

@@ -1,4 +1,4 @@
-//! [`Core`]: the operations both APIs call. Each operation follows "look up -> lock the
+//! [`Engine`]: the operations both APIs call. Each operation follows "look up -> lock the
 //! process -> check the state table -> run the runtime -> commit -> queue the event".
 //!
 //! Concurrency invariants:
@@ -50,7 +50,7 @@ pub enum Addressing {
     PerRequest,
     /// The shim serves one container and a request names one process id: the container's own
     /// id is init, any other id an exec of it (the legacy shim API). Names are turned into
-    /// `(ContainerId, ProcessRef)` by [`Core::resolve`].
+    /// `(ContainerId, ProcessRef)` by [`Engine::resolve`].
     SoleContainer,
 }
 
@@ -141,13 +141,13 @@ pub struct Inner {
     pub(super) containers: Mutex<HashMap<ContainerId, Arc<Container>>>,
     /// Ids whose Create is in progress (so two Creates of one id cannot race).
     pub(super) creating: Mutex<HashSet<ContainerId>>,
-    /// Notified whenever a container is added or removed (for [`Core::idle_for`]).
+    /// Notified whenever a container is added or removed (for [`Engine::idle_for`]).
     changed: tokio::sync::Notify,
     /// Recently deleted containers (bounded): see [`Tombstone`].
     pub(super) tombstones: Mutex<std::collections::VecDeque<Tombstone>>,
     sink: Arc<dyn EventSink>,
     pub(super) exits: mpsc::UnboundedSender<ExitNote>,
-    /// Watches the exit dispatcher (see [`Core::dispatcher_ended`]).
+    /// Watches the exit dispatcher (see [`Engine::dispatcher_ended`]).
     dispatcher: crate::supervise::Ended,
 }
 
@@ -179,7 +179,7 @@ impl Inner {
         }
     }
 
-    /// Wake whoever waits for a container to be added or removed ([`Core::idle_for`]).
+    /// Wake whoever waits for a container to be added or removed ([`Engine::idle_for`]).
     pub(super) fn notify_changed(&self) {
         self.changed.notify_waiters();
     }
@@ -217,7 +217,7 @@ const EXIT_BEFORE_DELETE: std::time::Duration = std::time::Duration::from_secs(1
 
 /// The engine. Cheap to clone.
 #[derive(Clone)]
-pub struct Core {
+pub struct Engine {
     inner: Arc<Inner>,
 }
 
@@ -295,14 +295,14 @@ fn io_error(e: crate::io::IoError) -> Error {
     Error::new(kind, super::error::chain(&e))
 }
 
-impl Core {
+impl Engine {
     pub fn new(
         profile: ApiProfile,
         namespace: &str,
         spawner: Spawner,
         factory: Arc<dyn RuntimeFactory>,
         sink: Arc<dyn EventSink>,
-    ) -> Core {
+    ) -> Engine {
         let (tx, mut rx) = mpsc::unbounded_channel::<ExitNote>();
         let (line, dispatcher) = crate::supervise::lifeline();
         let inner = Arc::new(Inner {
@@ -348,7 +348,7 @@ impl Core {
                 }
             }
         });
-        Core { inner }
+        Engine { inner }
     }
 
     /// Ends when the exit dispatcher does (a critical task, see `crate::supervise`).
@@ -356,7 +356,7 @@ impl Core {
         self.inner.dispatcher.clone()
     }
 
-    /// The shared state, for the hand-over (`core::handover`) only.
+    /// The shared state, for the hand-over (`engine::handover`) only.
     pub(super) fn inner(&self) -> &Arc<Inner> {
         &self.inner
     }

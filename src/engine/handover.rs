@@ -2,15 +2,15 @@
 //! shim (same pid, same children, same descriptors after `execve`) can take over.
 //!
 //! Two steps on the old side, because only the second may not be interrupted:
-//! 1. [`Core::freeze_io`] (async): every process's pumps stop at a safe point and hand back
+//! 1. [`Engine::freeze_io`] (async): every process's pumps stop at a safe point and hand back
 //!    their descriptors and unwritten bytes. Processes keep running; output waits in pipes.
-//! 2. [`Core::capture`] (synchronous, immediately before `execve`): containers, processes,
+//! 2. [`Engine::capture`] (synchronous, immediately before `execve`): containers, processes,
 //!    exits. Nothing can change state between it and the `execve`, since the runtime is
 //!    single-threaded and neither step awaits. An exit that was reaped but whose handling had
 //!    not finished is captured as reaped-but-unhandled and handled again by the new image
 //!    (every step before publication is idempotent).
 //!
-//! On the new side [`Core::thaw`] rebuilds it all, re-claims every live pid before the
+//! On the new side [`Engine::thaw`] rebuilds it all, re-claims every live pid before the
 //! reaper's first sweep (so exits during the hand-over, left as zombies, reach their owners),
 //! and re-runs unhandled exits.
 
@@ -20,10 +20,10 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use super::container::{lock, Container, ExecGate, Process};
-use super::engine::{Core, RuntimeFactory, Tombstone};
 use super::error::{Error, Result};
 use super::event::EventSink;
 use super::lifecycle::ExitNote;
+use super::ops::{Engine, RuntimeFactory, Tombstone};
 use super::state::State;
 use super::types::{ContainerId, Deleted, ExecId, Exit, MountSpec, RuncOptions, StdioRequest};
 use super::ApiProfile;
@@ -108,7 +108,7 @@ fn exit_of(r: RawExit) -> Exit {
     }
 }
 
-impl Core {
+impl Engine {
     /// Whether the shim is in a state it can hand over; a clear refusal otherwise.
     pub fn can_hand_over(&self) -> Result<()> {
         let inner = self.inner();
@@ -146,7 +146,7 @@ impl Core {
     }
 
     /// Step 1: stop every process's pumps at a safe point and collect their descriptors. Call
-    /// after [`Core::can_hand_over`] with no request running (the server quiesced): then no
+    /// after [`Engine::can_hand_over`] with no request running (the server quiesced): then no
     /// process has IO being set up and nothing here can fail. A process whose IO still
     /// refuses is logged and handed over without IO rather than abandoning the descriptors
     /// already frozen (there is no way back for those but the new image).
@@ -251,8 +251,8 @@ impl Core {
         spawner: Spawner,
         factory: Arc<dyn RuntimeFactory>,
         sink: Arc<dyn EventSink>,
-    ) -> Result<Core> {
-        let core = Core::new(profile, namespace, spawner.clone(), factory.clone(), sink);
+    ) -> Result<Engine> {
+        let core = Engine::new(profile, namespace, spawner.clone(), factory.clone(), sink);
         let inner = core.inner().clone();
         let mut pending_exits = Vec::new();
         for cs in &snap.containers {

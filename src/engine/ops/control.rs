@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Core {
+impl Engine {
     // ---------------------------------------------------------------- Exec
 
     pub async fn exec(&self, spec: ExecSpec) -> Result<()> {

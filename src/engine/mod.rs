@@ -3,7 +3,6 @@
 
 pub mod cgroup;
 pub mod container;
-pub mod engine;
 pub mod error;
 pub mod event;
 pub mod exitfile;
@@ -11,16 +10,17 @@ mod guards;
 pub mod handover;
 pub mod lifecycle;
 pub mod mount;
+pub mod ops;
 mod private_file;
 pub mod runc;
 pub mod runtime;
 pub mod state;
 pub mod types;
 
-pub use engine::{
-    Addressing, ApiProfile, Core, ProcessName, RuncFactory, RuntimeFactory, ShutdownPolicy,
-};
 pub use error::{Error, Kind, Result};
+pub use ops::{
+    Addressing, ApiProfile, Engine, ProcessName, RuncFactory, RuntimeFactory, ShutdownPolicy,
+};
 
 #[cfg(test)]
 mod tests;

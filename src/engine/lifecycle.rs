@@ -23,7 +23,7 @@
 //!    (`Inner::report_ooms`).
 //! 8. A process's `Exit` has left (delivered to containerd) before its Delete is answered, so
 //!    nothing containerd does after the Delete (the legacy runtime's own `/tasks/delete`, a
-//!    client's next step) can come before it (`Core::delete`, bounded). The exit is queued in
+//!    client's next step) can come before it (`Engine::delete`, bounded). The exit is queued in
 //!    the same poll that makes the process stopped (the daemons run on one thread), so a
 //!    Delete that sees it stopped always finds the exit queued.
 //!
@@ -34,8 +34,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::container::{lock, Container, Process};
-use super::engine::Inner;
 use super::event::Event;
+use super::ops::Inner;
 use super::state::{self, Op, State, Transition};
 use super::types::Exit;
 use crate::reaper::RawExit;

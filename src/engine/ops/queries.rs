@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl Core {
+impl Engine {
     // ---------------------------------------------------------------- Queries
 
     pub(super) fn tombstone(&self, id: &ContainerId, which: &ProcessRef) -> Option<Tombstone> {

@@ -11,8 +11,8 @@
 use std::sync::Arc;
 
 use super::container::{lock, Container, Process};
-use super::engine::Inner;
 use super::lifecycle;
+use super::ops::Inner;
 use super::types::ContainerId;
 
 /// `id` is in `Inner::creating` while this lives.

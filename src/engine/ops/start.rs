@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl Core {
+impl Engine {
     // ---------------------------------------------------------------- Start
 
     pub async fn start(&self, id: &ContainerId, which: &ProcessRef) -> Result<u32> {
@@ -197,7 +197,7 @@ impl Core {
     /// Once init exists: find its cgroup (for Stats) and watch it for OOM kills.
     /// `fresh`: start counting OOM kills from now (a new container); otherwise keep the count
     /// the container already has (adopted in a live upgrade).
-    pub(in crate::core) fn watch_cgroup(&self, c: &Arc<Container>, pid: u32, fresh: bool) {
+    pub(in crate::engine) fn watch_cgroup(&self, c: &Arc<Container>, pid: u32, fresh: bool) {
         let cg = match Cgroup::for_pid(pid) {
             Ok(cg) => Arc::new(cg),
             Err(e) => {

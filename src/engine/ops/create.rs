@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Core {
+impl Engine {
     // ---------------------------------------------------------------- Create
 
     pub async fn create(&self, spec: CreateSpec) -> Result<u32> {
@@ -86,7 +86,7 @@ impl Core {
             off_thread("mount rootfs", move || mount::mount_all(&mounts, &dir))
                 .await?
                 .map_err(|e| {
-                    Error::unknown(crate::core::error::chain(&e)).context("mount rootfs")
+                    Error::unknown(crate::engine::error::chain(&e)).context("mount rootfs")
                 })?;
         }
         let undo_mounts = || async {

@@ -217,7 +217,7 @@ fn check_exec(s: State, op: Op) -> Result<Transition, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::error::Kind as EK;
+    use crate::engine::error::Kind as EK;
 
     /// The whole table, written out as the Go shims behave (`✓` = allowed, target state).
     #[test]

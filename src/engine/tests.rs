@@ -171,7 +171,7 @@ const ALL_EVENTS: &[EventKind] = &[
 ];
 
 struct Rig {
-    core: Core,
+    core: Engine,
     fake: Arc<Fake>,
     sink: Arc<Sink>,
     dir: tempfile::TempDir,
@@ -208,7 +208,7 @@ impl Rig {
             calls: Mutex::new(Vec::new()),
         });
         let sink = Arc::new(Sink::default());
-        let core = Core::new(
+        let core = Engine::new(
             ApiProfile {
                 runtime_name: "test",
                 publishes: ALL_EVENTS,
@@ -558,7 +558,7 @@ fn capture_and_thaw_carry_processes_and_unhandled_exits() {
 
         // The new image.
         let b = Rig::new();
-        let core = Core::thaw(
+        let core = Engine::thaw(
             &snap,
             b.core.profile().clone(),
             "ns",
