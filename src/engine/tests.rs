@@ -582,7 +582,7 @@ fn capture_and_thaw_carry_processes_and_unhandled_exits() {
 }
 
 /// A handler that panics half-way (here: inside the runtime call) leaves no "in progress" flag
-/// behind: the same id can be created again, a process's exit that came during the panicking
+/// behind: the same id can be created again (and what its create made is undone), a process's exit that came during the panicking
 /// start is still published, a panicking exec start does not hold its container's init exit
 /// back, and the shim can still be handed over (live upgrade).
 #[test]
@@ -626,6 +626,23 @@ fn a_panicking_operation_leaves_no_flag_up() {
             .await
             .unwrap_err()
             .is_panic());
+        // What the panicking create had asked the runtime for is undone all the same (the
+        // guard's drop hands the undo to the runtime as a task of its own).
+        let mut undone = false;
+        for _ in 0..200 {
+            undone = r
+                .fake
+                .calls
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|c| c == "delete c1");
+            if undone {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(undone, "{:?}", r.fake.calls.lock().unwrap());
         r.core.can_hand_over().unwrap();
         let c = {
             r.core.create(again).await.unwrap();

@@ -74,6 +74,7 @@ impl Engine {
             StdioSpec::parse(&spec.stdio.stdin, &spec.stdio.stdout, &spec.stdio.stderr)
                 .map_err(io_error)?;
 
+        let mut undo = guards::CreateUndo::new(&spec.id);
         let rootfs_dir = bundle.join("rootfs");
         let mounted = !spec.rootfs.is_empty();
         if mounted {
@@ -88,16 +89,10 @@ impl Engine {
                 .map_err(|e| {
                     Error::unknown(crate::engine::error::chain(&e)).context("mount rootfs")
                 })?;
+            undo.mounted(rootfs_dir.clone());
         }
-        let undo_mounts = || async {
-            if mounted {
-                if let Err(e) = unmount_rootfs(&rootfs_dir).await {
-                    tracing::warn!(error = %e, "unmount rootfs after failed create");
-                }
-            }
-        };
         if let Some(e) = expired("after mounting the rootfs") {
-            undo_mounts().await;
+            undo.undo().await;
             return Err(e);
         }
 
@@ -119,14 +114,14 @@ impl Engine {
         {
             Ok(x) => x,
             Err(e) => {
-                undo_mounts().await;
+                undo.undo().await;
                 return Err(io_error(e).context("failed to create init process IO"));
             }
         };
         let io = Arc::new(io);
+        undo.io_opened(io.clone());
         if let Some(e) = expired("after opening its stdio") {
-            io.close(std::time::Duration::ZERO).await;
-            undo_mounts().await;
+            undo.undo().await;
             return Err(e);
         }
         let init = Arc::new(Process::new(None, spec.stdio.clone(), None));
@@ -160,6 +155,7 @@ impl Engine {
         } else {
             let sub = self.inner.reaper_subscribe();
             let pid_file = bundle.join("init.pid");
+            undo.runtime_called(runtime.clone());
             let created = runtime
                 .create(
                     spec.id.as_str(),
@@ -177,9 +173,7 @@ impl Engine {
             let pid = match created {
                 Ok(pid) => pid,
                 Err(e) => {
-                    io.close(std::time::Duration::ZERO).await;
-                    let _ = runtime.delete(spec.id.as_str(), true).await;
-                    undo_mounts().await;
+                    undo.undo().await;
                     return Err(e);
                 }
             };
@@ -200,14 +194,13 @@ impl Engine {
             if let Err(e) = started {
                 // The process exists; without its IO (or its caller) it is useless, so undo
                 // everything.
-                let _ = runtime.delete(spec.id.as_str(), true).await;
-                io.close(std::time::Duration::ZERO).await;
-                undo_mounts().await;
+                undo.undo().await;
                 return Err(e);
             }
             pid
         };
 
+        undo.commit();
         lock(&self.inner.containers).insert(spec.id.clone(), c);
         self.inner.changed.notify_waiters();
         self.inner.emit(Event::Create {

@@ -264,7 +264,7 @@ async fn off_thread<T: Send + 'static>(
 }
 
 /// Unmount everything under a container's rootfs, off the serving thread.
-async fn unmount_rootfs(dir: &Path) -> std::result::Result<(), String> {
+pub(super) async fn unmount_rootfs(dir: &Path) -> std::result::Result<(), String> {
     let dir = dir.to_path_buf();
     off_thread("unmount rootfs", move || mount::unmount_all(&dir))
         .await
