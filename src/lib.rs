@@ -18,6 +18,7 @@ pub mod io;
 pub mod logging;
 pub mod protos;
 pub mod reaper;
+pub mod search_path;
 pub mod startup;
 pub mod supervise;
 mod sync;

@@ -242,22 +242,6 @@ pub fn run_tool(mut cmd: Command) -> std::io::Result<ToolOutput> {
     })
 }
 
-/// The first executable named `tool` in $PATH.
-pub fn which(tool: &str) -> Option<PathBuf> {
-    which_in(&std::env::var("PATH").unwrap_or_default(), tool)
-}
-
-/// The first executable named `tool` in a PATH-style list.
-pub fn which_in(path: &str, tool: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    path.split(':')
-        .filter(|d| !d.is_empty())
-        .map(|d| PathBuf::from(d).join(tool))
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,11 +308,5 @@ mod tests {
             (o.status, o.stdout.as_str(), o.stderr.as_str()),
             (3, "out\n", "err\n")
         );
-    }
-
-    #[test]
-    fn which_in_finds_executables_only() {
-        assert!(which_in("/nonexistent:/bin:/usr/bin", "sh").is_some());
-        assert!(which_in("/etc", "passwd").is_none());
     }
 }

@@ -347,7 +347,7 @@ fn default_target() -> Option<PathBuf> {
         return Some(argv0);
     }
     let name = argv0.to_str()?;
-    crate::admin::which(name)
+    crate::search_path::which(name)
 }
 
 /// The program an upgrade moves to, opened once: what the preflight runs and what the shim

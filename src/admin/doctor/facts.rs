@@ -11,9 +11,10 @@ use serde::Serialize;
 use super::{config, judge, Finding};
 use crate::admin::host::{self, is_serving_shim, shim_personality, Proc};
 use crate::admin::inspect::{self, BinaryKind};
-use crate::admin::{exit, install, run_tool, which, which_in};
+use crate::admin::{exit, install, run_tool};
 use crate::api::v2::bootstrap::{go_clean, DEFAULT_SOCKET_DIR};
 use crate::compat::{parse_containerd_version, Matrix, Severity};
+use crate::search_path::{which, which_in};
 
 /// The containerd binary found in `$PATH`.
 #[derive(Debug, Clone, Serialize)]

@@ -31,7 +31,7 @@ pub fn package_owner(root: &Path, inner: &Path) -> Option<String> {
     if let Some(p) = dpkg_owner(root, inner) {
         return Some(p);
     }
-    crate::admin::which("rpm")?;
+    crate::search_path::which("rpm")?;
     let mut cmd = Command::new("rpm");
     if root != Path::new("/") {
         cmd.arg("--root").arg(root);

@@ -122,7 +122,7 @@ fn host_path(root: &Path, inner: &Path) -> PathBuf {
 }
 
 fn default_prefix() -> PathBuf {
-    crate::admin::which("containerd")
+    crate::search_path::which("containerd")
         .and_then(|p| std::fs::canonicalize(p).ok())
         .and_then(|p| p.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| PathBuf::from("/usr/local/bin"))
