@@ -505,55 +505,37 @@ impl Mover {
                     Sink::Poll(p, _) => p.as_fd(),
                     Sink::File(f) => f.as_fd(),
                 };
-                if wait_for_data {
-                    let mut g = src.fd.readable().await?;
-                    match splice_raw(src.as_fd(), dst, SPLICE_CHUNK) {
-                        Ok(0) => return Ok(Moved::Eof),
-                        Ok(n) => return Ok(Moved::Bytes(n)),
-                        Err(e) if would_block(&e) => {
-                            if pending_bytes(src.as_fd()) == 0 {
+                // Waiting for data (a guard taken before the attempt) or draining (none).
+                let ready = match wait_for_data {
+                    true => Some(src.fd.readable().await?),
+                    false => None,
+                };
+                match splice_raw(src.as_fd(), dst, SPLICE_CHUNK) {
+                    Ok(0) => return Ok(Moved::Eof),
+                    Ok(n) => return Ok(Moved::Bytes(n)),
+                    Err(e) if would_block(&e) => {
+                        if pending_bytes(src.as_fd()) == 0 {
+                            match ready {
                                 // The source was empty after all (a stale wake-up): wait for
                                 // it again. Only a guard taken before the attempt is cleared,
                                 // so a write that raced with us is not forgotten.
-                                g.clear_ready();
-                            } else if !writable_now(dst) {
-                                // Data waits and the destination is full: wait for room.
-                                drop(g);
-                                if let Sink::Poll(p, _) = sink {
-                                    p.fd.writable().await?.clear_ready();
-                                }
+                                Some(mut g) => g.clear_ready(),
+                                None => return Ok(Moved::Empty),
                             }
-                            continue;
+                        } else if !writable_now(dst) {
+                            // Data waits and the destination is full: wait for room.
+                            if let Sink::Poll(p, _) = sink {
+                                p.fd.writable().await?.clear_ready();
+                            }
                         }
-                        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                            self.splice = false;
-                            continue;
-                        }
-                        Err(e) if e.raw_os_error() == Some(libc::EIO) => return Ok(Moved::Eof),
-                        Err(e) => return Err(e),
+                        continue;
                     }
-                } else {
-                    match splice_raw(src.as_fd(), dst, SPLICE_CHUNK) {
-                        Ok(0) => return Ok(Moved::Eof),
-                        Ok(n) => return Ok(Moved::Bytes(n)),
-                        Err(e) if would_block(&e) => {
-                            if pending_bytes(src.as_fd()) == 0 {
-                                return Ok(Moved::Empty);
-                            }
-                            if !writable_now(dst) {
-                                if let Sink::Poll(p, _) = sink {
-                                    p.fd.writable().await?.clear_ready();
-                                }
-                            }
-                            continue;
-                        }
-                        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                            self.splice = false;
-                            continue;
-                        }
-                        Err(e) if e.raw_os_error() == Some(libc::EIO) => return Ok(Moved::Eof),
-                        Err(e) => return Err(e),
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        self.splice = false;
+                        continue;
                     }
+                    Err(e) if e.raw_os_error() == Some(libc::EIO) => return Ok(Moved::Eof),
+                    Err(e) => return Err(e),
                 }
             }
             let r = self.read_chunk(src, wait_for_data).await;
