@@ -21,8 +21,8 @@ use protobuf::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 
-use super::queue::{self, Queue, Queued, Receiver};
-use crate::engine::event::{Event, EventSink};
+use super::queue::{self, Queued, Receiver};
+use super::Publisher;
 use crate::reaper::Spawner;
 
 /// How one `publish` run is made and retried.
@@ -63,41 +63,12 @@ pub struct PublishCommand {
     pub namespace: String,
 }
 
-/// Publishes by running containerd's `publish` subcommand.
-pub struct ExecPublisher {
-    queue: Queue,
-}
-
-impl ExecPublisher {
-    /// Start the delivery task. Call inside the runtime.
-    pub fn start(spawner: Spawner, cmd: PublishCommand, retry: Retry) -> Arc<Self> {
-        let (queue, rx) = queue::queue();
-        tokio::spawn(deliver(spawner, cmd, retry, rx));
-        Arc::new(ExecPublisher { queue })
-    }
-
-    /// The ordered queue (live upgrade freezes and preloads it).
-    pub fn queue(&self) -> &Queue {
-        &self.queue
-    }
-
-    /// Wait until every queued event was delivered or given up, at most `limit`.
-    pub async fn flush(&self, limit: Duration) -> bool {
-        self.queue.flush(limit).await
-    }
-}
-
-impl EventSink for ExecPublisher {
-    fn publish(&self, ev: Event) {
-        self.queue.push(ev);
-    }
-
-    fn delivered(
-        &self,
-        limit: Duration,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
-        Box::pin(self.queue.delivered(limit))
-    }
+/// Start publishing by running containerd's `publish` subcommand per event. Call inside
+/// the runtime.
+pub fn start_exec(spawner: Spawner, cmd: PublishCommand, retry: Retry) -> Arc<Publisher> {
+    let (queue, rx) = queue::queue();
+    tokio::spawn(deliver(spawner, cmd, retry, rx));
+    Arc::new(Publisher { queue })
 }
 
 async fn deliver(spawner: Spawner, cmd: PublishCommand, retry: Retry, mut rx: Receiver) {
@@ -220,6 +191,7 @@ async fn read_capped(fd: OwnedFd) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::event::{Event, EventSink};
     use crate::protos::events::TaskExit;
     use crate::reaper::Reaper;
     use std::os::unix::fs::PermissionsExt;
@@ -281,7 +253,7 @@ exit 0
     #[tokio::test]
     async fn runs_containerd_publish_in_order_with_the_any_on_stdin() {
         let d = tempfile::tempdir().unwrap();
-        let p = ExecPublisher::start(spawner(), fake(d.path(), 0), quick());
+        let p = start_exec(spawner(), fake(d.path(), 0), quick());
         p.publish(exit(10));
         p.publish(exit(11));
         assert!(p.flush(Duration::from_secs(20)).await);
@@ -310,14 +282,14 @@ exit 0
     #[tokio::test]
     async fn failures_are_retried_then_given_up() {
         let d = tempfile::tempdir().unwrap();
-        let p = ExecPublisher::start(spawner(), fake(d.path(), 2), quick());
+        let p = start_exec(spawner(), fake(d.path(), 2), quick());
         p.publish(exit(20));
         assert!(p.flush(Duration::from_secs(20)).await);
         // Two refused runs, the third delivered.
         assert!(d.path().join("stdin.3").exists());
 
         let d = tempfile::tempdir().unwrap();
-        let p = ExecPublisher::start(spawner(), fake(d.path(), 100), quick());
+        let p = start_exec(spawner(), fake(d.path(), 100), quick());
         let t0 = SystemTime::now();
         p.publish(exit(21));
         p.publish(exit(22));
@@ -348,7 +320,7 @@ exit 0
             attempts: 1,
             ..quick()
         };
-        let p = ExecPublisher::start(spawner(), cmd, retry);
+        let p = start_exec(spawner(), cmd, retry);
         p.publish(exit(30));
         assert!(p.flush(Duration::from_secs(10)).await);
     }

@@ -1,34 +1,48 @@
-//! Engine events on the wire: topic + `Any` of containerd's event messages, and the two
-//! publishers that deliver them in order: [`TtrpcPublisher`] forwards to containerd's ttrpc
-//! event service (`TTRPC_ADDRESS`, the task API shims), [`ExecPublisher`] runs
-//! `containerd publish` per event (the legacy `containerd-shim`).
+//! Engine events on the wire: topic + `Any` of containerd's event messages, and the
+//! [`Publisher`] that delivers them in order, by one of two delivery tasks:
+//! [`publisher::start_ttrpc`] forwards to containerd's ttrpc event service (`TTRPC_ADDRESS`,
+//! the task API shims), [`exec_publisher::start_exec`] runs `containerd publish` per event
+//! (the legacy `containerd-shim`).
 //!
 //! Delivery: one [`queue`] per publisher, one delivery task. An event that fails is retried in
 //! place with capped backoff, never re-queued, so a containerd restart delays events but does
 //! not reorder them.
 
-mod exec_publisher;
-mod publisher;
+pub mod exec_publisher;
+pub mod publisher;
 pub mod queue;
 
-pub use exec_publisher::{ExecPublisher, PublishCommand, Retry};
-pub use publisher::TtrpcPublisher;
+pub use exec_publisher::{start_exec, PublishCommand, Retry};
+pub use publisher::start_ttrpc;
 
-/// A publisher: where the core's events go, and the ordered queue behind it (live upgrade
-/// freezes and preloads it). Both APIs' publishers are one.
-pub trait Publisher: crate::engine::event::EventSink {
-    fn queue(&self) -> &queue::Queue;
+/// Where the engine's events go: the ordered queue a delivery task takes them from. The same
+/// for both APIs; only the delivery task differs.
+pub struct Publisher {
+    queue: queue::Queue,
 }
 
-impl Publisher for TtrpcPublisher {
-    fn queue(&self) -> &queue::Queue {
-        TtrpcPublisher::queue(self)
+impl Publisher {
+    /// The ordered queue (live upgrade freezes and preloads it).
+    pub fn queue(&self) -> &queue::Queue {
+        &self.queue
+    }
+
+    /// Wait until every queued event was delivered or given up, at most `limit`.
+    pub async fn flush(&self, limit: std::time::Duration) -> bool {
+        self.queue.flush(limit).await
     }
 }
 
-impl Publisher for ExecPublisher {
-    fn queue(&self) -> &queue::Queue {
-        ExecPublisher::queue(self)
+impl crate::engine::event::EventSink for Publisher {
+    fn publish(&self, ev: Event) {
+        self.queue.push(ev);
+    }
+
+    fn delivered(
+        &self,
+        limit: std::time::Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+        Box::pin(self.queue.delivered(limit))
     }
 }
 

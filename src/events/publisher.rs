@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::queue::{self, Queue, Receiver};
-use crate::engine::event::{Event, EventSink};
+use super::queue::{self, Receiver};
+use super::Publisher;
 use crate::protos::time;
 use crate::protos::ttrpc_events::{Envelope, ForwardRequest};
 use crate::protos::ttrpc_events_ttrpc::EventsClient;
@@ -21,45 +21,16 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Attempts for an event containerd answers with an error status.
 const REFUSED_ATTEMPTS: u32 = 5;
 
-/// Forwards events to `$TTRPC_ADDRESS`.
-pub struct TtrpcPublisher {
-    queue: Queue,
-}
-
-impl TtrpcPublisher {
-    /// Start the forwarding task. `address` is a socket path (a `unix://` prefix is accepted).
-    pub fn start(address: &str, namespace: &str) -> Arc<Self> {
-        let (queue, rx) = queue::queue();
-        let path = address
-            .strip_prefix("unix://")
-            .unwrap_or(address)
-            .to_string();
-        tokio::spawn(forward_loop(path, namespace.to_string(), rx));
-        Arc::new(TtrpcPublisher { queue })
-    }
-
-    /// The ordered queue (live upgrade freezes and preloads it).
-    pub fn queue(&self) -> &Queue {
-        &self.queue
-    }
-
-    /// Wait until every queued event was delivered, at most `limit`.
-    pub async fn flush(&self, limit: Duration) -> bool {
-        self.queue.flush(limit).await
-    }
-}
-
-impl EventSink for TtrpcPublisher {
-    fn publish(&self, ev: Event) {
-        self.queue.push(ev);
-    }
-
-    fn delivered(
-        &self,
-        limit: Duration,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
-        Box::pin(self.queue.delivered(limit))
-    }
+/// Start forwarding events to `$TTRPC_ADDRESS`. `address` is a socket path (a `unix://`
+/// prefix is accepted). Call inside the runtime.
+pub fn start_ttrpc(address: &str, namespace: &str) -> Arc<Publisher> {
+    let (queue, rx) = queue::queue();
+    let path = address
+        .strip_prefix("unix://")
+        .unwrap_or(address)
+        .to_string();
+    tokio::spawn(forward_loop(path, namespace.to_string(), rx));
+    Arc::new(Publisher { queue })
 }
 
 async fn forward_loop(path: String, namespace: String, mut rx: Receiver) {

@@ -215,11 +215,11 @@ fn stop_on_signals(mut signals: StopSignals, stop: watch::Sender<bool>) {
 /// (whose queue is `queue`). Adopting, it is rebuilt from the hand-over, and the events the
 /// previous image had not delivered are queued first, ahead of anything the rebuilt core
 /// emits.
-pub fn runc_core<P: Publisher + 'static>(
+pub fn runc_core(
     profile: ApiProfile,
     namespace: &str,
     spawner: &Spawner,
-    publisher: &Arc<P>,
+    publisher: &Arc<Publisher>,
     from: Option<&Handover>,
 ) -> Result<Engine, String> {
     let (spawner, queue) = (spawner.clone(), publisher.queue());

@@ -24,7 +24,7 @@ use crate::cli::Personality;
 use crate::cli::ShimV1Args;
 use crate::engine::types::ProcessRef;
 use crate::engine::{Engine, ProcessName};
-use crate::events::{ExecPublisher, PublishCommand, Retry};
+use crate::events::{start_exec, PublishCommand, Retry};
 use crate::startup::daemon;
 use crate::startup::upgrade::Handover;
 
@@ -104,7 +104,7 @@ async fn serve(
     let our_socket: Option<PathBuf> =
         daemon::socket_path(&listener).filter(|_| matches!(listen, ListenSpec::Path(_)));
 
-    let publisher = ExecPublisher::start(
+    let publisher = start_exec(
         spawner.clone(),
         PublishCommand {
             binary: args.containerd_binary.clone(),

@@ -11,7 +11,7 @@ use super::service::TaskService;
 use super::Flavor;
 use crate::api::server;
 use crate::cli::ShimV2Args;
-use crate::events::TtrpcPublisher;
+use crate::events::start_ttrpc;
 use crate::startup::daemon;
 use crate::startup::upgrade::Handover;
 
@@ -113,7 +113,7 @@ async fn serve(
         .ok()
         .filter(|a| !a.is_empty())
         .unwrap_or_else(|| format!("{}.ttrpc", args.address));
-    let publisher = TtrpcPublisher::start(&ttrpc_address, &args.namespace);
+    let publisher = start_ttrpc(&ttrpc_address, &args.namespace);
 
     let core = daemon::runc_core(
         flavor.profile(),
