@@ -32,6 +32,10 @@ pub enum Personality {
     Admin,
 }
 
+/// containerd 1.x's legacy runtime, the one `containerd-shim` serves (also the name of its
+/// state directory).
+pub const LEGACY_RUNTIME: &str = "io.containerd.runtime.v1.linux";
+
 impl Personality {
     /// All personalities, for tables and tests.
     pub const ALL: [Personality; 4] = [
@@ -82,7 +86,7 @@ impl Personality {
     /// errors with it (`io.containerd.runc.v2: …`), and `-info` reports it.
     pub fn runtime_name(self) -> Option<&'static str> {
         match self {
-            Personality::ShimV1 => Some("io.containerd.runtime.v1.linux"),
+            Personality::ShimV1 => Some(LEGACY_RUNTIME),
             Personality::RuncV1 => Some("io.containerd.runc.v1"),
             Personality::RuncV2 => Some("io.containerd.runc.v2"),
             Personality::Admin => None,

@@ -13,6 +13,7 @@ use crate::admin::host::{self, is_serving_shim, shim_personality, Proc};
 use crate::admin::inspect::{self, BinaryKind};
 use crate::admin::{exit, install, run_tool};
 use crate::api::v2::bootstrap::{go_clean, DEFAULT_SOCKET_DIR};
+use crate::cli::{Personality, LEGACY_RUNTIME};
 use crate::compat::{parse_containerd_version, Matrix, Severity};
 use crate::search_path::{which, which_in};
 
@@ -256,22 +257,22 @@ fn daemon_of(p: &Proc, m: &Matrix) -> Daemon {
         .and_then(|v| m.release(&v))
         .map(|r| r.runtimes.clone())
         .unwrap_or_else(|| {
-            vec![
-                "io.containerd.runtime.v1.linux".into(),
-                "io.containerd.runc.v1".into(),
-                "io.containerd.runc.v2".into(),
-            ]
+            Personality::ALL
+                .iter()
+                .filter_map(|p| p.runtime_name())
+                .map(String::from)
+                .collect()
         });
     let mut runtimes: BTreeSet<String> = offered.into_iter().collect();
     runtimes.extend(cfg.runtime_types());
     let next_shims = runtimes
         .into_iter()
         .filter_map(|rt| {
-            let path = if rt == "io.containerd.runtime.v1.linux" {
+            let path = if rt == LEGACY_RUNTIME {
                 let shim = cfg
                     .v1_shim
                     .clone()
-                    .unwrap_or_else(|| "containerd-shim".into());
+                    .unwrap_or_else(|| Personality::ShimV1.binary_name().into());
                 if shim.starts_with('/') {
                     Some(PathBuf::from(shim)).filter(|p| p.exists())
                 } else {
@@ -346,10 +347,7 @@ fn bootstrap_socket(bundle: &Path) -> Option<String> {
 
 fn bundles(state: &Path) -> Vec<Bundle> {
     let mut out = Vec::new();
-    for kind in [
-        "io.containerd.runtime.v2.task",
-        "io.containerd.runtime.v1.linux",
-    ] {
+    for kind in ["io.containerd.runtime.v2.task", LEGACY_RUNTIME] {
         let Ok(nss) = std::fs::read_dir(state.join(kind)) else {
             continue;
         };

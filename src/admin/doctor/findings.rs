@@ -736,7 +736,7 @@ fn runc_v1_on_cgroup_v2(r: &Report, _: &Matrix, f: &mut Found) {
 /// that runtime fails), worth knowing where the daemon merely offers it (`ctr --runtime`, an
 /// old Docker's default).
 fn legacy_runtime_on_cgroup_v2(r: &Report, m: &Matrix, f: &mut Found) {
-    const LEGACY: &str = "io.containerd.runtime.v1.linux";
+    const LEGACY: &str = crate::cli::LEGACY_RUNTIME;
     if !r.host.cgroup.starts_with("v2") {
         return;
     }
