@@ -107,7 +107,7 @@ pub fn parse(text: &str) -> Result<DaemonConfig, String> {
     };
     if let Some(plugins) = v.get("plugins") {
         // Schema 1 calls the legacy runtime plugin `linux`; 2 and 3 use the full id.
-        for key in ["io.containerd.runtime.v1.linux", "linux"] {
+        for key in [crate::cli::LEGACY_RUNTIME, "linux"] {
             if let Some(p) = plugins.get(key) {
                 c.v1_shim = c
                     .v1_shim

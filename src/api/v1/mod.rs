@@ -27,7 +27,7 @@ pub use bootstrap::{listen_spec, ListenSpec};
 pub use options::Settings;
 
 /// containerd's name for the runtime this personality serves.
-pub const RUNTIME_NAME: &str = "io.containerd.runtime.v1.linux";
+pub const RUNTIME_NAME: &str = crate::cli::LEGACY_RUNTIME;
 
 /// How the legacy shim API differs from the task API, as data for the core.
 pub fn profile() -> ApiProfile {
@@ -42,7 +42,8 @@ pub fn profile() -> ApiProfile {
         missing_container: (Kind::FailedPrecondition, "container must be created"),
         missing_process: (Kind::NotFound, "process {id} does not exist"),
         addressing: Addressing::SoleContainer,
-        bundle_dir: Some("io.containerd.runtime.v1.linux"),
+        // The runtime plugin keeps its bundles in a directory named after itself.
+        bundle_dir: Some(RUNTIME_NAME),
     }
 }
 
