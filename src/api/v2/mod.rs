@@ -122,7 +122,7 @@ pub fn main(flavor: &Flavor, argv0: OsString, args: Vec<String>) -> i32 {
         },
         Mode::Daemon => match daemon::run(flavor, &parsed) {
             Ok(()) => 0,
-            Err(e) => fail(flavor, &e, 1),
+            Err(e) => fail(flavor, &e.to_string(), 1),
         },
     }
 }
