@@ -1051,6 +1051,31 @@ mod tests {
         refused(doc(vec![], server(closed, &[]), f[8]), "closed");
     }
 
+    /// The two answers an `Upgrade` can get from the old binary carry different codes and
+    /// the texts operators have always read.
+    #[test]
+    fn refusals_and_rollbacks_are_told_apart() {
+        let r = UpgradeError::from(Refused::ShuttingDown);
+        assert_eq!(r.code(), ttrpc::Code::FAILED_PRECONDITION);
+        assert_eq!(r.to_string(), "upgrade refused: the shim is shutting down");
+        let b = UpgradeError::RolledBack {
+            target: "/x".into(),
+            version: "0.1.0".into(),
+            why: AdoptError::Injected("fail-adoption".into()).to_string(),
+        };
+        assert_eq!(b.code(), ttrpc::Code::ABORTED);
+        assert_eq!(
+            b.to_string(),
+            "upgrade to /x failed, 0.1.0 serves on: refused on purpose \
+             (SHIMGATE_UPGRADE_FAULT=fail-adoption)"
+        );
+        let lost = Lost::RollbackFailed(AdoptError::Format(7));
+        assert_eq!(
+            lost.to_string(),
+            "rollback failed too: hand-over format 7 is not one of [1]"
+        );
+    }
+
     struct Nowhere;
     impl crate::engine::event::EventSink for Nowhere {
         fn publish(&self, _e: crate::engine::event::Event) {}
