@@ -238,13 +238,13 @@ pub fn start(flavor: &Flavor, argv0: &OsString, args: &ShimV2Args) -> Result<Vec
     std::io::stdin()
         .read_to_end(&mut stdin)
         .map_err(|e| format!("read options from stdin: {e}"))?;
-    let input = bootstrap::decode_stdin(&stdin)?;
+    let input = bootstrap::decode_stdin(&stdin).map_err(|e| e.to_string())?;
 
     let bundle = std::env::current_dir().map_err(|e| format!("getcwd: {e}"))?;
     let group = if flavor.groups {
         let config = std::fs::read(bundle.join("config.json"))
             .map_err(|e| format!("open config.json: {}", crate::engine::error::chain(&e)))?;
-        bootstrap::group_id(&config, &args.id)?
+        bootstrap::group_id(&config, &args.id).map_err(|e| e.to_string())?
     } else {
         args.id.clone()
     };
