@@ -78,9 +78,28 @@ pub struct Matrix {
     pub quirk: Vec<Quirk>,
 }
 
-fn reqs(list: &[String]) -> Result<Vec<VersionReq>, String> {
+/// Why a compatibility matrix is unusable (doctor then refuses: exit code 3). The texts are
+/// what `shimgate doctor` prints after its prefix.
+#[derive(Debug, thiserror::Error)]
+pub enum MatrixError {
+    #[error("compat matrix: {0}")]
+    Toml(toml::de::Error),
+    #[error("compat matrix: unsupported schema {0}")]
+    Schema(u32),
+    /// A version requirement that does not parse, with where it is (`containerd 1.6`,
+    /// `quirk some-id`).
+    #[error("{place}: version requirement {requirement:?}: {source}")]
+    Requirement {
+        place: String,
+        requirement: String,
+        source: semver::Error,
+    },
+}
+
+/// The requirements of `list`; on failure, the one that does not parse and why.
+fn reqs(list: &[String]) -> Result<Vec<VersionReq>, (String, semver::Error)> {
     list.iter()
-        .map(|r| VersionReq::parse(r).map_err(|e| format!("version requirement {r:?}: {e}")))
+        .map(|r| VersionReq::parse(r).map_err(|e| (r.clone(), e)))
         .collect()
 }
 
@@ -91,22 +110,29 @@ fn matches(list: &[String], v: &Version) -> bool {
 
 impl Matrix {
     /// Parse and validate a matrix (every version requirement must parse).
-    pub fn parse(text: &str) -> Result<Matrix, String> {
-        let m: Matrix = toml::from_str(text).map_err(|e| format!("compat matrix: {e}"))?;
+    pub fn parse(text: &str) -> Result<Matrix, MatrixError> {
+        let m: Matrix = toml::from_str(text).map_err(MatrixError::Toml)?;
         if m.schema != 1 {
-            return Err(format!("compat matrix: unsupported schema {}", m.schema));
+            return Err(MatrixError::Schema(m.schema));
         }
+        let bad = |place: String| {
+            move |(requirement, source)| MatrixError::Requirement {
+                place,
+                requirement,
+                source,
+            }
+        };
         for r in &m.containerd {
-            reqs(&r.versions).map_err(|e| format!("containerd {}: {e}", r.series))?;
+            reqs(&r.versions).map_err(bad(format!("containerd {}", r.series)))?;
         }
         for q in &m.quirk {
-            reqs(&q.versions).map_err(|e| format!("quirk {}: {e}", q.id))?;
+            reqs(&q.versions).map_err(bad(format!("quirk {}", q.id)))?;
         }
         Ok(m)
     }
 
     /// The matrix compiled into this binary.
-    pub fn builtin() -> Result<Matrix, String> {
+    pub fn builtin() -> Result<Matrix, MatrixError> {
         Matrix::parse(BUILTIN)
     }
 

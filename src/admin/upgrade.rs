@@ -64,6 +64,81 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
+/// Why `--binary` is unusable (nothing is touched then: exit code 3).
+#[derive(Debug, thiserror::Error)]
+pub enum BinaryError {
+    #[error("run {path}: {source}")]
+    Run {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a shimgate that can take over a running shim")]
+    NotShimgate { path: String },
+}
+
+/// Why one shim did not move. The cases matter to an operator: after [`Refused`] and
+/// [`RolledBack`] the shim serves on with its old binary; after [`NoAnswer`] to an `Upgrade`
+/// it may be lost (past the point of no return neither binary could run it). The texts are
+/// the `error` of the outcome, as the shim or the transport gave them. The exit code and the
+/// `--json` `result` are the same for every case (MIGRATION.md and schema/upgrade.schema.json
+/// pin them: 1, `failed`).
+///
+/// [`Refused`]: ShimFailure::Refused
+/// [`RolledBack`]: ShimFailure::RolledBack
+/// [`NoAnswer`]: ShimFailure::NoAnswer
+#[derive(Debug, thiserror::Error)]
+pub enum ShimFailure {
+    #[error("connect {socket}: {source}")]
+    Connect {
+        socket: String,
+        source: ttrpc::Error,
+    },
+    #[error(
+        "this shim predates live upgrade; it keeps its binary until its containers are \
+         restarted"
+    )]
+    NoLiveUpgrade,
+    #[error("info: {0}")]
+    Info(ttrpc::Error),
+    /// Refused before anything stopped (FAILED_PRECONDITION): the shim serves on untouched.
+    #[error("{0}")]
+    Refused(String),
+    /// The new binary failed and the old one was executed again (ABORTED): it serves on.
+    #[error("{0}")]
+    RolledBack(String),
+    /// Any other status the shim answered with (PERMISSION_DENIED on an abstract socket).
+    #[error("{message}")]
+    Status { code: ttrpc::Code, message: String },
+    /// No answer: the connection closed or the request timed out.
+    #[error("{0}")]
+    NoAnswer(ttrpc::Error),
+}
+
+impl ShimFailure {
+    /// Classify the `Admin.Upgrade` error. Shims from before rollbacks had their own code
+    /// answered a rollback with FAILED_PRECONDITION too; their rollback text (which
+    /// `startup::upgrade::UpgradeError::RolledBack` still writes) tells it from a refusal.
+    fn of_upgrade(e: ttrpc::Error) -> ShimFailure {
+        let ttrpc::Error::RpcStatus(s) = e else {
+            return ShimFailure::NoAnswer(e);
+        };
+        let message = s.message().to_string();
+        match s.code() {
+            ttrpc::Code::ABORTED => ShimFailure::RolledBack(message),
+            ttrpc::Code::FAILED_PRECONDITION if !message.starts_with("upgrade refused: ") => {
+                ShimFailure::RolledBack(message)
+            }
+            ttrpc::Code::FAILED_PRECONDITION => ShimFailure::Refused(message),
+            code => ShimFailure::Status { code, message },
+        }
+    }
+
+    /// Whether the shim may have been left without a binary serving it.
+    pub fn maybe_lost(&self) -> bool {
+        matches!(self, ShimFailure::NoAnswer(_))
+    }
+}
+
 /// A shimgate shim found on the host.
 struct Target {
     pid: u32,
@@ -95,17 +170,16 @@ fn targets() -> Vec<Target> {
 }
 
 /// What the new binary says it is; refuses a binary that cannot adopt a shim.
-fn check_binary(binary: &Path) -> Result<FormatsAnswer, String> {
+fn check_binary(binary: &Path) -> Result<FormatsAnswer, BinaryError> {
     let mut cmd = std::process::Command::new(binary);
     std::os::unix::process::CommandExt::arg0(&mut cmd, "shimgate");
     cmd.arg(FORMATS_COMMAND);
-    let out = super::run_tool(cmd).map_err(|e| format!("run {}: {e}", binary.display()))?;
-    serde_json::from_str(&out.stdout).map_err(|_| {
-        format!(
-            "{} is not a shimgate that can take over a running shim",
-            binary.display()
-        )
-    })
+    let path = || binary.display().to_string();
+    let out = super::run_tool(cmd).map_err(|source| BinaryError::Run {
+        path: path(),
+        source,
+    })?;
+    serde_json::from_str(&out.stdout).map_err(|_| BinaryError::NotShimgate { path: path() })
 }
 
 pub fn main(opts: &Options) -> i32 {
@@ -257,11 +331,14 @@ fn print_outcome(o: &Outcome) {
     }
 }
 
-async fn connect(socket: &str) -> Result<AdminClient, String> {
+async fn connect(socket: &str) -> Result<AdminClient, ShimFailure> {
     ttrpc::r#async::Client::connect(&format!("unix://{socket}"))
         .await
         .map(AdminClient::new)
-        .map_err(|e| format!("connect {socket}: {e}"))
+        .map_err(|source| ShimFailure::Connect {
+            socket: socket.to_string(),
+            source,
+        })
 }
 
 /// The shim's own account of itself (`Admin/Info`).
@@ -280,7 +357,7 @@ async fn describe(t: &Target) -> Outcome {
     let client = match connect(&t.socket).await {
         Ok(c) => c,
         Err(e) => {
-            o.error = Some(e);
+            o.error = Some(e.to_string());
             return o;
         }
     };
@@ -291,13 +368,9 @@ async fn describe(t: &Target) -> Outcome {
             o.containers = info.containers;
         }
         Err(ttrpc::Error::RpcStatus(s)) if s.code() == ttrpc::Code::UNIMPLEMENTED => {
-            o.error = Some(
-                "this shim predates live upgrade; it keeps its binary until its containers \
-                 are restarted"
-                    .into(),
-            );
+            o.error = Some(ShimFailure::NoLiveUpgrade.to_string());
         }
-        Err(e) => o.error = Some(format!("info: {e}")),
+        Err(e) => o.error = Some(ShimFailure::Info(e).to_string()),
     }
     o
 }
@@ -308,13 +381,25 @@ async fn upgrade_one(
     binary: Option<&Path>,
     timeout_ms: u32,
 ) -> Outcome {
-    let client = match connect(&t.socket).await {
-        Ok(c) => c,
-        Err(e) => {
-            o.error = Some(e);
-            return o;
+    match ask_upgrade(t, binary, timeout_ms).await {
+        Ok(r) => {
+            o.from = r.old_version;
+            o.to = Some(r.new_version);
+            o.handover_micros = Some(r.handover_micros);
         }
-    };
+        // The outcome's text is the same for every case (see `ShimFailure`).
+        Err(e) => o.error = Some(e.to_string()),
+    }
+    o
+}
+
+/// Ask one shim to upgrade: its new image's answer, or why it did not move.
+async fn ask_upgrade(
+    t: &Target,
+    binary: Option<&Path>,
+    timeout_ms: u32,
+) -> Result<crate::protos::admin::UpgradeResponse, ShimFailure> {
+    let client = connect(&t.socket).await?;
     // The quiesce, the hand-over and the new image's start-up, with room to spare.
     let limit = Duration::from_millis(u64::from(timeout_ms)) + Duration::from_secs(60);
     let req = UpgradeRequest {
@@ -322,17 +407,38 @@ async fn upgrade_one(
         quiesce_timeout_ms: timeout_ms,
         ..Default::default()
     };
-    match client
+    client
         .upgrade(ttrpc::context::with_timeout(limit.as_nanos() as i64), &req)
         .await
-    {
-        Ok(r) => {
-            o.from = r.old_version;
-            o.to = Some(r.new_version);
-            o.handover_micros = Some(r.handover_micros);
-        }
-        Err(ttrpc::Error::RpcStatus(s)) => o.error = Some(s.message().to_string()),
-        Err(e) => o.error = Some(e.to_string()),
+        .map_err(ShimFailure::of_upgrade)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: ttrpc::Code, message: &str) -> ttrpc::Error {
+        ttrpc::Error::RpcStatus(ttrpc::get_status(code, message.to_string()))
     }
-    o
+
+    /// A refusal, a rollback (by its code, or by its text from a shim that predates the
+    /// code) and a missing answer are told apart; the text shown stays the shim's own.
+    #[test]
+    fn upgrade_failures_are_classified_by_code() {
+        let refused = "upgrade refused: the shim is shutting down";
+        let rolled = "upgrade to /x failed, 0.1.0 serves on: execve: ENOEXEC";
+        let f = ShimFailure::of_upgrade(status(ttrpc::Code::FAILED_PRECONDITION, refused));
+        assert!(matches!(f, ShimFailure::Refused(_)), "{f:?}");
+        assert_eq!(f.to_string(), refused);
+        let f = ShimFailure::of_upgrade(status(ttrpc::Code::ABORTED, rolled));
+        assert!(matches!(f, ShimFailure::RolledBack(_)), "{f:?}");
+        assert_eq!(f.to_string(), rolled);
+        let f = ShimFailure::of_upgrade(status(ttrpc::Code::FAILED_PRECONDITION, rolled));
+        assert!(matches!(f, ShimFailure::RolledBack(_)), "{f:?}");
+        let f = ShimFailure::of_upgrade(status(ttrpc::Code::PERMISSION_DENIED, "no"));
+        assert!(matches!(f, ShimFailure::Status { .. }), "{f:?}");
+        assert_eq!(f.to_string(), "no");
+        let f = ShimFailure::of_upgrade(ttrpc::Error::LocalClosed);
+        assert!(f.maybe_lost() && !f.to_string().is_empty(), "{f:?}");
+    }
 }

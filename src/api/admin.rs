@@ -21,12 +21,33 @@ use ttrpc::{Code, Response};
 
 use crate::protos::admin::*;
 use crate::protos::admin_ttrpc::Admin;
-use crate::startup::upgrade::{Handover, Upgrader, DEFAULT_QUIESCE, FORMATS};
+use crate::startup::upgrade::{Handover, UpgradeError, Upgrader, DEFAULT_QUIESCE, FORMATS};
+
+/// Why the admin service is not offered on a listener: others than host root could reach it.
+/// The text is the PERMISSION_DENIED message every Admin call gets there.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error("socket address: {0}")]
+    Address(std::io::Error),
+    #[error(
+        "the admin service is not served on an abstract socket: any process in the host's \
+         network namespace can connect to one (restart the container to move it to a new \
+         binary)"
+    )]
+    Abstract,
+    #[error("{dir}: {source}")]
+    Directory { dir: String, source: std::io::Error },
+    #[error(
+        "the admin service is not served on {socket}: its directory may be written by others \
+         than root"
+    )]
+    OpenDirectory { socket: String },
+}
 
 pub struct AdminService {
     upgrader: Upgrader,
     /// `Err(why)` when the listener is one others than host root could reach.
-    access: Result<(), String>,
+    access: Result<(), AccessError>,
 }
 
 impl AdminService {
@@ -41,7 +62,7 @@ impl AdminService {
 
     fn allowed(&self) -> ttrpc::Result<()> {
         self.access.as_ref().map_err(|why| {
-            ttrpc::Error::RpcStatus(ttrpc::get_status(Code::PERMISSION_DENIED, why.clone()))
+            ttrpc::Error::RpcStatus(ttrpc::get_status(Code::PERMISSION_DENIED, why.to_string()))
         })?;
         Ok(())
     }
@@ -50,28 +71,22 @@ impl AdminService {
 /// Whether only host root can connect to `listener`: bound to a filesystem path (not an
 /// abstract name) in a directory owned by root that nobody else may write to (or that is
 /// sticky, so nobody else can replace root's entry). The server refuses peers of another uid.
-pub fn only_root_reaches(listener: &std::os::unix::net::UnixListener) -> Result<(), String> {
+pub fn only_root_reaches(listener: &std::os::unix::net::UnixListener) -> Result<(), AccessError> {
     use std::os::unix::fs::MetadataExt;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("socket address: {e}"))?;
+    let addr = listener.local_addr().map_err(AccessError::Address)?;
     let Some(path) = addr.as_pathname() else {
-        return Err(
-            "the admin service is not served on an abstract socket: any process in the host's \
-             network namespace can connect to one (restart the container to move it to a new \
-             binary)"
-                .into(),
-        );
+        return Err(AccessError::Abstract);
     };
     let dir = path.parent().unwrap_or(std::path::Path::new("/"));
-    let md = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let md = std::fs::metadata(dir).map_err(|source| AccessError::Directory {
+        dir: dir.display().to_string(),
+        source,
+    })?;
     let sticky = md.mode() & libc::S_ISVTX != 0;
     if md.uid() != 0 || (md.mode() & 0o022 != 0 && !sticky) {
-        return Err(format!(
-            "the admin service is not served on {}: its directory may be written by others \
-             than root",
-            path.display()
-        ));
+        return Err(AccessError::OpenDirectory {
+            socket: path.display().to_string(),
+        });
     }
     Ok(())
 }
@@ -114,27 +129,27 @@ impl Admin for AdminService {
             ms => Duration::from_millis(u64::from(ms)),
         };
         let refused = self.upgrader.upgrade(&req.binary, quiesce).await;
-        tracing::warn!(error = %refused.0, "upgrade refused");
+        tracing::warn!(error = %refused, "upgrade refused");
+        let e = UpgradeError::from(refused);
         Err(ttrpc::Error::RpcStatus(ttrpc::get_status(
-            Code::FAILED_PRECONDITION,
-            format!("upgrade refused: {}", refused.0),
+            e.code(),
+            e.to_string(),
         )))
     }
 }
 
 /// The answer the adopting image gives to the `Upgrade` that asked for the hand-over: the
-/// outcome, or why it was rolled back.
+/// outcome, or why it was rolled back ([`UpgradeError::RolledBack`]: its own code, so the
+/// client tells it from a refusal).
 pub fn upgrade_reply(doc: &Handover, containers: usize) -> Response {
     if let Some(why) = &doc.rollback {
+        let e = UpgradeError::RolledBack {
+            target: doc.target.clone(),
+            version: doc.written_by.clone(),
+            why: why.clone(),
+        };
         return Response {
-            status: Some(ttrpc::get_status(
-                Code::FAILED_PRECONDITION,
-                format!(
-                    "upgrade to {} failed, {} serves on: {why}",
-                    doc.target, doc.written_by
-                ),
-            ))
-            .into(),
+            status: Some(ttrpc::get_status(e.code(), e.to_string())).into(),
             ..Default::default()
         };
     }

@@ -94,6 +94,33 @@ async fn deliver(spawner: Spawner, cmd: PublishCommand, retry: Retry, mut rx: Re
     }
 }
 
+/// Why one `containerd publish` attempt failed (logged; the attempt is retried, and the
+/// event dropped after the last).
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("encode event: {0}")]
+    Encode(protobuf::Error),
+    #[error("create output pipe: {0}")]
+    Pipe(nix::Error),
+    #[error("create output pipe: {0}")]
+    ClonePipe(std::io::Error),
+    #[error("run {binary} publish: {source}")]
+    Spawn {
+        binary: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Wait(std::io::Error),
+    #[error("{binary} publish did not finish within {secs}s")]
+    Timeout { binary: String, secs: u64 },
+    #[error("{binary} publish exited with status {status}: {output}")]
+    Exited {
+        binary: String,
+        status: u32,
+        output: String,
+    },
+}
+
 /// One run of `containerd publish`. stdout and stderr share one pipe, as the Go shim collects
 /// them into one buffer for its error message.
 async fn publish_once(
@@ -101,16 +128,11 @@ async fn publish_once(
     cmd: &PublishCommand,
     q: &Queued,
     deadline: Duration,
-) -> Result<(), String> {
-    let payload = q
-        .event
-        .write_to_bytes()
-        .map_err(|e| format!("encode event: {e}"))?;
-    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| format!("create output pipe: {e}"))?;
-    let out_w2 = out_w
-        .try_clone()
-        .map_err(|e| format!("create output pipe: {e}"))?;
+) -> Result<(), PublishError> {
+    let payload = q.event.write_to_bytes().map_err(PublishError::Encode)?;
+    let (out_r, out_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(PublishError::Pipe)?;
+    let out_w2 = out_w.try_clone().map_err(PublishError::ClonePipe)?;
     let mut c = Command::new(&cmd.binary);
     c.arg("--address")
         .arg(&cmd.address)
@@ -126,14 +148,17 @@ async fn publish_once(
     // so the output read below ends when the child's copies close.
     let mut child = spawner
         .spawn(c, false)
-        .map_err(|e| format!("run {} publish: {e}", cmd.binary))?;
+        .map_err(|source| PublishError::Spawn {
+            binary: cmd.binary.clone(),
+            source,
+        })?;
     let pid = child.pid;
     let stdin = child.stdin.take();
     let run = async move {
         feed(stdin, &payload).await;
         let output = read_capped(out_r).await;
-        let exit = child.wait().await.map_err(|e| e.to_string())?;
-        Ok::<_, String>((exit.status, output))
+        let exit = child.wait().await.map_err(PublishError::Wait)?;
+        Ok::<_, PublishError>((exit.status, output))
     };
     let mut run = std::pin::pin!(run);
     let (status, output) = match tokio::time::timeout(deadline, &mut run).await {
@@ -146,21 +171,20 @@ async fn publish_once(
                 nix::sys::signal::SIGKILL,
             );
             let _ = run.await;
-            return Err(format!(
-                "{} publish did not finish within {}s",
-                cmd.binary,
-                deadline.as_secs()
-            ));
+            return Err(PublishError::Timeout {
+                binary: cmd.binary.clone(),
+                secs: deadline.as_secs(),
+            });
         }
     };
     if status == 0 {
         return Ok(());
     }
-    Err(format!(
-        "{} publish exited with status {status}: {}",
-        cmd.binary,
-        String::from_utf8_lossy(&output).trim()
-    ))
+    Err(PublishError::Exited {
+        binary: cmd.binary.clone(),
+        status,
+        output: String::from_utf8_lossy(&output).trim().to_string(),
+    })
 }
 
 /// Write the event and close stdin, so `publish` sees end of input. A child that exits without

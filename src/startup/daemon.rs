@@ -19,7 +19,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use ttrpc::r#async::Service;
 
-use super::upgrade::{self, Handover, Upgrader};
+use super::upgrade::{self, AdoptError, Handover, Lost, Upgrader};
 use crate::api::admin::AdminService;
 use crate::api::server::{self, Control, Services};
 use crate::engine::event::EventSink;
@@ -32,15 +32,49 @@ use crate::supervise::Ended;
 /// The descriptor on which the listening socket is inherited.
 pub const LISTENER_FD: i32 = 3;
 
+/// Why a serving shim could not start (or serve on): printed by the personalities after their
+/// prefix (`containerd-shim: `, `io.containerd.runc.v2: `), so the texts stay as they were.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("no listening socket on fd {LISTENER_FD}: {0}")]
+    NoListener(std::io::Error),
+    #[error("fd {LISTENER_FD} is not a socket")]
+    NotASocket,
+    #[error("fd {LISTENER_FD}: set close-on-exec: {0}")]
+    ListenerCloexec(nix::Error),
+    #[error("start runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("install SIGCHLD handler: {0}")]
+    Reaper(std::io::Error),
+    #[error("{signal}: {source}")]
+    Signal {
+        signal: &'static str,
+        source: std::io::Error,
+    },
+    #[error("listener: {0}")]
+    Listener(std::io::Error),
+    /// Binding a socket file named on the command line.
+    #[error("listen on {path}: {source}")]
+    Bind {
+        path: String,
+        source: std::io::Error,
+    },
+    /// A hand-over document was announced but cannot be read: nothing to roll back to.
+    #[error(transparent)]
+    Handover(#[from] AdoptError),
+    /// A live upgrade could neither adopt nor roll back (see [`Lost`]).
+    #[error(transparent)]
+    Lost(#[from] Lost),
+}
+
 /// Take ownership of the listening socket inherited on fd 3 (checked to be a socket, so an
 /// unrelated descriptor is never adopted).
-pub fn inherited_listener() -> Result<StdListener, String> {
+pub fn inherited_listener() -> Result<StdListener, StartupError> {
     // Only the number is looked at until it is known to be an open socket: a `BorrowedFd`
     // must never name a closed descriptor.
-    let st = server::fstat_raw(LISTENER_FD)
-        .map_err(|e| format!("no listening socket on fd {LISTENER_FD}: {e}"))?;
+    let st = server::fstat_raw(LISTENER_FD).map_err(StartupError::NoListener)?;
     if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
-        return Err(format!("fd {LISTENER_FD} is not a socket"));
+        return Err(StartupError::NotASocket);
     }
     // SAFETY: fd 3 was checked to be an open socket, and nothing else in this process owns it
     // (it was inherited across exec and nothing has wrapped it yet).
@@ -52,7 +86,7 @@ pub fn inherited_listener() -> Result<StdListener, String> {
         &fd,
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     )
-    .map_err(|e| format!("fd {LISTENER_FD}: set close-on-exec: {e}"))?;
+    .map_err(StartupError::ListenerCloexec)?;
     Ok(StdListener::from(fd))
 }
 
@@ -73,12 +107,12 @@ const BLOCKING_THREADS: usize = 32;
 
 /// The daemon's runtime (single-threaded: see the module docs; blocking work goes to at most
 /// [`BLOCKING_THREADS`] helper threads, which never fork).
-pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
+pub fn runtime() -> Result<tokio::runtime::Runtime, StartupError> {
     tokio::runtime::Builder::new_current_thread()
         .max_blocking_threads(BLOCKING_THREADS)
         .enable_all()
         .build()
-        .map_err(|e| format!("start runtime: {e}"))
+        .map_err(StartupError::Runtime)
 }
 
 /// The one reaper and the spawner every child goes through. The reaper is started with
@@ -92,10 +126,8 @@ pub fn reaper_and_spawner() -> (Reaper, Spawner) {
 
 /// Install the SIGCHLD handler and sweep. Call inside the runtime, as the last step before
 /// serving: after it, exits are collected, and (when adopting) a rollback could lose them.
-pub fn start_reaper(reaper: &Reaper) -> Result<Ended, String> {
-    reaper
-        .start()
-        .map_err(|e| format!("install SIGCHLD handler: {e}"))
+pub fn start_reaper(reaper: &Reaper) -> Result<Ended, StartupError> {
+    reaper.start().map_err(StartupError::Reaper)
 }
 
 /// Watch a critical task (see `crate::supervise`): if it ends and `expected` does not say why
@@ -132,13 +164,12 @@ pub fn socket_path(listener: &StdListener) -> Option<PathBuf> {
 /// Hand a bound listener to the runtime; also returns its [`socket_path`].
 pub fn serve_on(
     listener: StdListener,
-) -> Result<(tokio::net::UnixListener, Option<PathBuf>), String> {
+) -> Result<(tokio::net::UnixListener, Option<PathBuf>), StartupError> {
     let path = socket_path(&listener);
     listener
         .set_nonblocking(true)
-        .map_err(|e| format!("listener: {e}"))?;
-    let listener =
-        tokio::net::UnixListener::from_std(listener).map_err(|e| format!("listener: {e}"))?;
+        .map_err(StartupError::Listener)?;
+    let listener = tokio::net::UnixListener::from_std(listener).map_err(StartupError::Listener)?;
     Ok((listener, path))
 }
 
@@ -180,10 +211,11 @@ pub struct StopSignals {
 
 impl StopSignals {
     /// Install the handlers; needs the runtime's context (`Runtime::enter` or inside it).
-    pub fn install() -> Result<Self, String> {
+    pub fn install() -> Result<Self, StartupError> {
+        let failed = |signal| move |source| StartupError::Signal { signal, source };
         Ok(StopSignals {
-            term: signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?,
-            int: signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?,
+            term: signal(SignalKind::terminate()).map_err(failed("SIGTERM"))?,
+            int: signal(SignalKind::interrupt()).map_err(failed("SIGINT"))?,
         })
     }
 }
@@ -221,7 +253,7 @@ pub fn runc_core(
     spawner: &Spawner,
     publisher: &Arc<Publisher>,
     from: Option<&Handover>,
-) -> Result<Engine, String> {
+) -> Result<Engine, Lost> {
     let (spawner, queue) = (spawner.clone(), publisher.queue());
     let sink: Arc<dyn EventSink> = publisher.clone();
     let factory = Arc::new(RuncFactory {
@@ -235,7 +267,7 @@ pub fn runc_core(
             queue.preload(doc.events.clone());
             doc.or_roll_back(
                 Engine::thaw(&doc.core, profile, namespace, spawner, factory, sink)
-                    .map_err(|e| format!("rebuild the shim's state: {e}")),
+                    .map_err(AdoptError::Engine),
             )
         }
     }
@@ -243,10 +275,10 @@ pub fn runc_core(
 
 /// The hand-over this process was started with, checked for this personality: `Ok(None)` for
 /// an ordinary start. A document that is announced but unusable is rolled back at once.
-pub fn handover(personality: &str) -> Result<Option<Handover>, String> {
+pub fn handover(personality: &str) -> Result<Option<Handover>, StartupError> {
     match upgrade::take_handover() {
         None => Ok(None),
-        Some(Err(e)) => Err(e),
+        Some(Err(e)) => Err(e.into()),
         Some(Ok(doc)) => {
             doc.or_roll_back(
                 doc.check(personality)
@@ -276,7 +308,7 @@ impl Serving {
         reaper: &Reaper,
         listener: StdListener,
         from: Option<&Handover>,
-    ) -> Result<(), String> {
+    ) -> Result<(), StartupError> {
         let Serving {
             core,
             spawner,

@@ -65,6 +65,187 @@ pub const FAULT_ENV: &str = "SHIMGATE_UPGRADE_FAULT";
 /// Default for how long running requests may take to finish.
 pub const DEFAULT_QUIESCE: Duration = Duration::from_secs(10);
 
+/// Why an upgrade did not happen, decided before the point of no return: nothing was handed
+/// over and the old image serves on unchanged. The texts are what operators read after
+/// "upgrade refused: " (tests look for parts of them).
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("an upgrade is already in progress")]
+    InProgress,
+    #[error("cannot find the installed binary; name one")]
+    NoInstalledBinary,
+    /// The target may not become this shim (see [`TargetError`]).
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// The target did not answer with a format this image writes.
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
+    #[error("open own binary: {0}")]
+    OwnBinary(std::io::Error),
+    #[error("requests did not finish: {0}")]
+    Busy(crate::api::server::HandoverError),
+    #[error("the shim is shutting down")]
+    ShuttingDown,
+    /// A create, start or restore is half-way (the engine says which).
+    #[error(transparent)]
+    NotQuiet(crate::engine::Error),
+    #[error("the event queue is closed")]
+    EventsClosed,
+    #[error("an event could not be delivered to containerd within {ms} ms")]
+    EventsStuck { ms: u128 },
+}
+
+/// How an `Upgrade` request ended when it did not end in the new image serving: the cases an
+/// operator acts on differently. Only the first two are ever answered; the third is what the
+/// client sees when no image answers at all.
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    /// Refused before anything stopped: the old image serves on, untouched.
+    #[error("upgrade refused: {0}")]
+    Refused(#[from] Refused),
+    /// Past the point of no return the new binary could not be started or could not adopt
+    /// the state; the old binary was executed again with the same state and serves on.
+    #[error("upgrade to {target} failed, {version} serves on: {why}")]
+    RolledBack {
+        target: String,
+        version: String,
+        why: String,
+    },
+}
+
+impl UpgradeError {
+    /// The ttrpc code the `Admin.Upgrade` answer carries, so a client tells the cases apart
+    /// without reading the text: a refusal is FAILED_PRECONDITION (pinned by tests/upgrade.rs),
+    /// a rollback ABORTED (the attempt ran and was undone).
+    pub fn code(&self) -> ttrpc::Code {
+        match self {
+            UpgradeError::Refused(_) => ttrpc::Code::FAILED_PRECONDITION,
+            UpgradeError::RolledBack { .. } => ttrpc::Code::ABORTED,
+        }
+    }
+}
+
+/// Why a target may not become this shim (checked on the open file, see the module docs).
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("open {path}: {source}")]
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("stat {path}: {source}")]
+    Stat {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a regular file")]
+    NotAFile { path: String },
+    #[error("{path} is not executable")]
+    NotExecutable { path: String },
+    #[error(
+        "{path} is owned by uid {uid}, not root: a live upgrade only runs a binary that \
+         nobody but root can have written"
+    )]
+    NotRoot { path: String, uid: u32 },
+    #[error("{path} can be written by others than root (mode {mode:o})")]
+    Writable { path: String, mode: u32 },
+    #[error("{path}: directory {dir} can be written by others than root")]
+    WritableDirectory { path: String, dir: String },
+    #[error("{path} is inside the bundle {bundle} of a container this shim serves")]
+    InBundle { path: String, bundle: String },
+}
+
+/// Why the target's answer to [`FORMATS_COMMAND`] rules it out.
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    #[error("run {path}: {source}")]
+    Run {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} did not answer")]
+    NoAnswer { path: String },
+    #[error("{path} cannot adopt a running shim (is it shimgate 0.2 or later?): {stderr}")]
+    NotShimgate { path: String, stderr: String },
+    #[error("{path} ({version}) adopts hand-over formats {formats:?}, this shim writes {FORMAT}")]
+    Formats {
+        path: String,
+        version: String,
+        formats: Vec<u32>,
+    },
+}
+
+/// Why the new image cannot adopt a hand-over document (each is rolled back, see
+/// [`Handover::roll_back`]), or why a document announced to it is unreadable.
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptError {
+    #[error("{HANDOVER_ENV}: not a descriptor number")]
+    NotADescriptor,
+    #[error("read hand-over document: {0}")]
+    Read(std::io::Error),
+    #[error("hand-over document: {0}")]
+    Decode(serde_json::Error),
+    #[error("hand-over format {0} is not one of {FORMATS:?}")]
+    Format(u32),
+    #[error("hand-over from {from} cannot be adopted as {personality}")]
+    Personality { from: String, personality: String },
+    #[error("hand-over: {owner} names descriptor {fd}")]
+    Stdio { owner: String, fd: RawFd },
+    #[error("hand-over: descriptor {fd} is named by {first} and by {owner}")]
+    NamedTwice {
+        fd: RawFd,
+        first: String,
+        owner: String,
+    },
+    #[error("hand-over descriptor {fd}: {source}")]
+    NotOpen { fd: RawFd, source: std::io::Error },
+    /// A process's IO named descriptors badly (checked by `io::IoSnap`, whose error is text).
+    #[error("{0}")]
+    ProcessIo(String),
+    /// The server's part of the document (its sockets).
+    #[error(transparent)]
+    Server(#[from] crate::api::server::HandoverError),
+    #[error("rebuild the shim's state: {0}")]
+    Engine(crate::engine::Error),
+    /// Injected by the tests' fault knob. Only in builds with `test-faults`: the knob's name
+    /// must not appear in the binary operators run (tests/upgrade.rs looks for it).
+    #[cfg(feature = "test-faults")]
+    #[error("refused on purpose ({FAULT_ENV}={0})")]
+    Injected(String),
+}
+
+/// Why executing a program with a hand-over document failed (the `execve` returned).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("encode hand-over: {0}")]
+    Encode(serde_json::Error),
+    #[error("memfd: {0}")]
+    Memfd(nix::Error),
+    #[error("write hand-over: {0}")]
+    Write(std::io::Error),
+    #[error("descriptor {fd}: {source}")]
+    KeepOpen { fd: RawFd, source: std::io::Error },
+    #[error("argument or environment holds a NUL byte")]
+    Nul,
+    #[error("program descriptor {fd}: {source}")]
+    Program { fd: RawFd, source: std::io::Error },
+    #[error("execve: {0}")]
+    Exec(nix::Error),
+}
+
+/// The upgrade is lost: past the point of no return neither the new binary nor the old one
+/// can run this shim's state. The caller exits; the containers live on without a shim, and
+/// the operator's client sees its connection close without an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum Lost {
+    /// This image is already the rollback and could not adopt either.
+    #[error("rollback failed too: {0}")]
+    RollbackFailed(AdoptError),
+    /// The old binary could not be executed again.
+    #[error("cannot re-execute the previous binary: {0}")]
+    Reexec(ExecError),
+}
+
 /// Everything a new image needs to carry on; written once by the old image, read once.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Handover {
@@ -115,7 +296,7 @@ pub fn monotonic_ns() -> u64 {
 /// The hand-over document this process was started with, if any. The variable is removed
 /// (children must not see it) and the descriptor closed. `Err` only when a document was
 /// announced but is unreadable: then there is nothing to roll back to either.
-pub fn take_handover() -> Option<Result<Handover, String>> {
+pub fn take_handover() -> Option<Result<Handover, AdoptError>> {
     let value = std::env::var_os(HANDOVER_ENV)?;
     // SAFETY: the daemons call this first thing, before any thread (runtime, logging) exists,
     // so nothing reads the environment concurrently.
@@ -123,38 +304,34 @@ pub fn take_handover() -> Option<Result<Handover, String>> {
     Some(read_document(&value))
 }
 
-fn read_document(value: &std::ffi::OsStr) -> Result<Handover, String> {
+fn read_document(value: &std::ffi::OsStr) -> Result<Handover, AdoptError> {
     let fd: RawFd = value
         .to_str()
         .and_then(|v| v.parse().ok())
         .filter(|fd| *fd > 2)
-        .ok_or_else(|| format!("{HANDOVER_ENV}: not a descriptor number"))?;
+        .ok_or(AdoptError::NotADescriptor)?;
     // SAFETY: the previous image put the document on this descriptor for us alone; nothing in
     // this image has opened or wrapped it.
     let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
     let mut text = Vec::new();
     file.rewind()
         .and_then(|_| file.read_to_end(&mut text))
-        .map_err(|e| format!("read hand-over document: {e}"))?;
-    let doc: Handover =
-        serde_json::from_slice(&text).map_err(|e| format!("hand-over document: {e}"))?;
+        .map_err(AdoptError::Read)?;
+    let doc: Handover = serde_json::from_slice(&text).map_err(AdoptError::Decode)?;
     Ok(doc)
 }
 
 impl Handover {
     /// Can this image adopt it? (The rollback path checks nothing: same binary.)
-    pub fn check(&self, personality: &str) -> Result<(), String> {
+    pub fn check(&self, personality: &str) -> Result<(), AdoptError> {
         if !FORMATS.contains(&self.format) {
-            return Err(format!(
-                "hand-over format {} is not one of {FORMATS:?}",
-                self.format
-            ));
+            return Err(AdoptError::Format(self.format));
         }
         if self.personality != personality {
-            return Err(format!(
-                "hand-over from {} cannot be adopted as {personality}",
-                self.personality
-            ));
+            return Err(AdoptError::Personality {
+                from: self.personality.clone(),
+                personality: personality.to_string(),
+            });
         }
         Ok(())
     }
@@ -162,28 +339,28 @@ impl Handover {
     /// The new image could not adopt this: go back to the old binary, which answers the
     /// `Upgrade` with `why`. Returns only if even that fails (then the caller must exit; the
     /// containers live on without a shim).
-    pub fn roll_back(mut self, why: String) -> String {
+    pub fn roll_back(mut self, why: AdoptError) -> Lost {
         if self.rollback.is_some() {
-            return format!("rollback failed too: {why}");
+            return Lost::RollbackFailed(why);
         }
         tracing::error!(error = %why, "upgrade failed; returning to the previous binary");
-        self.rollback = Some(why);
+        self.rollback = Some(why.to_string());
         let old = self.old_binary_fd;
         match exec_with(&self, Image::Fd(old)) {
             Ok(never) => match never {},
-            Err(e) => format!("cannot re-execute the previous binary: {e}"),
+            Err(e) => Lost::Reexec(e),
         }
     }
 
     /// Apply the test builds' `SHIMGATE_UPGRADE_FAULT` (nothing in any other build).
     #[cfg(not(feature = "test-faults"))]
-    pub fn injected_faults(&self) -> Result<(), String> {
+    pub fn injected_faults(&self) -> Result<(), AdoptError> {
         Ok(())
     }
 
     /// Apply [`FAULT_ENV`] (tests only; see there).
     #[cfg(feature = "test-faults")]
-    pub fn injected_faults(&self) -> Result<(), String> {
+    pub fn injected_faults(&self) -> Result<(), AdoptError> {
         if self.rollback.is_some() {
             return Ok(());
         }
@@ -194,15 +371,15 @@ impl Handover {
             if let Some(ms) = f.strip_prefix("delay=").and_then(|v| v.parse::<u64>().ok()) {
                 std::thread::sleep(Duration::from_millis(ms));
             } else if f == "fail-adoption" {
-                return Err(format!("refused on purpose ({FAULT_ENV}={f})"));
+                return Err(AdoptError::Injected(f.to_string()));
             }
         }
         Ok(())
     }
 
     /// A step of the adoption: its failure rolls back (and is returned only if that fails).
-    pub fn or_roll_back<T>(&self, step: Result<T, String>) -> Result<T, String> {
-        step.map_err(|e| self.clone().roll_back(e))
+    pub fn or_roll_back<T, E: Into<AdoptError>>(&self, step: Result<T, E>) -> Result<T, Lost> {
+        step.map_err(|e| self.clone().roll_back(e.into()))
     }
 
     /// Close the old binary's descriptor (a successful adoption no longer needs it).
@@ -226,17 +403,15 @@ impl Handover {
     /// only (each process's IO, the listener, each connection, the old binary), so nothing is
     /// taken into ownership twice. A failure after the adoption has begun could not roll back
     /// cleanly, since adopted descriptors close with the objects that own them.
-    pub fn check_fds(&self) -> Result<(), String> {
+    pub fn check_fds(&self) -> Result<(), AdoptError> {
         let mut owners: std::collections::HashMap<RawFd, String> = Default::default();
-        let mut claim = |fds: Vec<RawFd>, owner: String| -> Result<(), String> {
+        let mut claim = |fds: Vec<RawFd>, owner: String| -> Result<(), AdoptError> {
             for fd in fds {
                 if fd <= 2 {
-                    return Err(format!("hand-over: {owner} names descriptor {fd}"));
+                    return Err(AdoptError::Stdio { owner, fd });
                 }
                 if let Some(first) = owners.insert(fd, owner.clone()) {
-                    return Err(format!(
-                        "hand-over: descriptor {fd} is named by {first} and by {owner}"
-                    ));
+                    return Err(AdoptError::NamedTwice { fd, first, owner });
                 }
             }
             Ok(())
@@ -247,7 +422,7 @@ impl Handover {
                     Some(e) => format!("exec {e} of {}", c.id),
                     None => format!("container {}", c.id),
                 };
-                claim(p.io.checked_fds()?, who)?;
+                claim(p.io.checked_fds().map_err(AdoptError::ProcessIo)?, who)?;
             }
         }
         claim(
@@ -258,7 +433,7 @@ impl Handover {
         for fd in owners.keys() {
             // A number only: nothing is borrowed before it is known to be open.
             crate::api::server::fstat_raw(*fd)
-                .map_err(|e| format!("hand-over descriptor {fd}: {e}"))?;
+                .map_err(|source| AdoptError::NotOpen { fd: *fd, source })?;
         }
         Ok(())
     }
@@ -275,30 +450,29 @@ enum Image {
     Fd(RawFd),
 }
 
-fn cstring(b: &[u8]) -> Result<CString, String> {
-    CString::new(b).map_err(|_| "argument or environment holds a NUL byte".to_string())
+fn cstring(b: &[u8]) -> Result<CString, ExecError> {
+    CString::new(b).map_err(|_| ExecError::Nul)
 }
 
 /// Write `doc` to a fresh memfd, make it and every descriptor it names survive `execve`, and
 /// replace this image. Synchronous on purpose: see the module docs. Returns only on failure.
-fn exec_with(doc: &Handover, image: Image) -> Result<std::convert::Infallible, String> {
-    let text = serde_json::to_vec(doc).map_err(|e| format!("encode hand-over: {e}"))?;
+fn exec_with(doc: &Handover, image: Image) -> Result<std::convert::Infallible, ExecError> {
+    let text = serde_json::to_vec(doc).map_err(ExecError::Encode)?;
     let memfd =
         nix::sys::memfd::memfd_create(c"shimgate-handover", nix::sys::memfd::MFdFlags::empty())
-            .map_err(|e| format!("memfd: {e}"))?;
+            .map_err(ExecError::Memfd)?;
     let mut file = std::fs::File::from(memfd);
-    file.write_all(&text)
-        .map_err(|e| format!("write hand-over: {e}"))?;
+    file.write_all(&text).map_err(ExecError::Write)?;
     let mut fds = doc.fds();
     fds.push(file.as_raw_fd());
     for fd in fds.iter().copied().filter(|fd| *fd > 2) {
         // SAFETY: fcntl(F_SETFD) on a descriptor number; nothing is borrowed, and a number
         // that is not open is an error (EBADF), not undefined behaviour.
         if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
-            return Err(format!(
-                "descriptor {fd}: {}",
-                std::io::Error::last_os_error()
-            ));
+            return Err(ExecError::KeepOpen {
+                fd,
+                source: std::io::Error::last_os_error(),
+            });
         }
     }
     let argv: Vec<CString> = std::env::args_os()
@@ -323,11 +497,11 @@ fn exec_with(doc: &Handover, image: Image) -> Result<std::convert::Infallible, S
         format!("{HANDOVER_ENV}={}", file.as_raw_fd()).as_bytes(),
     )?);
     let Image::Fd(fd) = image;
-    crate::api::server::fstat_raw(fd).map_err(|e| format!("program descriptor {fd}: {e}"))?;
+    crate::api::server::fstat_raw(fd).map_err(|source| ExecError::Program { fd, source })?;
     // SAFETY: `fd` was just checked to be open, and this image holds it (the target opened by
     // the upgrade, or the old binary handed over) for at least this call.
     let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    nix::unistd::fexecve(b, &argv, &env).map_err(|e| format!("execve: {e}"))
+    nix::unistd::fexecve(b, &argv, &env).map_err(ExecError::Exec)
 }
 
 impl ServerSnap {
@@ -360,51 +534,57 @@ struct Target {
 
 /// Open `path` and check it may become this shim: see the module docs. `bundles` are the
 /// bundles of the containers this shim serves.
-fn open_target(path: &Path, bundles: &[PathBuf]) -> Result<Target, String> {
+fn open_target(path: &Path, bundles: &[PathBuf]) -> Result<Target, TargetError> {
     use std::os::unix::fs::MetadataExt;
-    let file = std::fs::File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
-    let md = file
-        .metadata()
-        .map_err(|e| format!("stat {}: {e}", path.display()))?;
+    let file = std::fs::File::open(path).map_err(|source| TargetError::Open {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let md = file.metadata().map_err(|source| TargetError::Stat {
+        path: path.display().to_string(),
+        source,
+    })?;
     let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
         .unwrap_or_else(|_| path.to_path_buf());
-    let shown = real.display();
+    let shown = || real.display().to_string();
     if !md.is_file() {
-        return Err(format!("{shown} is not a regular file"));
+        return Err(TargetError::NotAFile { path: shown() });
     }
     if md.mode() & 0o111 == 0 {
-        return Err(format!("{shown} is not executable"));
+        return Err(TargetError::NotExecutable { path: shown() });
     }
     if md.uid() != 0 {
-        return Err(format!(
-            "{shown} is owned by uid {}, not root: a live upgrade only runs a binary that \
-             nobody but root can have written",
-            md.uid()
-        ));
+        return Err(TargetError::NotRoot {
+            path: shown(),
+            uid: md.uid(),
+        });
     }
     if md.mode() & 0o022 != 0 {
-        return Err(format!(
-            "{shown} can be written by others than root (mode {:o})",
-            md.mode() & 0o7777
-        ));
+        return Err(TargetError::Writable {
+            path: shown(),
+            mode: md.mode() & 0o7777,
+        });
     }
     for dir in real.ancestors().skip(1) {
-        let d = std::fs::metadata(dir).map_err(|e| format!("stat {}: {e}", dir.display()))?;
+        let d = std::fs::metadata(dir).map_err(|source| TargetError::Stat {
+            path: dir.display().to_string(),
+            source,
+        })?;
         let sticky = d.mode() & libc::S_ISVTX != 0;
         if d.uid() != 0 || (d.mode() & 0o022 != 0 && !sticky) {
-            return Err(format!(
-                "{shown}: directory {} can be written by others than root",
-                dir.display()
-            ));
+            return Err(TargetError::WritableDirectory {
+                path: shown(),
+                dir: dir.display().to_string(),
+            });
         }
     }
     for b in bundles {
         let b = std::fs::canonicalize(b).unwrap_or_else(|_| b.clone());
         if real.starts_with(&b) {
-            return Err(format!(
-                "{shown} is inside the bundle {} of a container this shim serves",
-                b.display()
-            ));
+            return Err(TargetError::InBundle {
+                path: shown(),
+                bundle: b.display().to_string(),
+            });
         }
     }
     Ok(Target { file, path: real })
@@ -463,10 +643,6 @@ impl Drop for PastNoReturn {
     }
 }
 
-/// Why an upgrade did not happen (the shim serves on unchanged).
-#[derive(Debug)]
-pub struct Refused(pub String);
-
 impl Upgrader {
     pub fn new(
         core: Engine,
@@ -492,7 +668,7 @@ impl Upgrader {
     /// is answered by the next image.
     pub async fn upgrade(&self, binary: &str, quiesce: Duration) -> Refused {
         let Some(_running) = Running::take(&self.running) else {
-            return Refused("an upgrade is already in progress".into());
+            return Refused::InProgress;
         };
         self.attempt(binary, quiesce).await
     }
@@ -501,7 +677,7 @@ impl Upgrader {
         let asked = if binary.is_empty() {
             match default_target() {
                 Some(p) => p,
-                None => return Refused("cannot find the installed binary; name one".into()),
+                None => return Refused::NoInstalledBinary,
             }
         } else {
             PathBuf::from(binary)
@@ -519,18 +695,18 @@ impl Upgrader {
             .collect();
         let target = match open_target(&asked, &bundles) {
             Ok(t) => t,
-            Err(e) => return Refused(e),
+            Err(e) => return e.into(),
         };
         let version = match self.preflight(&target).await {
             Ok(v) => v,
-            Err(e) => return Refused(e),
+            Err(e) => return e.into(),
         };
         // No early `can_hand_over` here: a create or start running now finishes while the
         // server quiesces, so only the check after quiescing tells.
         // The old binary, open now: the file may be replaced on disk at any moment.
         let old_binary = match std::fs::File::open("/proc/self/exe") {
             Ok(f) => OwnedFd::from(f),
-            Err(e) => return Refused(format!("open own binary: {e}")),
+            Err(e) => return Refused::OwnBinary(e),
         };
         let old_path = std::fs::read_link("/proc/self/exe")
             .map(|p| p.display().to_string())
@@ -541,28 +717,27 @@ impl Upgrader {
         // a panic, the request task dropped): a server left quiesced would answer nobody.
         let mut quiesced = ResumeOnDrop(Some(&self.server));
         if let Err(e) = self.server.quiesce(quiesce).await {
-            return Refused(format!("requests did not finish: {e}"));
+            return Refused::Busy(e);
         }
         if *self.stop.borrow() {
             self.server.resume();
-            return Refused("the shim is shutting down".into());
+            return Refused::ShuttingDown;
         }
         if let Err(e) = self.core.can_hand_over() {
             self.server.resume();
-            return Refused(e.to_string());
+            return Refused::NotQuiet(e);
         }
         let mut queue = match tokio::time::timeout(quiesce, self.events.freeze()).await {
             Ok(Some(q)) => q,
             Ok(None) => {
                 self.server.resume();
-                return Refused("the event queue is closed".into());
+                return Refused::EventsClosed;
             }
             Err(_) => {
                 self.server.resume();
-                return Refused(format!(
-                    "an event could not be delivered to containerd within {} ms",
-                    quiesce.as_millis()
-                ));
+                return Refused::EventsStuck {
+                    ms: quiesce.as_millis(),
+                };
             }
         };
         // The point of no return: from here on the only ways out are the new image or the
@@ -608,7 +783,7 @@ impl Upgrader {
 
     /// Ask the target which formats it adopts; its version for the log. The open file is what
     /// runs (through `/proc/self/fd`, i.e. `fexecve`), never its path again.
-    async fn preflight(&self, target: &Target) -> Result<String, String> {
+    async fn preflight(&self, target: &Target) -> Result<String, PreflightError> {
         use std::os::unix::process::CommandExt;
         let fd = target.file.as_raw_fd();
         let mut cmd = std::process::Command::new(format!("/proc/self/fd/{fd}"));
@@ -624,26 +799,29 @@ impl Upgrader {
                 Ok(())
             });
         }
-        let shown = target.path.display();
+        let shown = || target.path.display().to_string();
         let out = self
             .spawner
             .output(cmd, None, Some(PREFLIGHT_DEADLINE), 64 << 10)
             .await
-            .map_err(|e| format!("run {shown}: {e}"))?;
+            .map_err(|source| PreflightError::Run {
+                path: shown(),
+                source,
+            })?;
         if out.timed_out {
-            return Err(format!("{shown} did not answer"));
+            return Err(PreflightError::NoAnswer { path: shown() });
         }
-        let answer: FormatsAnswer = serde_json::from_slice(&out.stdout).map_err(|_| {
-            format!(
-                "{shown} cannot adopt a running shim (is it shimgate 0.2 or later?): {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )
-        })?;
+        let answer: FormatsAnswer =
+            serde_json::from_slice(&out.stdout).map_err(|_| PreflightError::NotShimgate {
+                path: shown(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            })?;
         if !answer.formats.contains(&FORMAT) {
-            return Err(format!(
-                "{shown} ({}) adopts hand-over formats {:?}, this shim writes {FORMAT}",
-                answer.version, answer.formats
-            ));
+            return Err(PreflightError::Formats {
+                path: shown(),
+                version: answer.version,
+                formats: answer.formats,
+            });
         }
         Ok(answer.version)
     }
@@ -780,7 +958,7 @@ mod tests {
         );
         good.check_fds().unwrap();
         let refused = |d: Handover, what: &str| {
-            let e = d.check_fds().unwrap_err();
+            let e = d.check_fds().unwrap_err().to_string();
             assert!(e.contains("descriptor"), "{what}: {e}");
         };
         // The same descriptor in two containers' IO.
@@ -872,6 +1050,30 @@ mod tests {
         refused(doc(vec![], server(closed, &[]), f[8]), "closed");
     }
 
+    /// The two answers an `Upgrade` can get from the old binary carry different codes and
+    /// the texts operators have always read.
+    #[test]
+    fn refusals_and_rollbacks_are_told_apart() {
+        let r = UpgradeError::from(Refused::ShuttingDown);
+        assert_eq!(r.code(), ttrpc::Code::FAILED_PRECONDITION);
+        assert_eq!(r.to_string(), "upgrade refused: the shim is shutting down");
+        let b = UpgradeError::RolledBack {
+            target: "/x".into(),
+            version: "0.1.0".into(),
+            why: AdoptError::Format(7).to_string(),
+        };
+        assert_eq!(b.code(), ttrpc::Code::ABORTED);
+        assert_eq!(
+            b.to_string(),
+            "upgrade to /x failed, 0.1.0 serves on: hand-over format 7 is not one of [1]"
+        );
+        let lost = Lost::RollbackFailed(AdoptError::Format(7));
+        assert_eq!(
+            lost.to_string(),
+            "rollback failed too: hand-over format 7 is not one of [1]"
+        );
+    }
+
     struct Nowhere;
     impl crate::engine::event::EventSink for Nowhere {
         fn publish(&self, _e: crate::engine::event::Event) {}
@@ -931,7 +1133,11 @@ mod tests {
             .await;
             assert!(abandoned.is_err(), "the preflight should still be running");
             let r = u.upgrade("/nonexistent/shimgate", DEFAULT_QUIESCE).await;
-            assert!(r.0.contains("/nonexistent/shimgate"), "{}", r.0);
+            assert!(
+                matches!(r, Refused::Target(TargetError::Open { .. })),
+                "{r:?}"
+            );
+            assert!(r.to_string().contains("/nonexistent/shimgate"), "{r}");
         });
     }
 
@@ -961,7 +1167,7 @@ mod tests {
                 .quiesce(Duration::from_millis(1))
                 .await
                 .unwrap_err();
-            assert!(e.contains("still running"), "{e}");
+            assert!(e.to_string().contains("still running"), "{e}");
             drop(busy);
             u.server.quiesce(Duration::from_millis(100)).await.unwrap();
         });
@@ -999,18 +1205,27 @@ mod tests {
         for (p, why) in &refusals {
             let e = open_target(p, std::slice::from_ref(&bundle))
                 .err()
+                .map(|e| e.to_string())
                 .unwrap_or_default();
             assert!(e.contains(why), "{}: {e}", p.display());
         }
         let owned = script(dir.path(), "owned", &answer("x"), 0o755);
         std::os::unix::fs::chown(&owned, Some(1000), None).unwrap();
-        let e = open_target(&owned, &[]).err().unwrap_or_default();
-        assert!(e.contains("not root"), "{e}");
+        let e = open_target(&owned, &[]).err();
+        assert!(
+            matches!(e, Some(TargetError::NotRoot { uid: 1000, .. })),
+            "{e:?}"
+        );
+        assert!(e
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+            .contains("not root"));
         let open_dir = dir.path().join("open");
         std::fs::create_dir(&open_dir).unwrap();
         std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         let e = open_target(&script(&open_dir, "t", &answer("x"), 0o755), &[])
             .err()
+            .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("directory"), "{e}");
         // A sticky world-writable directory (like /tmp) is fine: nobody else can replace

@@ -82,9 +82,14 @@ fn walk(v: &Value, out: &mut DaemonConfig) {
     }
 }
 
+/// A containerd config that is not TOML (doctor reports it as a finding, with this text).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ConfigError(#[from] toml::de::Error);
+
 /// Parse a containerd config.
-pub fn parse(text: &str) -> Result<DaemonConfig, String> {
-    let v: Value = toml::from_str(text).map_err(|e| e.to_string())?;
+pub fn parse(text: &str) -> Result<DaemonConfig, ConfigError> {
+    let v: Value = toml::from_str(text)?;
     let mut c = DaemonConfig {
         version: v.get("version").and_then(Value::as_integer),
         root: str_at(&v, &["root"]).map(str::to_string),

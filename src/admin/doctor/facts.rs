@@ -213,7 +213,7 @@ fn daemon_of(p: &Proc, m: &Matrix) -> Daemon {
         Some(path) => match std::fs::read_to_string(path) {
             Ok(text) => match config::parse(&text) {
                 Ok(c) => (c, None),
-                Err(e) => (config::DaemonConfig::default(), Some(e)),
+                Err(e) => (config::DaemonConfig::default(), Some(e.to_string())),
             },
             Err(e) => (config::DaemonConfig::default(), Some(e.to_string())),
         },

@@ -28,8 +28,8 @@ pub fn main(json: bool, matrix: Option<&Path>, state_dir: &Path) -> i32 {
     let m = match matrix {
         Some(p) => std::fs::read_to_string(p)
             .map_err(|e| format!("{}: {e}", p.display()))
-            .and_then(|t| Matrix::parse(&t)),
-        None => Matrix::builtin(),
+            .and_then(|t| Matrix::parse(&t).map_err(|e| e.to_string())),
+        None => Matrix::builtin().map_err(|e| e.to_string()),
     };
     let m = match m {
         Ok(m) => m,

@@ -128,23 +128,163 @@ fn default_prefix() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/local/bin"))
 }
 
-fn layout(o: &Options) -> Result<Layout, String> {
-    let root =
-        std::fs::canonicalize(&o.root).map_err(|e| format!("root {}: {e}", o.root.display()))?;
+/// Why install or uninstall refused, or failed partway. The texts are what the command prints
+/// (and `--json` carries in `errors`); whether something had changed first is the outcome's
+/// `result` (`refused` or `failed`), decided where the error is met.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("root {path}: {source}")]
+    Root {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("--prefix must be absolute: {prefix}")]
+    RelativePrefix { prefix: String },
+    #[error("prefix {prefix}: {source}")]
+    Prefix {
+        prefix: String,
+        source: std::io::Error,
+    },
+    #[error("prefix {prefix} is not a directory")]
+    PrefixNotADirectory { prefix: String },
+    #[error("prefix {prefix} leaves the root")]
+    PrefixOutsideRoot { prefix: String },
+    #[error("manifest {path}: {source}")]
+    ReadManifest {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("manifest {path}: {source}")]
+    DecodeManifest {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("encode manifest: {0}")]
+    EncodeManifest(serde_json::Error),
+    #[error("create {path}: {source}")]
+    CreateDirectory {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("write {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("remove {path}: {source}")]
+    Remove {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("locate this binary: {0}")]
+    LocateSelf(std::io::Error),
+    #[error("{path} is not a shimgate binary")]
+    NotShimgate { path: String },
+    /// A helper (dpkg-divert) could not run, or failed.
+    #[error("{command}: {source}")]
+    RunTool {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("{command}: exit {status}: {stderr}")]
+    ToolFailed {
+        command: String,
+        status: i32,
+        stderr: String,
+    },
+    #[error("symlink {path}: {source}")]
+    Symlink {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("link {from} -> {to}: {source}")]
+    Link {
+        from: String,
+        to: String,
+        source: std::io::Error,
+    },
+    #[error("rename {from} -> {to}: {source}")]
+    Rename {
+        from: String,
+        to: String,
+        source: std::io::Error,
+    },
+    #[error("copy {from} -> {to}: {source}")]
+    Copy {
+        from: String,
+        to: String,
+        source: std::io::Error,
+    },
+    #[error("chmod {path}: {source}")]
+    Chmod {
+        path: String,
+        source: std::io::Error,
+    },
+    /// Reading what stands at a name (its metadata or its checksum).
+    #[error("{path}: {source}")]
+    Inspect {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("keep {path} as {saved}: {source}")]
+    Keep {
+        path: String,
+        saved: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is a symlink to {target}, which is neither shimgate nor a containerd shim; \
+         use --force to replace it (its target is remembered and restored by uninstall)"
+    )]
+    ForeignSymlink { path: String, target: String },
+    #[error("{path} is not a file or symlink; refusing to touch it")]
+    NotAFile { path: String },
+    #[error(
+        "{saved} exists already and is not recorded by a shimgate install; \
+         move it away (it may be an original from an earlier install) and run again"
+    )]
+    KeptNameTaken { saved: String },
+    #[error("{path} is already diverted by {by}; refusing to stack diversions")]
+    AlreadyDiverted { path: String, by: String },
+    #[error(
+        "{path} is neither shimgate nor a containerd shim and no package owns it; \
+         use --force to replace it (it is kept as {saved} and restored by uninstall)"
+    )]
+    Foreign { path: String, saved: String },
+    /// A change failed after others were made; the manifest records them.
+    #[error(
+        "{source}\n(changes made so far are recorded in {manifest}; `shimgate uninstall` undoes them)"
+    )]
+    Partway {
+        source: Box<InstallError>,
+        manifest: String,
+    },
+}
+
+fn layout(o: &Options) -> Result<Layout, InstallError> {
+    let root = std::fs::canonicalize(&o.root).map_err(|source| InstallError::Root {
+        path: o.root.display().to_string(),
+        source,
+    })?;
     let prefix = o.prefix.clone().unwrap_or_else(default_prefix);
+    let shown = || prefix.display().to_string();
     if !prefix.is_absolute() {
-        return Err(format!("--prefix must be absolute: {}", prefix.display()));
+        return Err(InstallError::RelativePrefix { prefix: shown() });
     }
     // Canonical, so /bin and /usr/bin (merged /usr) are one place and dpkg finds its paths.
-    let real = std::fs::canonicalize(host_path(&root, &prefix))
-        .map_err(|e| format!("prefix {}: {e}", prefix.display()))?;
+    let real = std::fs::canonicalize(host_path(&root, &prefix)).map_err(|source| {
+        InstallError::Prefix {
+            prefix: shown(),
+            source,
+        }
+    })?;
     if !real.is_dir() {
-        return Err(format!("prefix {} is not a directory", prefix.display()));
+        return Err(InstallError::PrefixNotADirectory { prefix: shown() });
     }
     let inner = real
         .strip_prefix(&root)
         .map(|p| Path::new("/").join(p))
-        .map_err(|_| format!("prefix {} leaves the root", prefix.display()))?;
+        .map_err(|_| InstallError::PrefixOutsideRoot { prefix: shown() })?;
     let key = inner.to_string_lossy().trim_matches('/').replace('/', "_");
     let key = if key.is_empty() { "root".into() } else { key };
     let state = o
@@ -158,24 +298,42 @@ fn layout(o: &Options) -> Result<Layout, String> {
     })
 }
 
-fn read_manifest(path: &Path) -> Result<Option<Manifest>, String> {
+fn read_manifest(path: &Path) -> Result<Option<Manifest>, InstallError> {
+    let shown = || path.display().to_string();
     match std::fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| format!("manifest {}: {e}", path.display())),
+        Ok(b) => {
+            serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|source| InstallError::DecodeManifest {
+                    path: shown(),
+                    source,
+                })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("manifest {}: {e}", path.display())),
+        Err(source) => Err(InstallError::ReadManifest {
+            path: shown(),
+            source,
+        }),
     }
 }
 
-fn write_manifest(path: &Path, m: &Manifest) -> Result<(), String> {
+fn write_manifest(path: &Path, m: &Manifest) -> Result<(), InstallError> {
     if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).map_err(|e| format!("create {}: {e}", d.display()))?;
+        std::fs::create_dir_all(d).map_err(|source| InstallError::CreateDirectory {
+            path: d.display().to_string(),
+            source,
+        })?;
     }
-    let data = serde_json::to_vec_pretty(m).map_err(|e| format!("encode manifest: {e}"))?;
+    let data = serde_json::to_vec_pretty(m).map_err(InstallError::EncodeManifest)?;
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, data).map_err(|e| format!("write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("write {}: {e}", path.display()))
+    std::fs::write(&tmp, data).map_err(|source| InstallError::Write {
+        path: tmp.display().to_string(),
+        source,
+    })?;
+    std::fs::rename(&tmp, path).map_err(|source| InstallError::Write {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// Every install manifest in `state_dir`, with its file (unreadable ones are skipped: doctor
@@ -325,21 +483,23 @@ pub fn install(o: &Options) -> i32 {
         if out.result == "done" {
             out.result = "refused";
         }
-        out.errors.push(e);
+        out.errors.push(e.to_string());
     }
     out.finish(o.json)
 }
 
-fn install_inner(o: &Options, out: &mut Outcome) -> Result<(), String> {
+fn install_inner(o: &Options, out: &mut Outcome) -> Result<(), InstallError> {
     let layout = layout(o)?;
     out.at(&layout);
     let source = match &o.source {
         Some(s) => s.clone(),
-        None => std::env::current_exe().map_err(|e| format!("locate this binary: {e}"))?,
+        None => std::env::current_exe().map_err(InstallError::LocateSelf)?,
     };
     // Only a binary named with --binary needs checking; the running one is shimgate.
     if o.source.is_some() && !matches!(inspect::classify(&source), BinaryKind::Shimgate { .. }) {
-        return Err(format!("{} is not a shimgate binary", source.display()));
+        return Err(InstallError::NotShimgate {
+            path: source.display().to_string(),
+        });
     }
     let previous = read_manifest(&layout.manifest)?;
     let prev_rec = |inner: &Path| {
@@ -447,10 +607,10 @@ fn install_inner(o: &Options, out: &mut Outcome) -> Result<(), String> {
                     }
                 }
                 write_manifest(&layout.manifest, &manifest)?;
-                return Err(format!(
-                    "{e}\n(changes made so far are recorded in {}; `shimgate uninstall` undoes them)",
-                    layout.manifest.display()
-                ));
+                return Err(InstallError::Partway {
+                    source: Box::new(e),
+                    manifest: layout.manifest.display().to_string(),
+                });
             }
         }
     }
@@ -476,7 +636,7 @@ pub fn uninstall(o: &Options) -> i32 {
         if out.result == "done" {
             out.result = "refused";
         }
-        out.errors.push(e);
+        out.errors.push(e.to_string());
     }
     out.finish(o.json)
 }
@@ -524,7 +684,7 @@ fn still_ours(host: &Path, rec: &Record) -> bool {
     }
 }
 
-fn uninstall_inner(o: &Options, out: &mut Outcome) -> Result<(), String> {
+fn uninstall_inner(o: &Options, out: &mut Outcome) -> Result<(), InstallError> {
     let layout = layout(o)?;
     out.at(&layout);
     let Some(manifest) = read_manifest(&layout.manifest)? else {
@@ -624,8 +784,10 @@ fn uninstall_inner(o: &Options, out: &mut Outcome) -> Result<(), String> {
         return Ok(());
     }
     if left.is_empty() {
-        std::fs::remove_file(&layout.manifest)
-            .map_err(|e| format!("remove {}: {e}", layout.manifest.display()))?;
+        std::fs::remove_file(&layout.manifest).map_err(|source| InstallError::Remove {
+            path: layout.manifest.display().to_string(),
+            source,
+        })?;
         if let Some(d) = layout.manifest.parent() {
             // Only if empty: other prefixes may have manifests there.
             let _ = std::fs::remove_dir(d);
@@ -653,21 +815,31 @@ fn uninstall_inner(o: &Options, out: &mut Outcome) -> Result<(), String> {
     Ok(())
 }
 
-fn restore(layout: &Layout, rec: &Record) -> Result<(), String> {
+fn restore(layout: &Layout, rec: &Record) -> Result<(), InstallError> {
     let inner = Path::new(&rec.path);
     let host = layout.host(inner);
+    let remove = |p: &Path| {
+        std::fs::remove_file(p).map_err(|source| InstallError::Remove {
+            path: p.display().to_string(),
+            source,
+        })
+    };
     match &rec.kept {
-        Kept::Nothing => match std::fs::remove_file(&host) {
+        Kept::Nothing => match remove(&host) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("remove {}: {e}", host.display())),
+            Err(InstallError::Remove { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
         },
         Kept::Symlink { target } => place_symlink(&host, target),
         Kept::Renamed { saved_as, sha256 } => {
             let saved = layout.host(Path::new(saved_as));
             check_sum(&saved, sha256);
             place_hardlink(&saved, &host)?;
-            std::fs::remove_file(&saved).map_err(|e| format!("remove {}: {e}", saved.display()))
+            remove(&saved)
         }
         Kept::Diverted {
             saved_as, sha256, ..
@@ -683,7 +855,7 @@ fn restore(layout: &Layout, rec: &Record) -> Result<(), String> {
                 Path::new(saved_as),
                 false,
             ))?;
-            std::fs::remove_file(&saved).map_err(|e| format!("remove {}: {e}", saved.display()))
+            remove(&saved)
         }
     }
 }

@@ -3,17 +3,32 @@
 
 use super::*;
 
-pub(super) fn run_checked(cmd: Command) -> Result<(), String> {
-    let shown = format!("{cmd:?}");
-    let out = run_tool(cmd).map_err(|e| format!("{shown}: {e}"))?;
+pub(super) fn run_checked(cmd: Command) -> Result<(), InstallError> {
+    let command = format!("{cmd:?}");
+    let out = match run_tool(cmd) {
+        Ok(out) => out,
+        Err(source) => return Err(InstallError::RunTool { command, source }),
+    };
     if out.status != 0 {
-        return Err(format!(
-            "{shown}: exit {}: {}",
-            out.status,
-            out.stderr.trim()
-        ));
+        return Err(InstallError::ToolFailed {
+            command,
+            status: out.status,
+            stderr: out.stderr.trim().to_string(),
+        });
     }
     Ok(())
+}
+
+/// Rename `tmp` over `host` (removing `tmp` if that fails).
+fn rename_into_place(tmp: &Path, host: &Path) -> Result<(), InstallError> {
+    std::fs::rename(tmp, host).map_err(|source| {
+        let _ = std::fs::remove_file(tmp);
+        InstallError::Rename {
+            from: tmp.display().to_string(),
+            to: host.display().to_string(),
+            source,
+        }
+    })
 }
 
 pub(super) fn temp_name(host: &Path, tag: &str) -> PathBuf {
@@ -25,26 +40,26 @@ pub(super) fn temp_name(host: &Path, tag: &str) -> PathBuf {
 }
 
 /// Put a symlink `host -> target` in place atomically (replacing whatever is there).
-pub(super) fn place_symlink(host: &Path, target: &str) -> Result<(), String> {
+pub(super) fn place_symlink(host: &Path, target: &str) -> Result<(), InstallError> {
     let tmp = temp_name(host, "new");
     let _ = std::fs::remove_file(&tmp);
-    symlink(target, &tmp).map_err(|e| format!("symlink {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, host).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("rename {} -> {}: {e}", tmp.display(), host.display())
-    })
+    symlink(target, &tmp).map_err(|source| InstallError::Symlink {
+        path: tmp.display().to_string(),
+        source,
+    })?;
+    rename_into_place(&tmp, host)
 }
 
 /// Put a hard link of `from` at `host` atomically (replacing whatever is there).
-pub(super) fn place_hardlink(from: &Path, host: &Path) -> Result<(), String> {
+pub(super) fn place_hardlink(from: &Path, host: &Path) -> Result<(), InstallError> {
     let tmp = temp_name(host, "restore");
     let _ = std::fs::remove_file(&tmp);
-    std::fs::hard_link(from, &tmp)
-        .map_err(|e| format!("link {} -> {}: {e}", from.display(), tmp.display()))?;
-    std::fs::rename(&tmp, host).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("rename {} -> {}: {e}", tmp.display(), host.display())
-    })
+    std::fs::hard_link(from, &tmp).map_err(|source| InstallError::Link {
+        from: from.display().to_string(),
+        to: tmp.display().to_string(),
+        source,
+    })?;
+    rename_into_place(&tmp, host)
 }
 
 /// One change install makes, decided before anything is touched.
@@ -83,12 +98,18 @@ pub(super) fn judge(
     source: &Path,
     ours: Option<&Record>,
     force: bool,
-) -> Result<Action, String> {
+) -> Result<Action, InstallError> {
     let host = layout.host(inner);
+    let path = || inner.display().to_string();
     let meta = match std::fs::symlink_metadata(&host) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Action::Create),
-        Err(e) => return Err(format!("{}: {e}", inner.display())),
+        Err(source) => {
+            return Err(InstallError::Inspect {
+                path: path(),
+                source,
+            })
+        }
     };
     let saved = PathBuf::from(format!("{}{KEPT_SUFFIX}", inner.display()));
     let saved_exists = std::fs::symlink_metadata(layout.host(&saved)).is_ok();
@@ -104,19 +125,15 @@ pub(super) fn judge(
             BinaryKind::Shimgate { .. } | BinaryKind::GoContainerd
         );
         if !recognised && !force {
-            return Err(format!(
-                "{} is a symlink to {target}, which is neither shimgate nor a containerd shim; \
-                 use --force to replace it (its target is remembered and restored by uninstall)",
-                inner.display()
-            ));
+            return Err(InstallError::ForeignSymlink {
+                path: path(),
+                target,
+            });
         }
         return Ok(Action::ReplaceSymlink(target));
     }
     if !meta.is_file() {
-        return Err(format!(
-            "{} is not a file or symlink; refusing to touch it",
-            inner.display()
-        ));
+        return Err(InstallError::NotAFile { path: path() });
     }
     if want_link.is_none() {
         // The binary slot.
@@ -144,17 +161,15 @@ pub(super) fn judge(
         if renamed_by_us && want_link.is_some() && (recognised || force) {
             return Ok(Action::Rekeep);
         }
-        return Err(format!(
-            "{} exists already and is not recorded by a shimgate install; \
-             move it away (it may be an original from an earlier install) and run again",
-            saved.display()
-        ));
+        return Err(InstallError::KeptNameTaken {
+            saved: saved.display().to_string(),
+        });
     }
     if let Some(who) = dpkg_diverter(&layout.root, inner) {
-        return Err(format!(
-            "{} is already diverted by {who}; refusing to stack diversions",
-            inner.display()
-        ));
+        return Err(InstallError::AlreadyDiverted {
+            path: path(),
+            by: who,
+        });
     }
     if let Some(pkg) = dpkg_owner(&layout.root, inner) {
         return Ok(Action::Divert(pkg));
@@ -164,12 +179,10 @@ pub(super) fn judge(
         BinaryKind::Shimgate { .. } | BinaryKind::GoContainerd
     );
     if !recognised && !force {
-        return Err(format!(
-            "{} is neither shimgate nor a containerd shim and no package owns it; \
-             use --force to replace it (it is kept as {} and restored by uninstall)",
-            inner.display(),
-            saved.display()
-        ));
+        return Err(InstallError::Foreign {
+            path: path(),
+            saved: saved.display().to_string(),
+        });
     }
     Ok(Action::Rename)
 }
@@ -205,7 +218,7 @@ pub(super) fn apply(
     p: &Planned,
     source: &Path,
     previous: Option<&Record>,
-) -> Result<Record, String> {
+) -> Result<Record, InstallError> {
     let host = layout.host(&p.inner);
     let inner_s = p.inner.to_string_lossy().into_owned();
     let saved = PathBuf::from(format!("{inner_s}{KEPT_SUFFIX}"));
@@ -215,7 +228,20 @@ pub(super) fn apply(
         // before any shimgate install (e.g. the binary placed by hand), so not ours to remove.
         installed = previous.map_or_else(|| UNCHANGED.to_string(), |r| r.installed.clone());
     }
-    let put = |host: &Path| -> Result<(), String> {
+    let checksum = |host: &Path| {
+        inspect::sha256_file(host).map_err(|source| InstallError::Inspect {
+            path: inner_s.clone(),
+            source,
+        })
+    };
+    let keep = |host: &Path| {
+        std::fs::hard_link(host, layout.host(&saved)).map_err(|source| InstallError::Keep {
+            path: inner_s.clone(),
+            saved: saved.display().to_string(),
+            source,
+        })
+    };
+    let put = |host: &Path| -> Result<(), InstallError> {
         match &p.link {
             Some(t) => place_symlink(host, t),
             None => copy_binary(source, host),
@@ -237,9 +263,8 @@ pub(super) fn apply(
             Kept::Symlink { target: t.clone() }
         }
         Action::Rename => {
-            let sum = inspect::sha256_file(&host).map_err(|e| format!("{inner_s}: {e}"))?;
-            std::fs::hard_link(&host, layout.host(&saved))
-                .map_err(|e| format!("keep {inner_s} as {}: {e}", saved.display()))?;
+            let sum = checksum(&host)?;
+            keep(&host)?;
             put(&host)?;
             Kept::Renamed {
                 saved_as: saved.to_string_lossy().into_owned(),
@@ -247,7 +272,7 @@ pub(super) fn apply(
             }
         }
         Action::Rekeep => {
-            let sum = inspect::sha256_file(&host).map_err(|e| format!("{inner_s}: {e}"))?;
+            let sum = checksum(&host)?;
             // The kept name is replaced atomically by the newer file, then the name by our
             // link: at every moment both names hold a working shim.
             place_hardlink(&host, &layout.host(&saved))?;
@@ -258,11 +283,9 @@ pub(super) fn apply(
             }
         }
         Action::Divert(pkg) => {
-            let sum = inspect::sha256_file(&host).map_err(|e| format!("{inner_s}: {e}"))?;
+            let sum = checksum(&host)?;
             run_checked(divert_command(&layout.root, &p.inner, &saved, true))?;
-            let kept = std::fs::hard_link(&host, layout.host(&saved))
-                .map_err(|e| format!("keep {inner_s} as {}: {e}", saved.display()))
-                .and_then(|()| put(&host));
+            let kept = keep(&host).and_then(|()| put(&host));
             if let Err(e) = kept {
                 // Undo the diversion record so the host is as before.
                 let _ = std::fs::remove_file(layout.host(&saved));
@@ -295,16 +318,20 @@ pub(super) fn same_contents(a: &Path, b: &Path) -> bool {
     }
 }
 
-pub(super) fn copy_binary(source: &Path, host: &Path) -> Result<(), String> {
+pub(super) fn copy_binary(source: &Path, host: &Path) -> Result<(), InstallError> {
     let tmp = temp_name(host, "new");
     let _ = std::fs::remove_file(&tmp);
-    std::fs::copy(source, &tmp)
-        .map_err(|e| format!("copy {} -> {}: {e}", source.display(), tmp.display()))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| format!("chmod {}: {e}", tmp.display()))?;
+    std::fs::copy(source, &tmp).map_err(|e| InstallError::Copy {
+        from: source.display().to_string(),
+        to: tmp.display().to_string(),
+        source: e,
+    })?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).map_err(|source| {
+        InstallError::Chmod {
+            path: tmp.display().to_string(),
+            source,
+        }
+    })?;
     // Renaming over a binary that running shims execute is safe: they keep the old inode.
-    std::fs::rename(&tmp, host).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("rename {} -> {}: {e}", tmp.display(), host.display())
-    })
+    rename_into_place(&tmp, host)
 }

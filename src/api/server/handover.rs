@@ -4,6 +4,36 @@
 
 use super::*;
 
+/// Why the server cannot quiesce, or why the sockets a previous image handed over cannot be
+/// adopted (then the new image rolls back). The texts are the ones operators read in a
+/// refusal or a rollback.
+#[derive(Debug, thiserror::Error)]
+pub enum HandoverError {
+    #[error("the server is already quiesced")]
+    AlreadyQuiesced,
+    #[error("{running} request(s) still running after {ms} ms")]
+    StillRunning { running: usize, ms: u128 },
+    #[error("hand-over: too many connections")]
+    TooManyConnections,
+    #[error("hand-over: descriptor {fd} named twice")]
+    ConnectionTwice { fd: i32 },
+    #[error("hand-over: descriptor {fd} named twice or as stdio by the server")]
+    BadDescriptor { fd: i32 },
+    #[error("hand-over: parked request {stream_id}: {source}")]
+    ParkedRequest {
+        stream_id: u32,
+        source: protobuf::Error,
+    },
+    #[error("hand-over: descriptor {fd}: {source}")]
+    Descriptor { fd: i32, source: std::io::Error },
+    #[error("hand-over: descriptor {fd} is not a socket")]
+    NotASocket { fd: i32 },
+    #[error("hand-over: no listening socket")]
+    NoListener,
+    #[error("hand-over: connection: {0}")]
+    Connection(std::io::Error),
+}
+
 /// What the server is doing; changed only through [`Control`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
@@ -129,9 +159,9 @@ impl Control {
     /// Stop accepting and reading, and wait (at most `limit`) until every request that is not
     /// parked has been answered. On timeout the server serves again and the error says how
     /// many were still running.
-    pub async fn quiesce(&self, limit: Duration) -> Result<(), String> {
+    pub async fn quiesce(&self, limit: Duration) -> Result<(), HandoverError> {
         if *self.inner.phase.borrow() != Phase::Serving {
-            return Err("the server is already quiesced".into());
+            return Err(HandoverError::AlreadyQuiesced);
         }
         self.inner.phase.send_replace(Phase::Quiesced);
         let mut busy = self.inner.busy.subscribe();
@@ -141,10 +171,10 @@ impl Control {
         {
             let n = *self.inner.busy.borrow();
             self.resume();
-            return Err(format!(
-                "{n} request(s) still running after {} ms",
-                limit.as_millis()
-            ));
+            return Err(HandoverError::StillRunning {
+                running: n,
+                ms: limit.as_millis(),
+            });
         }
         Ok(())
     }
@@ -204,27 +234,31 @@ pub fn adopt_connections(
     ctl: &Control,
     stop: &watch::Receiver<bool>,
     upgrade_reply: &Response,
-) -> Result<(), String> {
+) -> Result<(), HandoverError> {
     if conns.len() > MAX_CONNECTIONS {
-        return Err("hand-over: too many connections".into());
+        return Err(HandoverError::TooManyConnections);
     }
     let mut fds = std::collections::HashSet::new();
     if let Some(c) = conns.iter().find(|c| !fds.insert(c.fd)) {
-        return Err(format!("hand-over: descriptor {} named twice", c.fd));
+        return Err(HandoverError::ConnectionTwice { fd: c.fd });
     }
     let mut parked = Vec::new();
     for c in conns {
         check_socket(c.fd)?;
         for p in &c.replay {
-            let request = Request::parse_from_bytes(&p.payload)
-                .map_err(|e| format!("hand-over: parked request {}: {e}", p.stream_id))?;
+            let request = Request::parse_from_bytes(&p.payload).map_err(|source| {
+                HandoverError::ParkedRequest {
+                    stream_id: p.stream_id,
+                    source,
+                }
+            })?;
             parked.push(request);
         }
     }
     let mut parked = parked.into_iter();
     for c in conns {
         let Ok(slot) = ctl.inner.connections.clone().try_acquire_owned() else {
-            return Err("hand-over: too many connections".into());
+            return Err(HandoverError::TooManyConnections);
         };
         let stream = adopt_stream(c.fd)?;
         let conn = Conn::new(stream, services.clone(), ctl.clone(), c.clone());
@@ -265,33 +299,31 @@ pub(crate) fn fstat_raw(fd: i32) -> std::io::Result<libc::stat> {
     Ok(unsafe { st.assume_init() })
 }
 
-pub(super) fn check_socket(fd: i32) -> Result<(), String> {
-    let st = fstat_raw(fd).map_err(|e| format!("hand-over: descriptor {fd}: {e}"))?;
+pub(super) fn check_socket(fd: i32) -> Result<(), HandoverError> {
+    let st = fstat_raw(fd).map_err(|source| HandoverError::Descriptor { fd, source })?;
     if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
-        return Err(format!("hand-over: descriptor {fd} is not a socket"));
+        return Err(HandoverError::NotASocket { fd });
     }
     // SAFETY: fcntl(F_SETFD) on a number just checked to be open; nothing is borrowed.
     if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
-        return Err(format!(
-            "hand-over: descriptor {fd}: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(HandoverError::Descriptor {
+            fd,
+            source: std::io::Error::last_os_error(),
+        });
     }
     Ok(())
 }
 
 /// The descriptors a server snapshot names, checked: at most once each (the listener and the
 /// connections are each taken into ownership once), none of them stdio.
-pub fn checked_fds(snap: &ServerSnap) -> Result<Vec<i32>, String> {
+pub fn checked_fds(snap: &ServerSnap) -> Result<Vec<i32>, HandoverError> {
     let mut seen = std::collections::HashSet::new();
     let named = std::iter::once(snap.listener)
         .filter(|fd| *fd >= 0)
         .chain(snap.conns.iter().map(|c| c.fd));
     for fd in named {
         if fd <= 2 || !seen.insert(fd) {
-            return Err(format!(
-                "hand-over: descriptor {fd} named twice or as stdio by the server"
-            ));
+            return Err(HandoverError::BadDescriptor { fd });
         }
     }
     let mut v: Vec<i32> = seen.into_iter().collect();
@@ -300,10 +332,12 @@ pub fn checked_fds(snap: &ServerSnap) -> Result<Vec<i32>, String> {
 }
 
 /// Take the listening socket a previous image handed over.
-pub fn adopt_listener(snap: &ServerSnap) -> Result<std::os::unix::net::UnixListener, String> {
+pub fn adopt_listener(
+    snap: &ServerSnap,
+) -> Result<std::os::unix::net::UnixListener, HandoverError> {
     let fd = snap.listener;
     if fd < 0 {
-        return Err("hand-over: no listening socket".into());
+        return Err(HandoverError::NoListener);
     }
     checked_fds(snap)?;
     check_socket(fd)?;
@@ -315,11 +349,10 @@ pub fn adopt_listener(snap: &ServerSnap) -> Result<std::os::unix::net::UnixListe
     Ok(unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) })
 }
 
-pub(super) fn adopt_stream(fd: i32) -> Result<UnixStream, String> {
+pub(super) fn adopt_stream(fd: i32) -> Result<UnixStream, HandoverError> {
     check_socket(fd)?;
     // SAFETY: as in `adopt_listener`: a handed-over, checked, unowned socket.
     let s = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
-    s.set_nonblocking(true)
-        .map_err(|e| format!("hand-over: connection: {e}"))?;
-    UnixStream::from_std(s).map_err(|e| format!("hand-over: connection: {e}"))
+    s.set_nonblocking(true).map_err(HandoverError::Connection)?;
+    UnixStream::from_std(s).map_err(HandoverError::Connection)
 }

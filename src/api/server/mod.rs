@@ -200,8 +200,8 @@ pub use frame::{decode_frame, Frame, FrameError, FrameHeader};
 pub(crate) use handover::fstat_raw;
 use handover::*;
 pub use handover::{
-    adopt_connections, adopt_listener, checked_fds, ConnSnap, Control, HandedOver, ParkedRequest,
-    ServerSnap,
+    adopt_connections, adopt_listener, checked_fds, ConnSnap, Control, HandedOver, HandoverError,
+    ParkedRequest, ServerSnap,
 };
 
 #[cfg(test)]

@@ -162,7 +162,11 @@ async fn quiesce_times_out_and_resumes() {
     client.write_all(&frame(1, "Slow", b"a")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
     let e = ctl.quiesce(Duration::from_millis(5)).await.unwrap_err();
-    assert!(e.contains("1 request(s) still running"), "{e}");
+    assert!(
+        matches!(e, HandoverError::StillRunning { running: 1, .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("1 request(s) still running"), "{e}");
     // Serving again: the running request answers, and new ones are read.
     client.write_all(&frame(3, "Slow", b"b")).await.unwrap();
     let mut got = vec![

@@ -62,35 +62,81 @@ pub fn abstract_refusal(socket: &str) -> String {
     )
 }
 
+/// Why the v1 shim cannot get its listening socket or its log FIFOs. The texts are what
+/// containerd shows after `containerd-shim: ` (the Go shim's wording where it had one).
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// The inherited fd 3 is unusable.
+    #[error(transparent)]
+    Inherited(#[from] daemon::StartupError),
+    /// `name` is shown as given: `{:?}` of a path, or `"\x00name"` for an abstract one.
+    #[error("{name}: unix socket path too long (> {SOCKET_PATH_LIMIT})")]
+    PathTooLong { name: String },
+    #[error("listen on {socket}: {source}")]
+    Listen {
+        socket: String,
+        source: std::io::Error,
+    },
+    #[error("{}", abstract_refusal(socket))]
+    AbstractRefused { socket: String },
+    #[error("abstract socket @{name}: {source}")]
+    AbstractName {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("create {path}: {source}")]
+    CreateFifo { path: String, source: nix::Error },
+    #[error("open {path}: {source}")]
+    OpenFifo { path: String, source: nix::Error },
+    #[error("{path}: {source}")]
+    StatFifo { path: String, source: nix::Error },
+    #[error("{path} is not a FIFO")]
+    NotAFifo { path: String },
+}
+
 /// Bind (or adopt) the listening socket.
-pub fn listen(args: &ShimV1Args) -> Result<UnixListener, String> {
+pub fn listen(args: &ShimV1Args) -> Result<UnixListener, BootstrapError> {
     let socket = args.socket.as_deref().unwrap_or("");
     match listen_spec(args.socket.as_deref()) {
-        ListenSpec::Inherited => daemon::inherited_listener(),
+        ListenSpec::Inherited => Ok(daemon::inherited_listener()?),
         ListenSpec::Path(p) => {
             if p.as_os_str().len() > SOCKET_PATH_LIMIT {
-                return Err(format!(
-                    "{p:?}: unix socket path too long (> {SOCKET_PATH_LIMIT})"
-                ));
+                return Err(BootstrapError::PathTooLong {
+                    name: format!("{p:?}"),
+                });
             }
-            UnixListener::bind(&p).map_err(|e| format!("listen on {}: {e}", p.display()))
+            UnixListener::bind(&p).map_err(|source| BootstrapError::Listen {
+                socket: p.display().to_string(),
+                source,
+            })
         }
-        ListenSpec::Abstract(_) if !args.allow_abstract_socket => Err(abstract_refusal(socket)),
+        ListenSpec::Abstract(_) if !args.allow_abstract_socket => {
+            Err(BootstrapError::AbstractRefused {
+                socket: socket.to_string(),
+            })
+        }
         ListenSpec::Abstract(name) => bind_abstract(&name),
     }
 }
 
-fn bind_abstract(name: &[u8]) -> Result<UnixListener, String> {
+fn bind_abstract(name: &[u8]) -> Result<UnixListener, BootstrapError> {
     use std::os::linux::net::SocketAddrExt;
     let shown = String::from_utf8_lossy(name);
     if name.len() + 1 > SOCKET_PATH_LIMIT {
-        return Err(format!(
-            "\"\\x00{shown}\": unix socket path too long (> {SOCKET_PATH_LIMIT})"
-        ));
+        return Err(BootstrapError::PathTooLong {
+            name: format!("\"\\x00{shown}\""),
+        });
     }
-    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)
-        .map_err(|e| format!("abstract socket @{shown}: {e}"))?;
-    UnixListener::bind_addr(&addr).map_err(|e| format!("listen on abstract socket @{shown}: {e}"))
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name).map_err(|source| {
+        BootstrapError::AbstractName {
+            name: shown.to_string(),
+            source,
+        }
+    })?;
+    UnixListener::bind_addr(&addr).map_err(|source| BootstrapError::Listen {
+        socket: format!("abstract socket @{shown}"),
+        source,
+    })
 }
 
 /// The shim's two log FIFOs in the work directory, held open read-write: containerd (and a
@@ -106,27 +152,39 @@ pub const STDOUT_LOG: &str = "shim.stdout.log";
 pub const STDERR_LOG: &str = "shim.stderr.log";
 
 /// Open (creating, as the Go shim does, if containerd has not) the log FIFOs of `workdir`.
-pub fn open_logs(workdir: &Path) -> Result<ShimLogs, String> {
+pub fn open_logs(workdir: &Path) -> Result<ShimLogs, BootstrapError> {
     Ok(ShimLogs {
         stdout: open_fifo(&workdir.join(STDOUT_LOG))?,
         stderr: open_fifo(&workdir.join(STDERR_LOG))?,
     })
 }
 
-fn open_fifo(path: &Path) -> Result<OwnedFd, String> {
+fn open_fifo(path: &Path) -> Result<OwnedFd, BootstrapError> {
+    let shown = || path.display().to_string();
     match nix::unistd::mkfifo(path, Mode::S_IRWXU) {
         Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
-        Err(e) => return Err(format!("create {}: {e}", path.display())),
+        Err(source) => {
+            return Err(BootstrapError::CreateFifo {
+                path: shown(),
+                source,
+            })
+        }
     }
     let fd = nix::fcntl::open(
         path,
         OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| format!("open {}: {e}", path.display()))?;
-    let st = nix::sys::stat::fstat(fd.as_fd()).map_err(|e| format!("{}: {e}", path.display()))?;
+    .map_err(|source| BootstrapError::OpenFifo {
+        path: shown(),
+        source,
+    })?;
+    let st = nix::sys::stat::fstat(fd.as_fd()).map_err(|source| BootstrapError::StatFifo {
+        path: shown(),
+        source,
+    })?;
     if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFIFO {
-        return Err(format!("{} is not a FIFO", path.display()));
+        return Err(BootstrapError::NotAFifo { path: shown() });
     }
     Ok(fd)
 }
@@ -200,6 +258,8 @@ mod tests {
             "@shim",
         ] {
             let e = listen(&args(s, false)).unwrap_err();
+            assert!(matches!(e, BootstrapError::AbstractRefused { .. }), "{e:?}");
+            let e = e.to_string();
             assert!(e.contains("abstract"), "{e}");
             assert!(e.contains("1.3.9") && e.contains("1.4.3"), "{e}");
             assert!(e.contains("-allow-abstract-socket"), "{e}");
@@ -218,7 +278,9 @@ mod tests {
         std::os::unix::net::UnixStream::connect_addr(&to).unwrap();
         // Too long for the Go limit.
         let long = "x".repeat(SOCKET_PATH_LIMIT);
-        assert!(listen(&args(&long, true)).unwrap_err().contains("too long"));
+        let e = listen(&args(&long, true)).unwrap_err();
+        assert!(matches!(e, BootstrapError::PathTooLong { .. }), "{e:?}");
+        assert!(e.to_string().contains("too long"), "{e}");
     }
 
     #[test]

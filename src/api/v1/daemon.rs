@@ -26,14 +26,36 @@ use crate::engine::types::ProcessRef;
 use crate::engine::{Engine, ProcessName};
 use crate::events::{start_exec, PublishCommand, Retry};
 use crate::startup::daemon;
-use crate::startup::upgrade::Handover;
+use crate::startup::upgrade::{Handover, Lost};
+
+/// Why the v1 shim could not start or serve: printed after `containerd-shim: `.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Startup(#[from] daemon::StartupError),
+    #[error(transparent)]
+    Bootstrap(#[from] bootstrap::BootstrapError),
+    #[error("shim namespace cannot be empty")]
+    EmptyNamespace,
+    /// The namespace is not a containerd identifier (the engine's text).
+    #[error(transparent)]
+    Namespace(crate::engine::Error),
+    #[error("getcwd: {0}")]
+    Getcwd(std::io::Error),
+}
+
+impl From<Lost> for DaemonError {
+    fn from(e: Lost) -> Self {
+        DaemonError::Startup(e.into())
+    }
+}
 
 /// How long queued events may take to go out at exit.
 const EVENT_DRAIN: Duration = Duration::from_secs(5);
 /// How long a SIGTERM waits for init to be reaped after `kill --all SIGKILL`.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
-pub fn run(args: &ShimV1Args) -> Result<(), String> {
+pub fn run(args: &ShimV1Args) -> Result<(), DaemonError> {
     // A live upgrade's new image: the listener and the rest are inherited.
     let from = daemon::handover(Personality::ShimV1.binary_name())?;
     // The log FIFOs first, as the Go shim: from here on, even a fatal error lands where
@@ -47,11 +69,11 @@ pub fn run(args: &ShimV1Args) -> Result<(), String> {
         None => None,
     };
     if args.namespace.is_empty() {
-        return Err("shim namespace cannot be empty".into());
+        return Err(DaemonError::EmptyNamespace);
     }
     // The namespace becomes a directory of runc's root: only containerd's identifiers.
     crate::engine::types::validate_identifier("namespace", &args.namespace)
-        .map_err(|e| e.to_string())?;
+        .map_err(DaemonError::Namespace)?;
     // The runtime and the stop signals before the socket: whoever sees the socket may SIGTERM
     // us at once (the default action would leave the socket file behind).
     let rt = daemon::runtime()?;
@@ -67,7 +89,7 @@ pub fn run(args: &ShimV1Args) -> Result<(), String> {
     let _ = crate::reaper::set_subreaper();
     daemon::ignore_sigpipe();
 
-    let bundle = std::env::current_dir().map_err(|e| format!("getcwd: {e}"))?;
+    let bundle = std::env::current_dir().map_err(DaemonError::Getcwd)?;
     let path = bundle.to_string_lossy().into_owned();
     // The Go shim's fields, less its own pid: ours would clash with events' `pid` fields.
     let fixed = [
@@ -98,7 +120,7 @@ async fn serve(
     listen: ListenSpec,
     from: Option<&Handover>,
     signals: daemon::StopSignals,
-) -> Result<(), String> {
+) -> Result<(), DaemonError> {
     let (reaper, spawner) = daemon::reaper_and_spawner();
     // Only a socket file we bound is ours to remove; containerd owns the inherited one.
     let our_socket: Option<PathBuf> =

@@ -66,26 +66,42 @@ fn field_numbers(b: &[u8]) -> Option<Vec<u32>> {
     Some(out)
 }
 
-fn runc_options(any: &Any) -> Result<Option<Options>, String> {
+/// Why `start`'s stdin or a bundle's `config.json` cannot be read (`start` then fails with
+/// this text after the runtime's name).
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("runtime options on stdin are not a protobuf message")]
+    NotProtobuf,
+    #[error("decode bootstrap parameters: {0}")]
+    BootstrapParams(protobuf::Error),
+    #[error("decode runtime options: {0}")]
+    RuntimeOptions(protobuf::Error),
+    #[error("decode {RUNC_OPTIONS}: {0}")]
+    RuncOptions(protobuf::Error),
+    #[error("parse config.json: {0}")]
+    Config(serde_json::Error),
+}
+
+fn runc_options(any: &Any) -> Result<Option<Options>, BootstrapError> {
     if !type_url_is(&any.type_url, RUNC_OPTIONS) {
         return Ok(None);
     }
     Options::parse_from_bytes(&any.value)
         .map(Some)
-        .map_err(|e| format!("decode {RUNC_OPTIONS}: {e}"))
+        .map_err(BootstrapError::RuncOptions)
 }
 
 /// Decode `start`'s stdin. containerd <= 2.2 sends the runtime options as an `Any` (fields 1
 /// and 2 only) or nothing; 2.3+ sends `BootstrapParams`, which always carries fields 4-7. So
 /// any field number of 3 or more means BootstrapParams (protocols.md 2.7).
-pub fn decode_stdin(b: &[u8]) -> Result<StartInput, String> {
+pub fn decode_stdin(b: &[u8]) -> Result<StartInput, BootstrapError> {
     if b.is_empty() {
         return Ok(StartInput::default());
     }
-    let fields = field_numbers(b).ok_or("runtime options on stdin are not a protobuf message")?;
+    let fields = field_numbers(b).ok_or(BootstrapError::NotProtobuf)?;
     if fields.iter().any(|f| *f >= 3) {
-        let params = BootstrapParams::parse_from_bytes(b)
-            .map_err(|e| format!("decode bootstrap parameters: {e}"))?;
+        let params =
+            BootstrapParams::parse_from_bytes(b).map_err(BootstrapError::BootstrapParams)?;
         let mut input = StartInput::default();
         for ext in &params.extensions {
             if let Some(any) = ext.value.as_ref() {
@@ -98,7 +114,7 @@ pub fn decode_stdin(b: &[u8]) -> Result<StartInput, String> {
         input.bootstrap = Some(params);
         return Ok(input);
     }
-    let any = Any::parse_from_bytes(b).map_err(|e| format!("decode runtime options: {e}"))?;
+    let any = Any::parse_from_bytes(b).map_err(BootstrapError::RuntimeOptions)?;
     Ok(StartInput {
         options: runc_options(&any)?,
         options_any: Some(any),
@@ -152,14 +168,13 @@ pub const GROUP_ANNOTATIONS: [&str; 2] = [
 ];
 
 /// The group id of the container whose `config.json` this is (its own id when ungrouped).
-pub fn group_id(config_json: &[u8], id: &str) -> Result<String, String> {
+pub fn group_id(config_json: &[u8], id: &str) -> Result<String, BootstrapError> {
     #[derive(serde::Deserialize)]
     struct Spec {
         #[serde(default)]
         annotations: Option<std::collections::HashMap<String, String>>,
     }
-    let spec: Spec =
-        serde_json::from_slice(config_json).map_err(|e| format!("parse config.json: {e}"))?;
+    let spec: Spec = serde_json::from_slice(config_json).map_err(BootstrapError::Config)?;
     let ann = spec.annotations.unwrap_or_default();
     for key in GROUP_ANNOTATIONS {
         if let Some(g) = ann.get(key) {

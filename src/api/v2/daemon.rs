@@ -53,7 +53,7 @@ fn log_fifo_nonblocking() {
     }
 }
 
-pub fn run(flavor: &Flavor, args: &ShimV2Args) -> Result<(), String> {
+pub fn run(flavor: &Flavor, args: &ShimV2Args) -> Result<(), daemon::StartupError> {
     // A live upgrade's new image: the listener, the log descriptor (fd 2) and everything else
     // are inherited from the previous image.
     let from = daemon::handover(flavor.personality.binary_name())?;
@@ -63,7 +63,10 @@ pub fn run(flavor: &Flavor, args: &ShimV2Args) -> Result<(), String> {
         (None, Some(path)) => {
             let p = PathBuf::from(path.strip_prefix("unix://").unwrap_or(path));
             let _ = std::fs::remove_file(&p);
-            StdListener::bind(&p).map_err(|e| format!("listen on {}: {e}", p.display()))?
+            StdListener::bind(&p).map_err(|source| daemon::StartupError::Bind {
+                path: p.display().to_string(),
+                source,
+            })?
         }
         (None, None) => daemon::inherited_listener()?,
     };
@@ -105,7 +108,7 @@ async fn serve(
     listener: StdListener,
     from: Option<&Handover>,
     signals: daemon::StopSignals,
-) -> Result<(), String> {
+) -> Result<(), daemon::StartupError> {
     let (reaper, spawner) = daemon::reaper_and_spawner();
     let socket_path = daemon::socket_path(&listener);
 

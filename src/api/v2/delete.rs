@@ -47,11 +47,20 @@ fn remove_dead_socket(bundle: &Path) {
     }
 }
 
-pub fn delete(args: &ShimV2Args) -> Result<Vec<u8>, String> {
+/// Why `delete` could not run at all (everything else it meets is reported and passed over).
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    #[error("getcwd: {0}")]
+    Getcwd(std::io::Error),
+    #[error("encode DeleteResponse: {0}")]
+    Encode(protobuf::Error),
+}
+
+pub fn delete(args: &ShimV2Args) -> Result<Vec<u8>, DeleteError> {
     let _ = crate::reaper::set_subreaper();
     let bundle = match &args.bundle {
         Some(b) => b.clone(),
-        None => std::env::current_dir().map_err(|e| format!("getcwd: {e}"))?,
+        None => std::env::current_dir().map_err(DeleteError::Getcwd)?,
     };
     // The id becomes a runc argument: refuse anything that is not a containerd identifier.
     let id_ok = crate::engine::types::validate_identifier("container id", &args.id).is_ok()
@@ -110,6 +119,5 @@ pub fn delete(args: &ShimV2Args) -> Result<Vec<u8>, String> {
         exited_at: Some(time::timestamp(at)).into(),
         ..Default::default()
     };
-    resp.write_to_bytes()
-        .map_err(|e| format!("encode DeleteResponse: {e}"))
+    resp.write_to_bytes().map_err(DeleteError::Encode)
 }

@@ -100,7 +100,7 @@ pub fn main(flavor: &Flavor, argv0: OsString, args: Vec<String>) -> i32 {
                 let _ = std::io::stdout().write_all(&bytes);
                 0
             }
-            Err(e) => fail(flavor, &e, 1),
+            Err(e) => fail(flavor, &e.to_string(), 1),
         },
         Mode::Start => match start::start(flavor, &argv0, &parsed) {
             Ok(reply) => {
@@ -109,7 +109,7 @@ pub fn main(flavor: &Flavor, argv0: OsString, args: Vec<String>) -> i32 {
                 let _ = out.flush();
                 0
             }
-            Err(e) => fail(flavor, &e, 1),
+            Err(e) => fail(flavor, &e.to_string(), 1),
         },
         Mode::Delete => match delete::delete(&parsed) {
             Ok(bytes) => {
@@ -118,11 +118,11 @@ pub fn main(flavor: &Flavor, argv0: OsString, args: Vec<String>) -> i32 {
                 let _ = out.flush();
                 0
             }
-            Err(e) => fail(flavor, &e, 1),
+            Err(e) => fail(flavor, &e.to_string(), 1),
         },
         Mode::Daemon => match daemon::run(flavor, &parsed) {
             Ok(()) => 0,
-            Err(e) => fail(flavor, &e, 1),
+            Err(e) => fail(flavor, &e.to_string(), 1),
         },
     }
 }

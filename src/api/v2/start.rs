@@ -54,19 +54,92 @@ enum Bound {
     Existing,
 }
 
-fn bind(path: &Path, reuse: bool) -> Result<Bound, String> {
+/// Why `start` (or `-info`) failed: printed after the runtime's name, so the texts are kept.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("shim id cannot be empty")]
+    EmptyId,
+    /// The id or namespace is not a containerd identifier (the engine's text).
+    #[error(transparent)]
+    Identifier(crate::engine::Error),
+    #[error("read options from stdin: {0}")]
+    Stdin(std::io::Error),
+    #[error(transparent)]
+    Bootstrap(#[from] bootstrap::BootstrapError),
+    #[error("getcwd: {0}")]
+    Getcwd(std::io::Error),
+    /// The error with its causes (`engine::error::chain`).
+    #[error("open config.json: {0}")]
+    OpenConfig(String),
+    #[error("create socket directory {dir}: {source}")]
+    SocketDirectory { dir: String, source: std::io::Error },
+    #[error("listen on {path}: {source}")]
+    Listen {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("remove stale socket {path}: {source}")]
+    RemoveStale {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} exists and is not a socket")]
+    NotASocket { path: String },
+    #[error("chmod {path}: {source}")]
+    Chmod {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("write address: {0}")]
+    WriteAddress(std::io::Error),
+    #[error("write shim.pid: {0}")]
+    WriteShimPid(std::io::Error),
+    #[error("start shim daemon {argv0}: {source}")]
+    Spawn {
+        argv0: String,
+        source: std::io::Error,
+    },
+    #[error("read {path}: {source}")]
+    ReadCgroups {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("add shim {pid} to cgroup {dir}: {source}")]
+    JoinCgroup {
+        pid: u32,
+        dir: String,
+        source: std::io::Error,
+    },
+    #[error("shim cgroup {0} does not exist")]
+    NoCgroup(String),
+    #[error("encode start reply: {0}")]
+    EncodeReply(serde_json::Error),
+    #[error("encode bootstrap result: {0}")]
+    EncodeBootstrapResult(protobuf::Error),
+    #[error("encode runtime info: {0}")]
+    EncodeInfo(protobuf::Error),
+}
+
+fn bind(path: &Path, reuse: bool) -> Result<Bound, StartError> {
+    let listen = |source| StartError::Listen {
+        path: path.display().to_string(),
+        source,
+    };
     if let Some(dir) = path.parent() {
         // Only the shim's user may look inside (Go uses 0600, which only root can traverse).
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|e| format!("create socket directory {}: {e}", dir.display()))?;
+            .map_err(|source| StartError::SocketDirectory {
+                dir: dir.display().to_string(),
+                source,
+            })?;
     }
     match UnixListener::bind(path) {
         Ok(l) => return Ok(Bound::New(l)),
         Err(e) if e.kind() == ErrorKind::AddrInUse => {}
-        Err(e) => return Err(format!("listen on {}: {e}", path.display())),
+        Err(e) => return Err(listen(e)),
     }
     if reuse && socket_is_live(path) {
         return Ok(Bound::Existing);
@@ -74,19 +147,23 @@ fn bind(path: &Path, reuse: bool) -> Result<Bound, String> {
     // A socket left by a dead shim must not block a new one; only ever remove a socket file.
     match std::fs::symlink_metadata(path) {
         Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => {
-            std::fs::remove_file(path)
-                .map_err(|e| format!("remove stale socket {}: {e}", path.display()))?;
+            std::fs::remove_file(path).map_err(|source| StartError::RemoveStale {
+                path: path.display().to_string(),
+                source,
+            })?;
         }
-        Ok(_) => return Err(format!("{} exists and is not a socket", path.display())),
+        Ok(_) => {
+            return Err(StartError::NotASocket {
+                path: path.display().to_string(),
+            })
+        }
         Err(_) => {}
     }
-    UnixListener::bind(path)
-        .map(Bound::New)
-        .map_err(|e| format!("listen on {}: {e}", path.display()))
+    UnixListener::bind(path).map(Bound::New).map_err(listen)
 }
 
 /// Join `cgroup` (a path relative to each hierarchy root) with `pid`.
-fn join_shim_cgroup(cgroup: &str, pid: u32) -> Result<(), String> {
+fn join_shim_cgroup(cgroup: &str, pid: u32) -> Result<(), StartError> {
     let rel = cgroup.trim_start_matches('/');
     let root = Path::new("/sys/fs/cgroup");
     let mut joined = false;
@@ -94,19 +171,27 @@ fn join_shim_cgroup(cgroup: &str, pid: u32) -> Result<(), String> {
         vec![root.join(rel)]
     } else {
         std::fs::read_dir(root)
-            .map_err(|e| format!("read {}: {e}", root.display()))?
+            .map_err(|source| StartError::ReadCgroups {
+                path: root.display().to_string(),
+                source,
+            })?
             .filter_map(|e| e.ok())
             .map(|e| e.path().join(rel))
             .filter(|p| p.is_dir())
             .collect()
     };
     for dir in targets {
-        std::fs::write(dir.join("cgroup.procs"), pid.to_string())
-            .map_err(|e| format!("add shim {pid} to cgroup {}: {e}", dir.display()))?;
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string()).map_err(|source| {
+            StartError::JoinCgroup {
+                pid,
+                dir: dir.display().to_string(),
+                source,
+            }
+        })?;
         joined = true;
     }
     if !joined {
-        return Err(format!("shim cgroup {cgroup} does not exist"));
+        return Err(StartError::NoCgroup(cgroup.to_string()));
     }
     Ok(())
 }
@@ -129,7 +214,7 @@ fn spawn_daemon(
     address: &str,
     listener: &OwnedFd,
     input: &StartInput,
-) -> Result<u32, String> {
+) -> Result<u32, StartError> {
     let mut cmd = Command::new(argv0);
     cmd.arg("-namespace")
         .arg(&args.namespace)
@@ -174,14 +259,17 @@ fn spawn_daemon(
     let spawner = Spawner::new(Reaper::new());
     let child = spawner
         .spawn(cmd, false)
-        .map_err(|e| format!("start shim daemon {}: {e}", argv0.to_string_lossy()))?;
+        .map_err(|source| StartError::Spawn {
+            argv0: argv0.to_string_lossy().into_owned(),
+            source,
+        })?;
     Ok(child.pid)
 }
 
 /// The bytes `start` prints for `address`, in the form the compatibility matrix picks for the
 /// containerd that called us (`compat::start_reply_for`): the plain address unless containerd
 /// announced a version (2.3+, BootstrapParams) whose series answers otherwise.
-pub fn reply(input: &StartInput, address: &str) -> Result<Vec<u8>, String> {
+pub fn reply(input: &StartInput, address: &str) -> Result<Vec<u8>, StartError> {
     use crate::compat::StartReply;
     let announced = input
         .bootstrap
@@ -193,7 +281,7 @@ pub fn reply(input: &StartInput, address: &str) -> Result<Vec<u8>, String> {
             "address": address,
             "protocol": "ttrpc",
         }))
-        .map_err(|e| format!("encode start reply: {e}"))
+        .map_err(StartError::EncodeReply)
     };
     match crate::compat::start_reply_for(announced) {
         StartReply::Plain => Ok(address.as_bytes().to_vec()),
@@ -206,7 +294,7 @@ pub fn reply(input: &StartInput, address: &str) -> Result<Vec<u8>, String> {
             ..Default::default()
         }
         .write_to_bytes()
-        .map_err(|e| format!("encode bootstrap result: {e}")),
+        .map_err(StartError::EncodeBootstrapResult),
     }
 }
 
@@ -224,26 +312,26 @@ fn link_socket_dir(bundle: &Path, input: &StartInput) {
     }
 }
 
-pub fn start(flavor: &Flavor, argv0: &OsString, args: &ShimV2Args) -> Result<Vec<u8>, String> {
+pub fn start(flavor: &Flavor, argv0: &OsString, args: &ShimV2Args) -> Result<Vec<u8>, StartError> {
     let _ = crate::reaper::set_subreaper();
     if args.id.is_empty() {
-        return Err("shim id cannot be empty".into());
+        return Err(StartError::EmptyId);
     }
     crate::engine::types::validate_identifier("container id", &args.id)
-        .map_err(|e| e.to_string())?;
+        .map_err(StartError::Identifier)?;
     crate::engine::types::validate_identifier("namespace", &args.namespace)
-        .map_err(|e| e.to_string())?;
+        .map_err(StartError::Identifier)?;
 
     let mut stdin = Vec::new();
     std::io::stdin()
         .read_to_end(&mut stdin)
-        .map_err(|e| format!("read options from stdin: {e}"))?;
+        .map_err(StartError::Stdin)?;
     let input = bootstrap::decode_stdin(&stdin)?;
 
-    let bundle = std::env::current_dir().map_err(|e| format!("getcwd: {e}"))?;
+    let bundle = std::env::current_dir().map_err(StartError::Getcwd)?;
     let group = if flavor.groups {
         let config = std::fs::read(bundle.join("config.json"))
-            .map_err(|e| format!("open config.json: {}", crate::engine::error::chain(&e)))?;
+            .map_err(|e| StartError::OpenConfig(crate::engine::error::chain(&e)))?;
         bootstrap::group_id(&config, &args.id)?
     } else {
         args.id.clone()
@@ -257,26 +345,30 @@ pub fn start(flavor: &Flavor, argv0: &OsString, args: &ShimV2Args) -> Result<Vec
     let listener = match bind(path, flavor.groups)? {
         Bound::Existing => {
             write_atomic(&bundle, "address", address.as_bytes())
-                .map_err(|e| format!("write address: {e}"))?;
+                .map_err(StartError::WriteAddress)?;
             link_socket_dir(&bundle, &input);
             return reply(&input, &address);
         }
         Bound::New(l) => l,
     };
-    let cleanup = |e: String| {
+    let cleanup = |e: StartError| {
         let _ = std::fs::remove_file(path);
         e
     };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| cleanup(format!("chmod {}: {e}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        cleanup(StartError::Chmod {
+            path: path.display().to_string(),
+            source,
+        })
+    })?;
     write_atomic(&bundle, "address", address.as_bytes())
-        .map_err(|e| cleanup(format!("write address: {e}")))?;
+        .map_err(|e| cleanup(StartError::WriteAddress(e)))?;
     let fd = OwnedFd::from(listener);
     let pid = spawn_daemon(argv0, args, &address, &fd, &input).map_err(cleanup)?;
     drop(fd);
     if flavor.writes_shim_pid {
         write_atomic(&bundle, "shim.pid", pid.to_string().as_bytes())
-            .map_err(|e| format!("write shim.pid: {e}"))?;
+            .map_err(StartError::WriteShimPid)?;
     }
     if let Some(o) = &input.options {
         if !o.shim_cgroup.is_empty() {
@@ -290,7 +382,7 @@ pub fn start(flavor: &Flavor, argv0: &OsString, args: &ShimV2Args) -> Result<Vec
 
 /// `-info` (containerd 2.x introspection): a `RuntimeInfo` with our name and version, the
 /// options echoed, and the runtime's `features` JSON when it can tell.
-pub fn info(flavor: &Flavor) -> Result<Vec<u8>, String> {
+pub fn info(flavor: &Flavor) -> Result<Vec<u8>, StartError> {
     use crate::protos::introspection::{RuntimeInfo, RuntimeVersion};
     let mut stdin = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut stdin);
@@ -331,6 +423,5 @@ pub fn info(flavor: &Flavor) -> Result<Vec<u8>, String> {
         features: features.into(),
         ..Default::default()
     };
-    info.write_to_bytes()
-        .map_err(|e| format!("encode runtime info: {e}"))
+    info.write_to_bytes().map_err(StartError::EncodeInfo)
 }
