@@ -128,139 +128,6 @@ fn default_prefix() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/local/bin"))
 }
 
-/// Why install or uninstall refused, or failed partway. The texts are what the command prints
-/// (and `--json` carries in `errors`); whether something had changed first is the outcome's
-/// `result` (`refused` or `failed`), decided where the error is met.
-#[derive(Debug, thiserror::Error)]
-pub enum InstallError {
-    #[error("root {path}: {source}")]
-    Root {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("--prefix must be absolute: {prefix}")]
-    RelativePrefix { prefix: String },
-    #[error("prefix {prefix}: {source}")]
-    Prefix {
-        prefix: String,
-        source: std::io::Error,
-    },
-    #[error("prefix {prefix} is not a directory")]
-    PrefixNotADirectory { prefix: String },
-    #[error("prefix {prefix} leaves the root")]
-    PrefixOutsideRoot { prefix: String },
-    #[error("manifest {path}: {source}")]
-    ReadManifest {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("manifest {path}: {source}")]
-    DecodeManifest {
-        path: String,
-        source: serde_json::Error,
-    },
-    #[error("encode manifest: {0}")]
-    EncodeManifest(serde_json::Error),
-    #[error("create {path}: {source}")]
-    CreateDirectory {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("write {path}: {source}")]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("remove {path}: {source}")]
-    Remove {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("locate this binary: {0}")]
-    LocateSelf(std::io::Error),
-    #[error("{path} is not a shimgate binary")]
-    NotShimgate { path: String },
-    /// A helper (dpkg-divert) could not run, or failed.
-    #[error("{command}: {source}")]
-    RunTool {
-        command: String,
-        source: std::io::Error,
-    },
-    #[error("{command}: exit {status}: {stderr}")]
-    ToolFailed {
-        command: String,
-        status: i32,
-        stderr: String,
-    },
-    #[error("symlink {path}: {source}")]
-    Symlink {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("link {from} -> {to}: {source}")]
-    Link {
-        from: String,
-        to: String,
-        source: std::io::Error,
-    },
-    #[error("rename {from} -> {to}: {source}")]
-    Rename {
-        from: String,
-        to: String,
-        source: std::io::Error,
-    },
-    #[error("copy {from} -> {to}: {source}")]
-    Copy {
-        from: String,
-        to: String,
-        source: std::io::Error,
-    },
-    #[error("chmod {path}: {source}")]
-    Chmod {
-        path: String,
-        source: std::io::Error,
-    },
-    /// Reading what stands at a name (its metadata or its checksum).
-    #[error("{path}: {source}")]
-    Inspect {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("keep {path} as {saved}: {source}")]
-    Keep {
-        path: String,
-        saved: String,
-        source: std::io::Error,
-    },
-    #[error(
-        "{path} is a symlink to {target}, which is neither shimgate nor a containerd shim; \
-         use --force to replace it (its target is remembered and restored by uninstall)"
-    )]
-    ForeignSymlink { path: String, target: String },
-    #[error("{path} is not a file or symlink; refusing to touch it")]
-    NotAFile { path: String },
-    #[error(
-        "{saved} exists already and is not recorded by a shimgate install; \
-         move it away (it may be an original from an earlier install) and run again"
-    )]
-    KeptNameTaken { saved: String },
-    #[error("{path} is already diverted by {by}; refusing to stack diversions")]
-    AlreadyDiverted { path: String, by: String },
-    #[error(
-        "{path} is neither shimgate nor a containerd shim and no package owns it; \
-         use --force to replace it (it is kept as {saved} and restored by uninstall)"
-    )]
-    Foreign { path: String, saved: String },
-    /// A change failed after others were made; the manifest records them.
-    #[error(
-        "{source}\n(changes made so far are recorded in {manifest}; `shimgate uninstall` undoes them)"
-    )]
-    Partway {
-        source: Box<InstallError>,
-        manifest: String,
-    },
-}
-
 fn layout(o: &Options) -> Result<Layout, InstallError> {
     let root = std::fs::canonicalize(&o.root).map_err(|source| InstallError::Root {
         path: o.root.display().to_string(),
@@ -872,73 +739,14 @@ fn check_sum(saved: &Path, want: &str) {
 }
 
 mod dpkg;
+mod error;
 mod plan;
+
+pub use error::InstallError;
 
 use dpkg::*;
 pub use dpkg::{divert_command, package_owner};
 use plan::*;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn divert_command_shape() {
-        let c = divert_command(
-            Path::new("/"),
-            Path::new("/usr/bin/containerd-shim"),
-            Path::new("/usr/bin/containerd-shim.shimgate-orig"),
-            true,
-        );
-        let args: Vec<String> = c
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(c.get_program(), "dpkg-divert");
-        assert_eq!(
-            args,
-            [
-                "--local",
-                "--no-rename",
-                "--divert",
-                "/usr/bin/containerd-shim.shimgate-orig",
-                "--add",
-                "/usr/bin/containerd-shim"
-            ]
-        );
-        let c = divert_command(
-            Path::new("/tmp/r"),
-            Path::new("/usr/bin/x"),
-            Path::new("/usr/bin/x.shimgate-orig"),
-            false,
-        );
-        let args: Vec<String> = c
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(&args[..2], ["--root", "/tmp/r"]);
-        assert!(args.contains(&"--remove".to_string()));
-    }
-
-    #[test]
-    fn manifest_round_trip() {
-        let m = Manifest {
-            format: 1,
-            shimgate_version: "0.1.0".into(),
-            prefix: "/usr/bin".into(),
-            records: vec![Record {
-                path: "/usr/bin/containerd-shim".into(),
-                installed: "shimgate".into(),
-                kept: Kept::Diverted {
-                    saved_as: "/usr/bin/containerd-shim.shimgate-orig".into(),
-                    package: "containerd".into(),
-                    sha256: "ab".into(),
-                },
-            }],
-        };
-        let j = serde_json::to_string(&m).unwrap();
-        assert!(j.contains(r#""method":"diverted""#), "{j}");
-        let back: Manifest = serde_json::from_str(&j).unwrap();
-        assert_eq!(back.records[0].kept, m.records[0].kept);
-    }
-}
+mod tests;
