@@ -658,6 +658,54 @@ fn v1linux_failed_adoption_rolls_back() {
     failed_adoption_rolls_back(V1_LINUX);
 }
 
+/// On the wire, a rolled-back upgrade is ABORTED and a refused one FAILED_PRECONDITION, so a
+/// caller speaking to the socket (not only the operator tool, which also reads the text) can
+/// tell "nothing was stopped" from "the new image was tried and the old one serves on".
+#[test]
+fn a_rollback_is_answered_aborted_on_the_wire() {
+    use shimgate::protos::admin::UpgradeRequest;
+    let Some(c) = Ctd::start_env(Shims::Ours, &[("SHIMGATE_UPGRADE_FAULT", "fail-adoption")])
+    else {
+        return;
+    };
+    let next = root_safe(&next_binary(), &c.dir, "shimgate-next");
+    let id = c.id("ab");
+    c.run_detached(RUNC_V2, &id, &[], &["sleep", "600"]);
+    let sock = c.socket_for(&id);
+    let call = |binary: &Path| {
+        raw_ttrpc::Raw::connect(&sock, Duration::from_secs(60)).call(
+            "shimgate.admin.v1.Admin",
+            "Upgrade",
+            &UpgradeRequest {
+                binary: binary.display().to_string(),
+                ..Default::default()
+            },
+        )
+    };
+    let refused = call(Path::new("/nonexistent/shimgate"));
+    assert_eq!(refused.code, 9, "{}", refused.message); // FAILED_PRECONDITION
+    assert!(
+        refused.message.starts_with("upgrade refused: "),
+        "{}",
+        refused.message
+    );
+    let rolled_back = call(&next);
+    assert_eq!(rolled_back.code, 10, "{}", rolled_back.message); // ABORTED
+    assert!(
+        rolled_back.message.contains("refused on purpose")
+            && rolled_back.message.contains("serves on"),
+        "{}",
+        rolled_back.message
+    );
+    let e = c.ctr(&["task", "exec", "--exec-id", "e1", &id, "echo", "fine"]);
+    assert_eq!((e.code, e.text()), (0, "fine\n".to_string()));
+    c.ctr(&["task", "kill", "-s", "SIGKILL", &id]);
+    assert!(c.wait_status(&id, "STOPPED", Duration::from_secs(10)));
+    let _ = c.ctr(&["task", "rm", &id]);
+    let _ = c.ctr(&["container", "rm", &id]);
+    c.assert_clean();
+}
+
 /// Binaries that cannot take over are refused before anything stops: one that is not
 /// shimgate at all (by the tool), one that speaks only a future hand-over format (by the
 /// shim). Without `--binary` a shim re-executes the binary installed under its own name.
