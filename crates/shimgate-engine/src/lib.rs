@@ -12,4 +12,6 @@ pub mod engine;
 pub mod io;
 pub mod reaper;
 pub mod supervise;
+/// Public only because the root package's modules take the same lock helper; not an API.
+#[doc(hidden)]
 pub mod sync;
