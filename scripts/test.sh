@@ -16,6 +16,9 @@
 # rustup: Debian 12's rustc is too old.
 #
 # `cargo fmt --check` and `cargo clippy -D warnings` run after the build, before the tests.
+# Every cargo command names `--workspace` (`--all` for fmt): the engine's and the protocol
+# crate's own unit tests and lints live in crates/, which a plain `cargo test` at the root
+# would skip.
 # `cargo test --no-fail-fast`: one failing test binary does not hide the others; the summary
 # names each binary with its counts and the failing ones. The log of the whole run is kept in
 # target/test-logs/.
@@ -69,7 +72,7 @@ use_cargo || exit 2
 
 # Build first: a compile error is reported as such, not as failing tests. `--features fuzz`:
 # tests/fuzz_corpus.rs runs the fuzz target bodies, which only that feature compiles in.
-cargo test --features fuzz --no-run "$@"
+cargo test --workspace --features fuzz --no-run "$@"
 
 # The code rules the tools keep: formatted, and clippy-clean in every target, both without
 # features (the binary operators run) and with all of them (fuzz bodies, test faults).
@@ -77,9 +80,9 @@ cargo test --features fuzz --no-run "$@"
 # network to rust-lang.org), say loudly that the checks were skipped and run the tests anyway.
 have_lint_tools() { cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1; }
 if have_lint_tools || { rustup component add rustfmt clippy >/dev/null 2>&1 && have_lint_tools; }; then
-  cargo fmt --check
-  cargo clippy --all-targets -- -D warnings
-  cargo clippy --all-targets --all-features -- -D warnings
+  cargo fmt --all --check
+  cargo clippy --workspace --all-targets -- -D warnings
+  cargo clippy --workspace --all-targets --all-features -- -D warnings
 else
   echo "scripts/test.sh: SKIPPED cargo fmt --check and cargo clippy: rustfmt/clippy are not installed and rustup could not add them (rustup component add rustfmt clippy)" >&2
 fi
@@ -87,12 +90,14 @@ fi
 mkdir -p target/test-logs
 log=target/test-logs/cargo-test-$(date +%Y%m%d-%H%M%S).log
 set +e
-cargo test --features fuzz --no-fail-fast "$@" 2>&1 | tee "$log"
+cargo test --workspace --features fuzz --no-fail-fast "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 
 # Per test binary: its counts, from libtest's "test result:" line after each "Running" line.
-# A binary that printed no result line crashed (or was killed) before it finished.
+# A binary that printed no result line crashed (or was killed) before it finished. Every
+# member's unit tests run from a src/lib.rs, so those are named with their crate as well
+# ("unittests src/lib.rs (target/debug/deps/shimgate_engine-<hash>)" -> "src/lib.rs shimgate_engine").
 awk -v rc="$rc" '
   function flush() {
     if (name == "") return
@@ -100,7 +105,12 @@ awk -v rc="$rc" '
     else printf "  %-44s %s\n", name, result
     name = ""; result = ""
   }
-  /^ *Running / { flush(); name = ($2 == "unittests") ? $3 : $2; next }
+  /^ *Running / {
+    flush()
+    if ($2 == "unittests") { crate = $4; sub(/.*\//, "", crate); sub(/-[0-9a-f]*\)$/, "", crate); name = $3 " " crate }
+    else name = $2
+    next
+  }
   /^ *Doc-tests / { flush(); name = "doc-tests " $2; next }
   /^test result: / {
     ok = ($3 == "ok.") ? "ok    " : "FAILED"

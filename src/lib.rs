@@ -2,26 +2,30 @@
 //! runc.v2) over one runc-driving core. `main.rs` only picks the personality from argv[0] and
 //! calls [`run`]; everything else lives in the modules below (see README's architecture
 //! section).
+//!
+//! This is the top of the workspace: the APIs, the operator tool and startup. The wire types
+//! come from the shimgate-protos crate and the wire-free engine, stdio and reaper from
+//! shimgate-engine; both are re-exported below under the module names they had when they lived
+//! here, so `crate::engine::...` and `shimgate::protos::...` paths keep working.
 
 pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod compat;
-pub mod engine;
 pub mod events;
 /// Fuzz target bodies, shared by `fuzz/` and `tests/fuzz_corpus.rs`; not an API, and only in
 /// builds with the `fuzz` feature (never in the binary operators run).
 #[cfg(feature = "fuzz")]
 #[doc(hidden)]
 pub mod fuzz;
-pub mod io;
 pub mod logging;
-pub mod protos;
-pub mod reaper;
 pub mod search_path;
 pub mod startup;
-pub mod supervise;
-mod sync;
+
+pub use shimgate_engine::{engine, io, reaper, supervise};
+pub use shimgate_protos as protos;
+// Only the poison-tolerant `lock`, for the modules here; not part of shimgate's API.
+use shimgate_engine::sync;
 
 use std::ffi::OsString;
 

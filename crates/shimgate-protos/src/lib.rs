@@ -1,7 +1,10 @@
 //! Generated protobuf messages and ttrpc services for every wire contract shimgate speaks.
 //!
-//! The schemas live in `protos/*.proto` (our own files; package, message, field and service
-//! names match containerd's exactly because they are the wire contract). `build.rs` turns each
+//! shimgate-protos, the bottom layer: it depends on nothing of shimgate's, and only the APIs
+//! (the root package, which re-exports this crate as `shimgate::protos`) use it; the engine
+//! crate must never. The schemas live in this crate's `protos/*.proto` (our own files; package,
+//! message, field and service names match containerd's exactly because they are the wire
+//! contract). `build.rs` turns each
 //! `protos/<name>.proto` into the module `<name>` (messages) and, if it declares a service,
 //! `<name>_ttrpc` (async client, server trait with a default for every method, and the
 //! `create_<service>` registration function).

@@ -8,6 +8,6 @@
 use std::sync::{Mutex, MutexGuard};
 
 /// Lock `m`, ignoring poisoning (see the module docs).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
