@@ -1,18 +1,18 @@
 #!/usr/bin/env python3
-"""Regenerate link/symbol-order.txt: the functions a serving shim runs, in first-use order.
+"""Write a symbol-ordering file: the functions a serving shim runs, in first-use order.
 
 Usage (root, from the repository root):
     CARGO_PROFILE_RELEASE_STRIP=none cargo build --release --target-dir target/prof
-    python3 bench/order.py target/prof/release/shimgate link/symbol-order.txt
+    python3 bench/order.py target/prof/release/shimgate /tmp/symbol-order.txt
 
 It puts a uprobe on every function symbol of the unstripped binary (tracefs), starts a private
 containerd 2.3 (the bench's set-up, shimbench.env) with that binary as runc.v2 shim, runs one
 container through a serving workload (exec, task ls, metrics, pause/resume, ps, kill, delete)
 and records which functions each shimgate process entered. The list is the daemon's functions,
-then those only the short-lived `start`/`delete` invocations ran. build.rs hands it to LLD
-(`--symbol-ordering-file`) for release builds; the layout only differs in the order of
-functions, so the profile of one build is valid for the next as long as the names exist (a
-stale name is ignored: regenerate after larger changes to keep the hot set together).
+then those only the short-lived `start`/`delete` invocations ran, for LLD's
+`--symbol-ordering-file` (bench/README.md: measured, not adopted; the build does not use it).
+The layout only differs in the order of functions, so the profile of one build is valid for
+the next as long as the names exist (a stale name is ignored: regenerate after changes).
 """
 import os
 import shutil

@@ -203,26 +203,17 @@ fn image_tarball(dir: &Path) -> PathBuf {
 
 /// The shim daemon serving containerd task `id` (argv `-id <id>`), if any.
 fn shim_for(id: &str) -> Option<(u32, Vec<String>, PathBuf)> {
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmd
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        let is_shim = args.first().is_some_and(|a| a.contains("containerd-shim"));
-        let serving = !matches!(args.last().map(String::as_str), Some("start" | "delete"));
-        if is_shim && serving && args.windows(2).any(|w| w[0] == "-id" && w[1] == id) {
-            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
-            return Some((pid, args, exe));
-        }
-    }
-    None
+    shimgate::admin::host::processes()
+        .into_iter()
+        .find_map(|p| {
+            let is_shim = p
+                .args
+                .first()
+                .is_some_and(|a| a.contains("containerd-shim"));
+            let serving = !matches!(p.args.last().map(String::as_str), Some("start" | "delete"));
+            let ours = p.args.windows(2).any(|w| w[0] == "-id" && w[1] == id);
+            (is_shim && serving && ours).then_some((p.pid, p.args, p.exe?))
+        })
 }
 
 fn alive(pid: u32) -> bool {

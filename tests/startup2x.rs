@@ -169,28 +169,17 @@ impl Scratch {
 
 /// The serving daemon for `-id id` (our namespace), if any.
 fn find_daemon(id: &str) -> Option<u32> {
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmd
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if args
-            .first()
-            .is_some_and(|a| a.ends_with("containerd-shim-runc-v2"))
-            && args.iter().any(|a| a == id)
-            && !args.iter().any(|a| a == "start")
-            && args.iter().any(|a| a.starts_with("sg2x"))
-        {
-            return Some(pid);
-        }
-    }
-    None
+    shimgate::admin::host::processes()
+        .into_iter()
+        .find(|p| {
+            p.args
+                .first()
+                .is_some_and(|a| a.ends_with("containerd-shim-runc-v2"))
+                && p.args.iter().any(|a| a == id)
+                && !p.args.iter().any(|a| a == "start")
+                && p.args.iter().any(|a| a.starts_with("sg2x"))
+        })
+        .map(|p| p.pid)
 }
 
 impl Drop for Scratch {

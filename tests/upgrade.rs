@@ -658,12 +658,24 @@ fn v1linux_failed_adoption_rolls_back() {
     failed_adoption_rolls_back(V1_LINUX);
 }
 
+/// `Admin.Upgrade` to `binary`, spoken to the shim's socket directly (as any caller could,
+/// bypassing the operator tool's own checks).
+fn admin_upgrade(sock: &Path, binary: &Path) -> raw_ttrpc::Reply {
+    raw_ttrpc::Raw::connect(sock, Duration::from_secs(60)).call(
+        "shimgate.admin.v1.Admin",
+        "Upgrade",
+        &shimgate::protos::admin::UpgradeRequest {
+            binary: binary.display().to_string(),
+            ..Default::default()
+        },
+    )
+}
+
 /// On the wire, a rolled-back upgrade is ABORTED and a refused one FAILED_PRECONDITION, so a
 /// caller speaking to the socket (not only the operator tool, which also reads the text) can
 /// tell "nothing was stopped" from "the new image was tried and the old one serves on".
 #[test]
 fn a_rollback_is_answered_aborted_on_the_wire() {
-    use shimgate::protos::admin::UpgradeRequest;
     let Some(c) = Ctd::start_env(Shims::Ours, &[("SHIMGATE_UPGRADE_FAULT", "fail-adoption")])
     else {
         return;
@@ -672,16 +684,7 @@ fn a_rollback_is_answered_aborted_on_the_wire() {
     let id = c.id("ab");
     c.run_detached(RUNC_V2, &id, &[], &["sleep", "600"]);
     let sock = c.socket_for(&id);
-    let call = |binary: &Path| {
-        raw_ttrpc::Raw::connect(&sock, Duration::from_secs(60)).call(
-            "shimgate.admin.v1.Admin",
-            "Upgrade",
-            &UpgradeRequest {
-                binary: binary.display().to_string(),
-                ..Default::default()
-            },
-        )
-    };
+    let call = |binary: &Path| admin_upgrade(&sock, binary);
     let refused = call(Path::new("/nonexistent/shimgate"));
     assert_eq!(refused.code, 9, "{}", refused.message); // FAILED_PRECONDITION
     assert!(
@@ -920,7 +923,6 @@ fn v1linux_an_exited_logger_is_left_alone_after_an_upgrade() {
 /// anybody may write to. Each would print a marker if it ran.
 #[test]
 fn the_shim_refuses_targets_others_could_have_written() {
-    use shimgate::protos::admin::UpgradeRequest;
     let Some(c) = Ctd::start() else { return };
     let id = c.id("tgt");
     c.run_detached(RUNC_V2, &id, &[], &["sleep", "600"]);
@@ -943,15 +945,7 @@ fn the_shim_refuses_targets_others_could_have_written() {
         std::fs::write(path, &body).unwrap();
         std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(*mode))
             .unwrap();
-        let mut raw = raw_ttrpc::Raw::connect(&sock, Duration::from_secs(30));
-        let r = raw.call(
-            "shimgate.admin.v1.Admin",
-            "Upgrade",
-            &UpgradeRequest {
-                binary: path.display().to_string(),
-                ..Default::default()
-            },
-        );
+        let r = admin_upgrade(&sock, path);
         assert_eq!(r.code, 9, "{}: {}", path.display(), r.message); // FAILED_PRECONDITION
         assert!(r.message.contains(why), "{}: {}", path.display(), r.message);
         assert!(!marker.exists(), "{} was run", path.display());

@@ -781,34 +781,17 @@ impl Ctd {
     /// Shim daemons serving this containerd (our address in their argv; not start/delete).
     pub fn shim_pids(&self) -> Vec<u32> {
         let key = self.addr.display().to_string();
-        let mut out = Vec::new();
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-                continue;
-            };
-            let args: Vec<String> = cmd
-                .split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            if pid == self.pid() || !args.contains(&key) {
-                continue;
-            }
-            if args
-                .first()
-                .is_some_and(|a| a.ends_with("ctr") || a.ends_with("containerd"))
-            {
-                continue;
-            }
-            if matches!(args.last().map(String::as_str), Some("start" | "delete")) {
-                continue;
-            }
-            out.push(pid);
-        }
-        out
+        shimgate::admin::host::processes()
+            .into_iter()
+            .filter(|p| p.pid != self.pid() && p.args.contains(&key))
+            .filter(|p| {
+                !p.args
+                    .first()
+                    .is_some_and(|a| a.ends_with("ctr") || a.ends_with("containerd"))
+            })
+            .filter(|p| !matches!(p.args.last().map(String::as_str), Some("start" | "delete")))
+            .map(|p| p.pid)
+            .collect()
     }
 
     /// The bundle directory of a v2 task.
