@@ -10,7 +10,7 @@ use crate::engine::types::{
 use crate::engine::{Error, Result};
 use crate::protos::mount::Mount;
 use crate::protos::task_types::{ProcessInfo, Status as PbStatus};
-use crate::protos::{any_bare, runc_options, type_url_is, Any};
+use crate::protos::{any_bare, runc_options, type_url_is, Any, Named};
 
 pub fn container_id(s: &str) -> Result<ContainerId> {
     ContainerId::new(s)
@@ -150,12 +150,12 @@ pub fn json_payload(any: Option<&Any>, absent: &[u8]) -> Vec<u8> {
 /// Decode an options `Any` expected to hold `M`: `None` when the request carries none (absent
 /// or empty), an InvalidArgument error when it holds another type or does not decode. Type
 /// URLs are matched with or without a prefix.
-pub fn decode_options<M: protobuf::MessageFull>(any: Option<&Any>) -> Result<Option<M>> {
+pub fn decode_options<M: Named>(any: Option<&Any>) -> Result<Option<M>> {
     let Some(any) = any.filter(|a| !a.type_url.is_empty() || !a.value.is_empty()) else {
         return Ok(None);
     };
-    let name = M::descriptor().full_name().to_string();
-    if !any.type_url.is_empty() && !type_url_is(&any.type_url, &name) {
+    let name = M::FULL_NAME;
+    if !any.type_url.is_empty() && !type_url_is(&any.type_url, name) {
         return Err(Error::invalid_argument(format!(
             "unsupported options type {:?}, expected {name}",
             any.type_url

@@ -46,14 +46,12 @@ impl crate::engine::event::EventSink for Publisher {
     }
 }
 
-use protobuf::MessageFull;
-
 use crate::engine::event::Event;
-use crate::protos::{any_bare, events as pb, mount::Mount, time, Any};
+use crate::protos::{any_bare, events as pb, mount::Mount, time, Any, Named};
 
 /// The topic and payload containerd expects for an event.
 pub fn encode(ev: &Event) -> protobuf::Result<(&'static str, Any)> {
-    fn pack(topic: &'static str, m: &impl MessageFull) -> protobuf::Result<(&'static str, Any)> {
+    fn pack(topic: &'static str, m: &impl Named) -> protobuf::Result<(&'static str, Any)> {
         Ok((topic, any_bare(m)?))
     }
     match ev {

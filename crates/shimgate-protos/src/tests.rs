@@ -412,6 +412,15 @@ fn any_bare_has_no_prefix() {
 }
 
 #[test]
+fn named_types_match_their_descriptors() {
+    let named = crate::named_types();
+    assert!(named.len() >= 18, "{named:?}");
+    for (constant, descriptor) in named {
+        assert_eq!(constant, descriptor);
+    }
+}
+
+#[test]
 fn bootstrap_params_round_trip_and_optional_presence() {
     let opts = runc_options::Options {
         binary_name: "runc".into(),
