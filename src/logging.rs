@@ -10,9 +10,9 @@ use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::layer::{Context, Layer};
-use tracing_subscriber::prelude::*;
+use tracing::span::{Attributes, Id, Record};
+use tracing::subscriber::Interest;
+use tracing::{Event, Level, Metadata, Subscriber};
 
 /// Format `t` as RFC 3339 with nanoseconds in UTC, as logrus does.
 pub fn rfc3339(t: SystemTime) -> String {
@@ -173,19 +173,42 @@ fn level_name(l: Level) -> &'static str {
     }
 }
 
-/// A layer writing logrus-style lines to a writer (the shim's stderr, i.e. the log FIFO).
-pub struct LogrusLayer<W> {
+/// The shim's subscriber: logrus-style lines to a writer (the shim's stderr, i.e. the log
+/// FIFO). A subscriber of its own rather than `tracing-subscriber`'s registry with a layer:
+/// the shim opens no spans, and the registry's span slab costs every shim 32 KiB of heap.
+/// Spans that dependencies might open are accepted and ignored.
+pub struct LogrusSubscriber<W> {
     writer: std::sync::Mutex<W>,
     fixed: Vec<(String, String)>,
     max: Level,
 }
 
-impl<S: Subscriber, W: Write + Send + 'static> Layer<S> for LogrusLayer<W> {
-    fn enabled(&self, meta: &tracing::Metadata<'_>, _: Context<'_, S>) -> bool {
+impl<W: Write + Send + 'static> Subscriber for LogrusSubscriber<W> {
+    fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
+        if self.enabled(meta) {
+            Interest::always()
+        } else {
+            Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::from_level(self.max))
+    }
+
+    fn enabled(&self, meta: &Metadata<'_>) -> bool {
         *meta.level() <= self.max
     }
 
-    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+    fn new_span(&self, _: &Attributes<'_>) -> Id {
+        Id::from_u64(1)
+    }
+
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+
+    fn event(&self, event: &Event<'_>) {
         let mut f = Fields::default();
         event.record(&mut f);
         // The fixed fields first, so an event's own field of the same name wins.
@@ -207,12 +230,16 @@ impl<S: Subscriber, W: Write + Send + 'static> Layer<S> for LogrusLayer<W> {
             let _ = w.write_all(line.as_bytes());
         }
     }
+
+    fn enter(&self, _: &Id) {}
+
+    fn exit(&self, _: &Id) {}
 }
 
 /// Install the global subscriber writing to `writer`. `fixed` fields are added to every
 /// line. Returns false if a subscriber was already installed.
 pub fn init<W: Write + Send + 'static>(writer: W, debug: bool, fixed: &[(&str, &str)]) -> bool {
-    let layer = LogrusLayer {
+    let subscriber = LogrusSubscriber {
         writer: std::sync::Mutex::new(writer),
         fixed: fixed
             .iter()
@@ -220,10 +247,7 @@ pub fn init<W: Write + Send + 'static>(writer: W, debug: bool, fixed: &[(&str, &
             .collect(),
         max: if debug { Level::DEBUG } else { Level::INFO },
     };
-    let installed = tracing_subscriber::registry()
-        .with(layer)
-        .try_init()
-        .is_ok();
+    let installed = tracing::subscriber::set_global_default(subscriber).is_ok();
     if installed {
         report_panics();
     }
