@@ -29,6 +29,26 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Resident KiB of `pid`'s code: its executable mappings of its own binary.
+fn code_rss_kib(pid: u32) -> u64 {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+    let exe = exe.to_string_lossy();
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut inside = false;
+    let mut total = 0;
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        let first = f.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            inside =
+                f.next().is_some_and(|perms| perms.starts_with("r-x")) && line.ends_with(&*exe);
+        } else if inside && first == "Rss:" {
+            total += f.next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    total
+}
+
 /// Things that must come back to baseline.
 #[derive(Debug, PartialEq, Eq)]
 struct Residue {
@@ -137,6 +157,20 @@ fn soak(rt: Runtime) {
         "RSS grew {rss0} -> {rss1} KiB over {execs} execs"
     );
     assert_eq!(zombie_children(shim), Vec::<u32>::new());
+    // Quiet for longer than SHIMGATE_TRIM_AFTER_MS (1 s): the shim lets go of the code it ran
+    // (startup/resident.rs) and serves on, mapping back what it needs.
+    let busy_code = code_rss_kib(shim);
+    std::thread::sleep(Duration::from_millis(2500));
+    let quiet_code = code_rss_kib(shim);
+    eprintln!(
+        "{}: code resident {busy_code} KiB busy, {quiet_code} KiB quiet",
+        rt.short
+    );
+    assert!(
+        quiet_code * 2 < busy_code,
+        "a quiet shim keeps {quiet_code} of {busy_code} KiB of code mapped"
+    );
+    exec(execs);
     c.ctr(&["task", "kill", "-s", "SIGKILL", &id]);
     assert!(c.wait_status(&id, "STOPPED", Duration::from_secs(10)));
     c.ctr(&["task", "rm", &id]);

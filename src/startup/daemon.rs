@@ -365,6 +365,7 @@ impl Serving {
                 ),
             }
         }
+        super::resident::trim_when_quiet(ctl.busy());
         server::serve(listener, services, ctl, stop).await;
         Ok(())
     }

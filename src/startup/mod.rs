@@ -3,8 +3,9 @@
 //! (fd 3), signals, the tokio runtime, the reaper and spawner, the serve loop shared by both
 //! APIs; `upgrade`: the live upgrade (the new binary checked and loaded into a memfd, the
 //! hand-over file, `execve`, adoption or rollback). The API adapters (`api::v1`, `api::v2`)
-//! call into it to start; it knows the server (`api::server`) and the `admin` service, but no
+//! call into it to start; `resident`: what a serving shim drops from memory when quiet. It knows the server (`api::server`) and the `admin` service, but no
 //! API's messages.
 
 pub mod daemon;
+pub mod resident;
 pub mod upgrade;

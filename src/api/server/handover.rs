@@ -213,6 +213,12 @@ impl Control {
         HandedOver { snap, fds }
     }
 
+    /// The count of running requests that are not parked (changes with every request that
+    /// starts or ends): what tells the shim it is quiet (`startup::resident`).
+    pub fn busy(&self) -> watch::Receiver<usize> {
+        self.inner.busy.subscribe()
+    }
+
     pub(super) fn phase(&self) -> watch::Receiver<Phase> {
         self.inner.phase.subscribe()
     }
