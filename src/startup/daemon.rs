@@ -102,14 +102,21 @@ pub fn ignore_sigpipe() {
 /// Blocking threads the runtime may start. Everything that can block on the filesystem
 /// (mounts, opening stdio targets, writing to a file sink) runs there, never on the serving
 /// thread; each such job waits on its own caller's deadline, so a few threads stuck in a hung
-/// filesystem cost only themselves. Idle ones end after tokio's keep-alive (10 s).
+/// filesystem cost only themselves. Idle ones end after [`HELPER_KEEP_ALIVE`].
 const BLOCKING_THREADS: usize = 32;
+
+/// How long an idle blocking thread waits for more work before it ends. tokio's default (10 s)
+/// made a settled shim wake up once, 10 s after its last Create or exec, to end its helper
+/// thread: the only CPU an idle shim used. One second keeps a thread across a burst of
+/// requests and ends it before the shim is quiet (as with the trim, `startup::resident`).
+const HELPER_KEEP_ALIVE: Duration = Duration::from_secs(1);
 
 /// The daemon's runtime (single-threaded: see the module docs; blocking work goes to at most
 /// [`BLOCKING_THREADS`] helper threads, which never fork).
 pub fn runtime() -> Result<tokio::runtime::Runtime, StartupError> {
     tokio::runtime::Builder::new_current_thread()
         .max_blocking_threads(BLOCKING_THREADS)
+        .thread_keep_alive(HELPER_KEEP_ALIVE)
         .enable_all()
         .build()
         .map_err(StartupError::Runtime)
