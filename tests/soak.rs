@@ -29,6 +29,12 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+fn thread_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
 /// Resident KiB of `pid`'s code: its executable mappings of its own binary.
 fn code_rss_kib(pid: u32) -> u64 {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
@@ -170,6 +176,9 @@ fn soak(rt: Runtime) {
         quiet_code * 2 < busy_code,
         "a quiet shim keeps {quiet_code} of {busy_code} KiB of code mapped"
     );
+    // Nor does it keep helper threads (they end 1 s after their last job, not 10 s later
+    // while the shim is idle): the serving thread is all that is left.
+    assert_eq!(thread_count(shim), 1, "threads of a quiet shim");
     exec(execs);
     c.ctr(&["task", "kill", "-s", "SIGKILL", &id]);
     assert!(c.wait_status(&id, "STOPPED", Duration::from_secs(10)));
