@@ -23,6 +23,12 @@ fn main() {
     // table each time. Linked at a fixed address, those pages stay clean file pages shared by
     // all shims. The trade: the binary's own image is not randomised (libraries, heap, stacks
     // and mappings still are); bench/README.md has the figures. Only the binary: tests and
-    // proc-macros link as the toolchain decides.
-    println!("cargo:rustc-link-arg-bins=-no-pie");
+    // proc-macros link as the toolchain decides. Not with crt-static (musl targets, or
+    // `-C target-feature=+crt-static`): rustc then links a static PIE, and `-no-pie` on top of
+    // it gives a binary that crashes at once; such builds choose with `-C relocation-model`.
+    let crt_static = std::env::var("CARGO_CFG_TARGET_FEATURE")
+        .is_ok_and(|f| f.split(',').any(|f| f == "crt-static"));
+    if !crt_static {
+        println!("cargo:rustc-link-arg-bins=-no-pie");
+    }
 }
