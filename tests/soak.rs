@@ -190,6 +190,18 @@ fn soak(rt: Runtime) {
     c.assert_clean();
 }
 
+/// The binary is linked position-dependent (build.rs), as the Go shims are: nothing relocates
+/// its `.data.rel.ro` at start, so those pages stay shared by every shim instead of being
+/// copied into each. ELF header: `e_type` (2 bytes at offset 16) is ET_EXEC (2), not ET_DYN.
+#[test]
+fn the_shim_binary_is_position_dependent() {
+    let bin = shimgate_bin();
+    let head = std::fs::read(&bin).expect("read the shim binary");
+    assert_eq!(&head[..4], b"\x7fELF", "{}", bin.display());
+    let e_type = u16::from_le_bytes([head[16], head[17]]);
+    assert_eq!(e_type, 2, "{}: e_type {e_type} (3 = PIE)", bin.display());
+}
+
 #[test]
 fn soak_runcv1() {
     soak(RUNC_V1);
